@@ -1,0 +1,29 @@
+"""The `ponder` command line. Every command is a thin layer over library calls."""
+
+from __future__ import annotations
+
+import typer
+
+from ponder.cli import _models, _report, _sample
+
+app = typer.Typer(
+    name="ponder",
+    help="Turn extra inference-time compute into better answers, and measure how much better.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(_models.app, name="models")
+app.command("sample")(_sample.sample)
+app.command("verify")(_sample.verify)
+app.command("runs")(_report.runs)
+app.command("show")(_report.show)
+app.command("report")(_report.report)
+app.command("export")(_report.export)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

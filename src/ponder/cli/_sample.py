@@ -1,0 +1,266 @@
+"""`ponder sample` and `ponder verify`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ponder.backends import Backend, LlamaCppConfig, create_backend
+from ponder.backends._openai import OpenAIConfig
+from ponder.cli._common import (
+    DbOpt,
+    JsonOpt,
+    RunArg,
+    console,
+    emit_json,
+    open_store,
+    reported_errors,
+    setup_logging,
+    validated,
+)
+from ponder.cli._render import sampling_progress, simple_progress
+from ponder.cli._report import print_summary, summary_json
+from ponder.errors import ConfigError
+from ponder.models import DEFAULT_MODEL
+from ponder.records import SamplingParams
+from ponder.sampling import RunSpec, Store, run_spec, sample_run, verify_run
+from ponder.tasks import Task, get_task, select_problems
+from ponder.verify import Verifier, make_verifier
+
+_PARAM_FLAGS = {
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+    "max_tokens": "--max-tokens",
+    "stop": "--stop",
+    "seed": "--seed",
+}
+_BACKEND_FLAGS = {
+    "model": "--model",
+    "n_parallel": "--parallel",
+    "base_url": "--base-url",
+    "api_key_env": "--api-key-env",
+    "n_mode": "--n-mode",
+    "max_concurrency": "--concurrency",
+}
+
+
+def build_task(
+    name: str,
+    data: Path | None,
+    question_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+    few_shot: int | None,
+) -> Task:
+    options: dict[str, Any] = {}
+    if data is not None:
+        options["path"] = data
+    if question_field is not None:
+        options["question_field"] = question_field
+    if answer_field is not None:
+        options["answer_field"] = answer_field
+    if id_field is not None:
+        options["id_field"] = id_field
+    if few_shot is not None:
+        options["few_shot"] = few_shot
+    return get_task(name, **options)
+
+
+def build_backend(
+    kind: str,
+    model: str,
+    base_url: str | None,
+    api_key_env: str,
+    n_mode: str,
+    concurrency: int | None,
+    parallel: int,
+    verbose: bool,
+) -> Backend:
+    if kind == "llamacpp":
+        if base_url is not None:
+            raise ConfigError("--base-url is for --backend openai", hint="drop it or add --backend openai")
+        return create_backend(
+            validated(LlamaCppConfig, _BACKEND_FLAGS, model=model, n_parallel=parallel, verbose=verbose)
+        )
+    if kind == "openai":
+        if base_url is None:
+            raise ConfigError(
+                "--backend openai needs --base-url", hint="e.g. --base-url http://127.0.0.1:8000/v1"
+            )
+        values: dict[str, Any] = {
+            "base_url": base_url,
+            "model": model,
+            "api_key_env": api_key_env,
+            "n_mode": n_mode,
+            "max_batch": parallel,
+        }
+        if concurrency is not None:
+            values["max_concurrency"] = concurrency
+        return create_backend(validated(OpenAIConfig, _BACKEND_FLAGS, **values))
+    raise ConfigError(f"unknown backend {kind!r}", hint="choose one of: llamacpp, openai")
+
+
+def run_verify(
+    store: Store, run_id: str, verifier: Verifier, *, force: bool, quiet: bool
+) -> dict[str, Any]:
+    todo = len(store.unverified(run_id, verifier.name, force=force))
+    with simple_progress(disable=quiet or todo == 0) as progress:
+        bar = progress.add_task(f"verify ({verifier.name})", total=todo)
+        report = verify_run(
+            store, run_id, verifier, force=force, on_progress=lambda k: progress.advance(bar, k)
+        )
+    return asdict(report)
+
+
+def sample(
+    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, ...")] = "gsm8k",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model.")
+    ] = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option("--n", "-n", help="Samples per problem.")] = 8,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    ids: Annotated[
+        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
+    ] = None,
+    shuffle_seed: Annotated[
+        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max completion tokens per sample.")] = 512,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed; each request derives its own.")] = 0,
+    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data file for --task jsonl.")] = None,
+    question_field: Annotated[str | None, typer.Option(help="jsonl: question field.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="jsonl: answer field.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="jsonl: id field.")] = None,
+    backend: Annotated[
+        str, typer.Option(help="llamacpp (embedded) or openai (any compatible server).")
+    ] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
+        "OPENAI_API_KEY"
+    ),
+    n_mode: Annotated[
+        str, typer.Option(help="openai: auto | native (n in one request) | fanout.")
+    ] = "auto",
+    parallel: Annotated[int, typer.Option(help="Sequences decoded together per request.")] = 16,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
+    verify: Annotated[bool, typer.Option(help="Verify the samples afterwards.")] = True,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details (and llama.cpp).")] = False,
+) -> None:
+    """Draw N samples per problem (only the missing ones), verify them, print coverage and pass@k."""
+    setup_logging(verbose)
+    with reported_errors():
+        params = validated(
+            SamplingParams,
+            _PARAM_FLAGS,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=tuple(stop or ()),
+            seed=seed,
+        )
+        if n < 1:
+            raise ConfigError(f"--n must be >= 1, got {n}")
+        the_task = build_task(task, data, question_field, answer_field, id_field, few_shot)
+        problems = select_problems(
+            the_task.problems(),
+            limit=limit,
+            offset=offset,
+            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
+            shuffle_seed=shuffle_seed,
+        )
+        verifier = make_verifier(the_task.verifier) if verify else None
+        be = build_backend(backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose)
+        with open_store(db) as store:
+            result = asyncio.run(_sample(store, be, the_task, problems, n, params, concurrency, json_out))
+            out: dict[str, Any] = {"sampling": asdict(result)}
+            if verifier is not None:
+                with verifier:
+                    out["verification"] = run_verify(
+                        store, result.run_id, verifier, force=False, quiet=json_out
+                    )
+                out["summary"] = summary_json(store, result.run_id, verifier.name)
+            if json_out:
+                emit_json(out)
+                return
+            console.print(
+                f"run [bold]{result.run_id}[/]: {result.drawn} new samples "
+                f"({result.already_present} already stored) for {result.problems} problems in "
+                f"{result.wall_s:.1f}s; {result.completion_tokens} completion tokens, "
+                f"{result.prompt_tokens} prompt tokens evaluated in {result.requests} requests"
+            )
+            if verifier is not None:
+                print_summary(store, result.run_id, verifier.name)
+
+
+async def _sample(
+    store: Store,
+    backend: Backend,
+    task: Task,
+    problems: list[Any],
+    n: int,
+    params: SamplingParams,
+    concurrency: int | None,
+    quiet: bool,
+) -> Any:
+    try:
+        with sampling_progress(disable=quiet) as progress:
+            bar = progress.add_task("sample", total=len(problems) * n, tokens=0)
+            tokens = 0
+            already = store_existing(store, backend, task, params, problems, n)
+            progress.update(bar, total=len(problems) * n - already)
+
+            def on_progress(k: int, t: int) -> None:
+                nonlocal tokens
+                tokens += t
+                progress.update(bar, advance=k, tokens=tokens)
+
+            return await sample_run(
+                store, backend, task, problems, n, params, concurrency=concurrency,
+                on_progress=on_progress,
+            )
+    finally:
+        await backend.aclose()
+
+
+def store_existing(
+    store: Store, backend: Backend, task: Task, params: SamplingParams, problems: list[Any], n: int
+) -> int:
+    """How many of the requested samples the run already holds (to size the progress bar)."""
+    spec = run_spec(backend, task, params)
+    existing = store.existing_indices(spec.run_id)
+    return sum(len({i for i in existing.get(p.id, set()) if i < n}) for p in problems)
+
+
+def verify(
+    run: RunArg,
+    force: Annotated[bool, typer.Option(help="Re-verify samples that already have a verdict.")] = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify a run's samples with its task's verifier (only those without a verdict)."""
+    setup_logging(False)
+    with reported_errors(), open_store(db) as store:
+        info = store.get_run(run)
+        with make_verifier(verifier_kind(info.spec)) as verifier:
+            report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
+        if json_out:
+            emit_json({"verification": report, "summary": summary_json(store, info.id, verifier.name)})
+            return
+        console.print(f"verified {report['checked']} samples: {report['statuses']}")
+        print_summary(store, info.id, verifier.name)
+
+
+def verifier_kind(spec: RunSpec) -> str:
+    """The verifier recorded in a run's task spec."""
+    return str(spec.task.get("verifier", "math"))

@@ -1,0 +1,66 @@
+"""Ponder's exception hierarchy.
+
+Two families, so that callers (and the CLI) can tell them apart:
+
+* :class:`UserError`: the input is wrong (a config field, a name, a file). The message says what is wrong,
+  why, and how to fix it. Retrying never helps.
+* :class:`RunError`: something failed while doing correct work (a backend outage after retries, a full disk,
+  a locked database). The message carries the underlying cause.
+"""
+
+from __future__ import annotations
+
+
+class PonderError(Exception):
+    """Base class of every error Ponder raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+
+
+class UserError(PonderError):
+    """Bad input: a wrong name, field, file or parameter. Never retried."""
+
+
+class ConfigError(UserError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+class NotFoundError(UserError):
+    """A named thing (model, task, run, file) does not exist."""
+
+
+class ModelNotInstalledError(UserError):
+    """A registered model's package is missing; the hint is the exact install command."""
+
+
+class DataError(UserError):
+    """A user data file is malformed; the message names the file and line."""
+
+
+class RunError(PonderError):
+    """A failure while doing valid work."""
+
+
+class BackendError(RunError):
+    """A backend failed (after its own retries, where retrying made sense)."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, hint: str | None = None
+    ) -> None:
+        self.status_code = status_code
+        super().__init__(message, hint=hint)
+
+
+class BackendRequestError(BackendError, UserError):
+    """The backend rejected the request itself (HTTP 400/401/403/404): retrying cannot succeed."""
+
+
+class StoreError(RunError):
+    """The sample store could not be read or written (locked database, full disk, corrupt file)."""
+
+
+class VerifyError(RunError):
+    """A verifier failed as a whole (not one sample's check, which becomes a verdict)."""

@@ -1,0 +1,45 @@
+"""Verify the stored samples of a run and store the verdicts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ponder.sampling._store import Store
+from ponder.verify import Verifier
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    run_id: str
+    verifier: str
+    checked: int
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def verify_run(
+    store: Store,
+    run_id: str,
+    verifier: Verifier,
+    *,
+    force: bool = False,
+    chunk: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify every sample of ``run_id`` that has no verdict from ``verifier`` (all of them with ``force``).
+
+    Verdicts are committed chunk by chunk, so an interrupted verification resumes where it stopped.
+    """
+    todo = store.unverified(run_id, verifier.name, force=force)
+    counts: Counter[str] = Counter()
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        verdicts = verifier.verify_many([(ref, s.text) for s, ref in part])
+        store.add_verdicts(
+            verifier.name, [(s.id or 0, v) for (s, _), v in zip(part, verdicts, strict=True)]
+        )
+        counts.update(v.status for v in verdicts)
+        if on_progress is not None:
+            on_progress(len(part))
+    return VerifyReport(run_id, verifier.name, len(todo), dict(counts))
