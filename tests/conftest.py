@@ -40,3 +40,16 @@ def llama_server(smollm2_path: Path) -> Iterator[str]:
         yield str(server.listening_address).rstrip("/")
     finally:
         del server
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[object]:
+    """The real embedded backend on the small model, loaded once per test session."""
+    from ponder.backends import LlamaCppBackend, LlamaCppConfig
+
+    backend = LlamaCppBackend(LlamaCppConfig(model=TEST_MODEL, n_parallel=8, ctx_per_sequence=1024))
+    backend.start()
+    try:
+        yield backend
+    finally:
+        backend.close()

@@ -32,6 +32,13 @@ class LlamaCppConfig(BaseModel):
     n_parallel: int = Field(16, ge=1, le=256, description="Sequences decoded together (slots).")
     ctx_per_sequence: int = Field(2048, ge=128, description="KV cells reserved per sequence.")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    reuse_prompt_cache: bool = Field(
+        False,
+        description=(
+            "Reuse KV cache of earlier requests with the same prefix. Faster for repeated prompts, but "
+            "results then depend on what ran before, so the same seed may not reproduce a sample."
+        ),
+    )
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
 
@@ -110,6 +117,7 @@ class LlamaCppBackend:
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
             "seed": params.seed,
+            "cache_prompt": self.config.reuse_prompt_cache,
             # Token logprobs give an exact per-sample token count (usage covers one sample when n>1)
             # and the mean log-probability that best-of-n selection can use.
             "logprobs": True if not isinstance(prompt, str) else 1,

@@ -6,13 +6,16 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ponder.backends import Backend
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.sampling._spec import request_seed, run_spec
 from ponder.sampling._store import Store
-from ponder.tasks import Task
+
+if TYPE_CHECKING:
+    from ponder.tasks import Task
 
 ProgressFn = Callable[[int, int], None]
 """Called after each committed request with (new samples, new completion tokens)."""

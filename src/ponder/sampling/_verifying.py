@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ponder.sampling._store import Store
-from ponder.verify import Verifier
+
+if TYPE_CHECKING:
+    from ponder.verify import Verifier
 
 
 @dataclass(frozen=True)

