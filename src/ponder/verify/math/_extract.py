@@ -61,7 +61,9 @@ _SENTENCE_END = re.compile(r"\n|[.!?;](?=\s|$)")
 # Trailing plain words (units, "dollars", "in total") that follow a mathematical answer; "pi" is maths.
 _TRAILING_WORD = re.compile(r"\s+(?!pi\b)[A-Za-z][A-Za-z'\-]+\.?$")
 # What makes a number only the start of a longer expression: "2x", "3^2", "2\pi", "1 + 2", "2(x+1)".
-_CONTINUES = re.compile(r"[a-zA-Z](?![a-zA-Z])|[\^_({\[/\\]|\s*[*+=^]|\s+\\(?!text)")
+_CONTINUES = re.compile(
+    r"[a-zA-Z](?![a-zA-Z])|[\^_({\[/]|\s*[*+=^]|\s*\\(?!text|mbox|quad|qquad|[,;:! %$])"
+)
 
 
 def strip_think(text: str) -> str:

