@@ -52,10 +52,16 @@ def predicted(server: Any) -> float:
     raise RuntimeError("metrics missing tokens_predicted_total")
 
 
-def raw_run(server: Any, messages: list[dict[str, str]], n: int, params: SamplingParams) -> tuple[float, float]:
+def raw_run(
+    server: Any, messages: list[dict[str, str]], n: int, params: SamplingParams
+) -> tuple[float, float]:
     body = {
-        "messages": messages, "n": n, "max_tokens": params.max_tokens,
-        "temperature": params.temperature, "seed": params.seed, "cache_prompt": False,
+        "messages": messages,
+        "n": n,
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "seed": params.seed,
+        "cache_prompt": False,
     }
     before = predicted(server)
     start = time.perf_counter()
@@ -63,7 +69,9 @@ def raw_run(server: Any, messages: list[dict[str, str]], n: int, params: Samplin
     return time.perf_counter() - start, predicted(server) - before
 
 
-def naive_run(server: Any, messages: list[dict[str, str]], n: int, params: SamplingParams) -> tuple[float, float]:
+def naive_run(
+    server: Any, messages: list[dict[str, str]], n: int, params: SamplingParams
+) -> tuple[float, float]:
     wall = tokens = 0.0
     for i in range(n):
         w, t = raw_run(server, messages, 1, params.model_copy(update={"seed": params.seed + i}))
@@ -73,7 +81,9 @@ def naive_run(server: Any, messages: list[dict[str, str]], n: int, params: Sampl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -113,7 +123,10 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
-        "model": args.model, "n": args.n, "max_tokens": args.max_tokens, "reps": args.reps,
+        "model": args.model,
+        "n": args.n,
+        "max_tokens": args.max_tokens,
+        "reps": args.reps,
         "cpu_count": os.cpu_count(),
         "tokens_per_s": med,
         "ponder_vs_raw": med["ponder"] / med["raw"],
@@ -124,8 +137,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"model {args.model}, {args.n} samples of one GSM8K prompt, max {args.max_tokens} tokens, "
-          f"{args.reps} reps (median)")
+    print(
+        f"model {args.model}, {args.n} samples of one GSM8K prompt, max {args.max_tokens} tokens, "
+        f"{args.reps} reps (median)"
+    )
     for k in ("raw", "ponder", "naive"):
         print(f"  {k:7s} {med[k]:7.1f} tok/s   runs: {', '.join(f'{r:.1f}' for r in rates[k])}")
     print(f"  ponder / raw n-request   = {result['ponder_vs_raw']:.2f}x  (target >= 0.90)")

@@ -27,5 +27,8 @@ class ListTask:
 
 def arithmetic(count: int) -> ListTask:
     return ListTask(
-        [Problem(id=f"p{i}", question=f"What is {i} + {i}?", reference=str(2 * i)) for i in range(count)]
+        [
+            Problem(id=f"p{i}", question=f"What is {i} + {i}?", reference=str(2 * i))
+            for i in range(count)
+        ]
     )

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.embedded
 Q = [Message(role="user", content="Name a colour.")]
 
 
-def gen(backend: LlamaCppBackend, prompt, n: int, **kw):  # noqa: ANN001, ANN201
+def gen(backend: LlamaCppBackend, prompt, n: int, **kw):
     params = SamplingParams(**{"temperature": 0.9, "max_tokens": 12, "seed": 1, **kw})
     return asyncio.run(backend.generate(prompt, n, params))
 
@@ -58,7 +58,9 @@ def test_raw_text_prompt_and_stop(embedded: LlamaCppBackend) -> None:
         assert c.finish_reason == "stop"
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seeds=st.lists(st.integers(min_value=0, max_value=2**31 - 1), min_size=2, max_size=3))
 def test_same_seeds_reproduce_on_a_fresh_engine(seeds: list[int]) -> None:
     """Rerunning the same requests from scratch gives the same samples.
@@ -133,7 +135,9 @@ def test_unknown_model_lists_valid_names() -> None:
 def test_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PONDER_CACHE_DIR", str(tmp_path))
     entry = get_model("smollm2-135m")
-    monkeypatch.setitem(MODELS, "smollm2-135m", ModelEntry(**{**entry.__dict__, "sha256": "0" * 64}))
+    monkeypatch.setitem(
+        MODELS, "smollm2-135m", ModelEntry(**{**entry.__dict__, "sha256": "0" * 64})
+    )
     with pytest.raises(RunError, match="refusing"):
         resolve_model("smollm2-135m")
 

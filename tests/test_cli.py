@@ -17,12 +17,20 @@ PONDER = str(Path(sys.executable).parent / "ponder")
 SMALL = ["--model", "smollm2-135m", "--max-tokens", "16", "--temperature", "0.8"]
 
 
-def ponder(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def ponder(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [PONDER, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}
+        [PONDER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"ponder {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        raise AssertionError(
+            f"ponder {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+        )
     return result
 
 
@@ -102,8 +110,21 @@ def test_sample_verify_report_end_to_end(tmp_path: Path) -> None:
 def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     db = tmp_path / "kill.db"
     args = [
-        "sample", "--task", "gsm8k", "--limit", "6", "--n", "4", "--parallel", "4", "--concurrency", "1",
-        "--no-verify", *SMALL, "--db", str(db),
+        "sample",
+        "--task",
+        "gsm8k",
+        "--limit",
+        "6",
+        "--n",
+        "4",
+        "--parallel",
+        "4",
+        "--concurrency",
+        "1",
+        "--no-verify",
+        *SMALL,
+        "--db",
+        str(db),
     ]
     proc = subprocess.Popen([PONDER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -126,8 +147,10 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> Non
 
     con = sqlite3.connect(db)
     rows = con.execute("SELECT id, problem_id, idx, text FROM samples ORDER BY id").fetchall()
-    per_problem = con.execute("SELECT problem_id, COUNT(*), COUNT(DISTINCT idx), MIN(idx), MAX(idx) "
-                              "FROM samples GROUP BY problem_id").fetchall()
+    per_problem = con.execute(
+        "SELECT problem_id, COUNT(*), COUNT(DISTINCT idx), MIN(idx), MAX(idx) "
+        "FROM samples GROUP BY problem_id"
+    ).fetchall()
     con.close()
     assert rows[: len(before)] == before  # nothing lost or rewritten
     assert len(rows) == 24
@@ -164,8 +187,20 @@ def test_report_on_unverified_run_says_how_to_verify(tmp_path: Path) -> None:
     data = tmp_path / "q.jsonl"
     data.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
     out = json.loads(
-        ponder("sample", "--task", "jsonl", "--data", str(data), "--n", "1", "--no-verify", *SMALL,
-               "--db", str(db), "--json").stdout
+        ponder(
+            "sample",
+            "--task",
+            "jsonl",
+            "--data",
+            str(data),
+            "--n",
+            "1",
+            "--no-verify",
+            *SMALL,
+            "--db",
+            str(db),
+            "--json",
+        ).stdout
     )
     run_id = out["sampling"]["run_id"]
     r = ponder("report", run_id, "--db", str(db), check=False)

@@ -7,17 +7,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from tests._fakes import arithmetic
 
 from ponder.backends import ScriptedBackend
 from ponder.errors import BackendError, ConfigError, NotFoundError, StoreError
 from ponder.records import SamplingParams, Verdict
 from ponder.sampling import Store, plan, request_seed, run_spec, sample_run
-from tests._fakes import arithmetic
 
 PARAMS = SamplingParams(temperature=0.5, max_tokens=50, seed=7)
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -106,13 +106,13 @@ def test_backend_failure_keeps_committed_samples(tmp_path: Path) -> None:
     task = arithmetic(4)
     calls = {"n": 0}
 
-    def fn(prompt, i, params):  # noqa: ANN001, ANN202
+    def fn(prompt, i, params):
         return "#### 1"
 
     backend = ScriptedBackend(fn=fn, batch=2)
     original = backend.generate
 
-    async def flaky(prompt, n, params):  # noqa: ANN001, ANN202
+    async def flaky(prompt, n, params):
         calls["n"] += 1
         if calls["n"] == 3:
             raise BackendError("server down after 5 attempts: 503")
@@ -151,8 +151,13 @@ def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
         todo = store.unverified(rep.run_id, "math")
         assert len(todo) == 4
         verdicts = [
-            (s.id, Verdict(status="correct" if s.text == f"#### {ref}" else "incorrect",
-                           extracted=s.text[5:]))
+            (
+                s.id,
+                Verdict(
+                    status="correct" if s.text == f"#### {ref}" else "incorrect",
+                    extracted=s.text[5:],
+                ),
+            )
             for s, ref in todo
         ]
         store.add_verdicts("math", verdicts)
@@ -173,7 +178,9 @@ def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
 def test_get_run_by_prefix_and_errors(tmp_path: Path) -> None:
     task = arithmetic(1)
     with Store(tmp_path / "p.db") as store:
-        rep = run(sample_run(store, ScriptedBackend(outputs=["x"]), task, task.problems(), 1, PARAMS))
+        rep = run(
+            sample_run(store, ScriptedBackend(outputs=["x"]), task, task.problems(), 1, PARAMS)
+        )
         assert store.get_run(rep.run_id[:5]).id == rep.run_id
         with pytest.raises(NotFoundError, match="ponder runs"):
             store.get_run("zzzz")

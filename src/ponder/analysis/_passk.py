@@ -23,7 +23,9 @@ def pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> NDArray[np.float64] |
         A float for scalar inputs, else an array broadcast over the inputs.
     """
     n_arr, c_arr, k_arr = np.broadcast_arrays(
-        np.asarray(n, dtype=np.float64), np.asarray(c, dtype=np.float64), np.asarray(k, dtype=np.float64)
+        np.asarray(n, dtype=np.float64),
+        np.asarray(c, dtype=np.float64),
+        np.asarray(k, dtype=np.float64),
     )
     if np.any(c_arr < 0) or np.any(c_arr > n_arr) or np.any(k_arr < 1):
         raise ValueError("pass_at_k needs 0 <= c <= n and k >= 1")

@@ -88,7 +88,9 @@ def create_backend(config: BaseModel) -> Backend:
     """Instantiate the backend described by ``config`` (its ``kind`` field selects the factory)."""
     kind = getattr(config, "kind", None)
     if not isinstance(kind, str):
-        raise ConfigError("backend config has no 'kind' field", hint="set kind: llamacpp|openai|...")
+        raise ConfigError(
+            "backend config has no 'kind' field", hint="set kind: llamacpp|openai|..."
+        )
     config_type, factory = (backend_config_type(kind), _FACTORIES[kind][1])
     if not isinstance(config, config_type):
         config = config_type.model_validate(config.model_dump())

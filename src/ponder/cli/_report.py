@@ -80,12 +80,27 @@ def runs(db: DbOpt = None, json_out: JsonOpt = False) -> None:
             emit_json([asdict(r) for r in items])
             return
         table = Table(title=f"runs in {store.path}", title_justify="left")
-        for col in ("run", "task", "model", "problems", "samples", "verified", "correct", "created"):
+        for col in (
+            "run",
+            "task",
+            "model",
+            "problems",
+            "samples",
+            "verified",
+            "correct",
+            "created",
+        ):
             table.add_column(col, justify="right" if col in ("problems", "samples") else "left")
         for r in items:
             table.add_row(
-                r.id, r.task, r.model, str(r.problems), str(r.samples), str(r.verified),
-                str(r.correct), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+                r.id,
+                r.task,
+                r.model,
+                str(r.problems),
+                str(r.samples),
+                str(r.verified),
+                str(r.correct),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
             )
         console.print(table)
 
@@ -104,16 +119,37 @@ def show(
         name = verifier or (found[0] if found else "math")
         rows = store.problem_table(info.id, name)
         if json_out:
-            emit_json({"run": info.id, "spec": info.spec.model_dump(), "problems": [asdict(r) for r in rows]})
+            emit_json(
+                {
+                    "run": info.id,
+                    "spec": info.spec.model_dump(),
+                    "problems": [asdict(r) for r in rows],
+                }
+            )
             return
-        console.print(f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}")
+        console.print(
+            f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}"
+        )
         console.print(f"params: {info.spec.params.model_dump()}")
         table = Table(title_justify="left")
-        for col in ("problem", "reference", "samples", "verified", "correct", "first correct answer"):
-            table.add_column(col, justify="right" if col in ("samples", "verified", "correct") else "left")
+        for col in (
+            "problem",
+            "reference",
+            "samples",
+            "verified",
+            "correct",
+            "first correct answer",
+        ):
+            table.add_column(
+                col, justify="right" if col in ("samples", "verified", "correct") else "left"
+            )
         for r in rows:
             table.add_row(
-                r.problem_id, r.reference or "", str(r.samples), str(r.verified), str(r.correct),
+                r.problem_id,
+                r.reference or "",
+                str(r.samples),
+                str(r.verified),
+                str(r.correct),
                 r.first_correct or ("-" if r.verified else "(unverified)"),
             )
         console.print(table)
@@ -133,7 +169,9 @@ def report(
         if json_out:
             emit_json(summary_json(store, info.id, name))
             return
-        console.print(f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}")
+        console.print(
+            f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}"
+        )
         print_summary(store, info.id, name)
 
 

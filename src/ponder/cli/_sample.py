@@ -82,9 +82,13 @@ def build_backend(
 ) -> Backend:
     if kind == "llamacpp":
         if base_url is not None:
-            raise ConfigError("--base-url is for --backend openai", hint="drop it or add --backend openai")
+            raise ConfigError(
+                "--base-url is for --backend openai", hint="drop it or add --backend openai"
+            )
         return create_backend(
-            validated(LlamaCppConfig, _BACKEND_FLAGS, model=model, n_parallel=parallel, verbose=verbose)
+            validated(
+                LlamaCppConfig, _BACKEND_FLAGS, model=model, n_parallel=parallel, verbose=verbose
+            )
         )
     if kind == "openai":
         if base_url is None:
@@ -117,9 +121,12 @@ def run_verify(
 
 
 def sample(
-    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, ...")] = "gsm8k",
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, ...")
+    ] = "gsm8k",
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model.")
+        str,
+        typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model."),
     ] = DEFAULT_MODEL,
     n: Annotated[int, typer.Option("--n", "-n", help="Samples per problem.")] = 8,
     limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
@@ -155,7 +162,9 @@ def sample(
     verify: Annotated[bool, typer.Option(help="Verify the samples afterwards.")] = True,
     db: DbOpt = None,
     json_out: JsonOpt = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details (and llama.cpp).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log details (and llama.cpp).")
+    ] = False,
 ) -> None:
     """Draw N samples per problem (only the missing ones), verify them, print coverage and pass@k."""
     setup_logging(verbose)
@@ -180,9 +189,13 @@ def sample(
             shuffle_seed=shuffle_seed,
         )
         verifier = make_verifier(the_task.verifier) if verify else None
-        be = build_backend(backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose)
+        be = build_backend(
+            backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
+        )
         with open_store(db) as store:
-            result = asyncio.run(_sample(store, be, the_task, problems, n, params, concurrency, json_out))
+            result = asyncio.run(
+                _sample(store, be, the_task, problems, n, params, concurrency, json_out)
+            )
             out: dict[str, Any] = {"sampling": asdict(result)}
             if verifier is not None:
                 with verifier:
@@ -226,7 +239,13 @@ async def _sample(
                 progress.update(bar, advance=k, tokens=tokens)
 
             return await sample_run(
-                store, backend, task, problems, n, params, concurrency=concurrency,
+                store,
+                backend,
+                task,
+                problems,
+                n,
+                params,
+                concurrency=concurrency,
                 on_progress=on_progress,
             )
     finally:
@@ -244,7 +263,9 @@ def store_existing(
 
 def verify(
     run: RunArg,
-    force: Annotated[bool, typer.Option(help="Re-verify samples that already have a verdict.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Re-verify samples that already have a verdict.")
+    ] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -255,7 +276,9 @@ def verify(
         with make_verifier(verifier_kind(info.spec)) as verifier:
             report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
         if json_out:
-            emit_json({"verification": report, "summary": summary_json(store, info.id, verifier.name)})
+            emit_json(
+                {"verification": report, "summary": summary_json(store, info.id, verifier.name)}
+            )
             return
         console.print(f"verified {report['checked']} samples: {report['statuses']}")
         print_summary(store, info.id, verifier.name)

@@ -113,7 +113,9 @@ async def sample_run(
                 return
             seed = request_seed(params.seed, unit.problem.id, unit.indices[0])
             gen = await backend.generate(
-                task.prompt(unit.problem), len(unit.indices), params.model_copy(update={"seed": seed})
+                task.prompt(unit.problem),
+                len(unit.indices),
+                params.model_copy(update={"seed": seed}),
             )
             shares = _split(gen.prompt_tokens, len(unit.indices))
             samples = [

@@ -51,4 +51,6 @@ def request_seed(base: int, problem_id: str, first_index: int) -> int:
 
 def run_spec(backend: Backend, task: Task, params: SamplingParams) -> RunSpec:
     """The spec of sampling ``task`` from ``backend`` with ``params`` (the task spec records its verifier)."""
-    return RunSpec(model=backend.identity, task={**task.spec(), "verifier": task.verifier}, params=params)
+    return RunSpec(
+        model=backend.identity, task={**task.spec(), "verifier": task.verifier}, params=params
+    )

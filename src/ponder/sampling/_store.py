@@ -180,10 +180,14 @@ class Store:
                 "SELECT id, spec, created_at FROM runs WHERE id LIKE ? || '%'", (ref,)
             ).fetchall()
         if not rows:
-            raise NotFoundError(f"no run {ref!r} in {self.path}", hint="list runs with: ponder runs")
+            raise NotFoundError(
+                f"no run {ref!r} in {self.path}", hint="list runs with: ponder runs"
+            )
         if len(rows) > 1:
             ids = ", ".join(r["id"] for r in rows[:5])
-            raise NotFoundError(f"run prefix {ref!r} is ambiguous ({ids})", hint="give more characters")
+            raise NotFoundError(
+                f"run prefix {ref!r} is ambiguous ({ids})", hint="give more characters"
+            )
         row = rows[0]
         return RunInfo(row["id"], RunSpec.model_validate_json(row["spec"]), row["created_at"])
 
@@ -203,8 +207,14 @@ class Store:
             ).fetchall()
         return [
             RunSummary(
-                r["id"], r["model"], r["task"], r["problems"], r["samples"], r["verified"],
-                r["correct"], r["created_at"],
+                r["id"],
+                r["model"],
+                r["task"],
+                r["problems"],
+                r["samples"],
+                r["verified"],
+                r["correct"],
+                r["created_at"],
             )
             for r in rows
         ]
@@ -235,7 +245,9 @@ class Store:
             ).fetchall()
         return [
             Problem(
-                id=r["problem_id"], question=r["question"], reference=r["reference"],
+                id=r["problem_id"],
+                question=r["question"],
+                reference=r["reference"],
                 metadata=json.loads(r["metadata"]),
             )
             for r in rows
@@ -264,9 +276,17 @@ class Store:
                     "completion_tokens, prompt_tokens, latency_s, seed, mean_logprob, created_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        s.run_id, s.problem_id, s.index, s.text, s.finish_reason,
-                        s.completion_tokens, s.prompt_tokens, s.latency_s, s.seed,
-                        s.mean_logprob, now,
+                        s.run_id,
+                        s.problem_id,
+                        s.index,
+                        s.text,
+                        s.finish_reason,
+                        s.completion_tokens,
+                        s.prompt_tokens,
+                        s.latency_s,
+                        s.seed,
+                        s.mean_logprob,
+                        now,
                     ),
                 )
                 ids.append(int(cur.lastrowid or 0))
@@ -362,7 +382,11 @@ class Store:
             ).fetchall()
         return [
             ProblemRow(
-                r["problem_id"], r["reference"], r["samples"], r["verified"], r["correct"],
+                r["problem_id"],
+                r["reference"],
+                r["samples"],
+                r["verified"],
+                r["correct"],
                 r["first_correct"],
             )
             for r in rows
@@ -387,8 +411,15 @@ class Store:
 
 def _sample(r: sqlite3.Row) -> Sample:
     return Sample(
-        id=r["id"], run_id=r["run_id"], problem_id=r["problem_id"], index=r["idx"], text=r["text"],
-        finish_reason=r["finish_reason"], completion_tokens=r["completion_tokens"],
-        prompt_tokens=r["prompt_tokens"], latency_s=r["latency_s"], seed=r["seed"],
+        id=r["id"],
+        run_id=r["run_id"],
+        problem_id=r["problem_id"],
+        index=r["idx"],
+        text=r["text"],
+        finish_reason=r["finish_reason"],
+        completion_tokens=r["completion_tokens"],
+        prompt_tokens=r["prompt_tokens"],
+        latency_s=r["latency_s"],
+        seed=r["seed"],
         mean_logprob=r["mean_logprob"],
     )

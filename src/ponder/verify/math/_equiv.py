@@ -13,8 +13,9 @@ from ponder.verify.math._extract import normalize_answer
 
 logger = logging.getLogger(__name__)
 
-# math-verify's own timeouts use signal.alarm, which only works in a process's main thread (elsewhere it
-# raises). Its default limit applies there; off the main thread the caller must bound the time itself.
+# math-verify's own timeouts use signal.alarm, which only works in a process's main thread
+# (elsewhere it raises). Its default limit applies there; off the main thread the caller must bound
+# the time itself.
 _MATH_VERIFY_TIMEOUT_S = 5
 
 _DECIMAL = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -27,24 +28,25 @@ _FRAC = re.compile(
 def is_equivalent(reference: str, answer: str) -> bool:
     """Whether ``answer`` is mathematically the same as ``reference``.
 
-    Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, with thousands separators, currency or a
-    trailing percent sign) are compared exactly as fractions, so ``18 == 18.00``, ``0.5 == 1/2`` and
-    ``50% == 50`` (a percent sign is a unit, not a factor of 1/100), but ``0.33 != 1/3``. Anything else
-    goes to math-verify (symbolic comparison: ``\\sqrt{2}``, ``2\\pi``, intervals, sets, equations).
+    Plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, with thousands separators,
+    currency or a trailing percent sign) are compared exactly as fractions, so ``18 == 18.00``,
+    ``0.5 == 1/2`` and ``50% == 50`` (a percent sign is a unit, not a factor of 1/100), but
+    ``0.33 != 1/3``. Anything else goes to math-verify (symbolic comparison: ``\\sqrt{2}``,
+    ``2\\pi``, intervals, sets, equations).
 
-    Pure and safe to call in a worker process. Never raises: input that cannot be understood is simply
-    not equivalent.
+    Pure and safe to call in a worker process. Never raises: input that cannot be understood is
+    simply not equivalent.
     """
     try:
         return _equivalent(reference, answer)
-    except Exception:  # noqa: BLE001 -- odd input must read as "not equivalent", not crash a batch
+    except Exception:  # odd input must read as "not equivalent", not crash a batch
         logger.debug("equivalence check failed for %r vs %r", reference, answer, exc_info=True)
         return False
 
 
 def as_number(text: str) -> Fraction | None:
     """The exact value of a plain number written as text, or None when it is not one."""
-    s = normalize_answer(text).replace(" ", "").removesuffix("%")
+    s = normalize_answer(text).replace(" ", "")
     try:
         if _DECIMAL.fullmatch(s):
             return Fraction(Decimal(s))
@@ -85,7 +87,7 @@ def _parse(text: str, timeout: int | None) -> list[Any]:
     from math_verify import parse
 
     for candidate in (f"${text}$", text):
-        parsed = parse(candidate, parsing_timeout=timeout)  # type: ignore[arg-type]
+        parsed = parse(candidate, parsing_timeout=timeout)
         if parsed:
             return list(parsed)
     return []
@@ -96,5 +98,5 @@ def _timeout() -> int | None:
 
 
 def warm_up() -> None:
-    """Import math-verify and run one comparison, so that a worker's first real check is not slow."""
+    """Import math-verify and run one comparison, so that a worker's first check is not slow."""
     _symbolic_equivalent("\\sqrt{4}", "2")

