@@ -59,6 +59,7 @@ EXTRACTION = [
     ("we get 10-3", "3"),  # a binary minus is not a sign
     # Reasoning blocks never hold the answer.
     ("<think>maybe 99</think> the answer is 12", "12"),
+    ("<think>1</think> The answer is 5. <think>check: 6?</think>", "5"),
     ("<think>It is 99... no, wait", None),
     ("template opened the block: 77 </think> The answer is 8.", "8"),
     # Nothing to find.
@@ -256,10 +257,9 @@ def test_verify_many_keeps_order_and_statuses(verifier: MathVerifier) -> None:
 def test_the_pool_is_reused_across_calls(verifier: MathVerifier) -> None:
     verifier.verify_many(MIXED[:2])
     pool = verifier._pool
-    start = time.perf_counter()
+    assert pool is not None
     assert [v.status for v in verifier.verify_many(MIXED[:2])] == ["correct", "incorrect"]
-    assert verifier._pool is pool
-    assert time.perf_counter() - start < 1.0  # no process start-up the second time
+    assert verifier._pool is pool  # no second process start-up
 
 
 def test_a_check_over_the_time_limit_is_an_error(verifier: MathVerifier) -> None:
@@ -296,7 +296,7 @@ def _misbehaving_check(reference: str, text: str, strategies: tuple[str, ...]) -
 
 
 class _MisbehavingVerifier(MathVerifier):
-    check = staticmethod(_misbehaving_check)  # type: ignore[assignment]
+    check = staticmethod(_misbehaving_check)
 
 
 def _gone(pid: int, within_s: float) -> bool:

@@ -46,7 +46,7 @@ def is_equivalent(reference: str, answer: str) -> bool:
 
 def as_number(text: str) -> Fraction | None:
     """The exact value of a plain number written as text, or None when it is not one."""
-    s = normalize_answer(text).replace(" ", "")
+    s = normalize_answer(text).replace(" ", "").removesuffix("%")
     try:
         if _DECIMAL.fullmatch(s):
             return Fraction(Decimal(s))

@@ -75,7 +75,7 @@ def strip_think(text: str) -> str:
     the block) drops everything before it. An unclosed ``<think>`` drops everything after it: a
     truncated reasoning trace has no final answer.
     """
-    pass
+    text = _THINK_BLOCK.sub(" ", text)
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
         text = text[closes[-1].end() :]

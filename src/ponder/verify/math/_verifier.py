@@ -32,8 +32,8 @@ _POLL_S = 0.02
 # A check running when a worker process died is retried once; a second death is its verdict.
 _MAX_WORKER_DEATHS = 2
 
-# The worker's end of the "check i started" channel, set by the pool initializer.
-_started: SimpleQueue[int] | None = None
+# The worker's end of the "(round, check index) started" channel, set by the pool initializer.
+_started: SimpleQueue[tuple[int, int]] | None = None
 
 
 def check_one(reference: str, text: str, strategies: tuple[ExtractStrategy, ...]) -> CheckResult:
@@ -46,7 +46,7 @@ def check_one(reference: str, text: str, strategies: tuple[ExtractStrategy, ...]
     return "incorrect", extracted, ""
 
 
-def _init_worker(started: SimpleQueue[int]) -> None:
+def _init_worker(started: SimpleQueue[tuple[int, int]]) -> None:
     global _started
     _started = started
     # Pay the sympy / math-verify import before the first check's clock starts.
@@ -54,6 +54,7 @@ def _init_worker(started: SimpleQueue[int]) -> None:
 
 
 def _run_check(
+    round_id: int,
     index: int,
     reference: str,
     text: str,
@@ -62,7 +63,7 @@ def _run_check(
 ) -> tuple[CheckResult, float]:
     """Worker entry point: announce the start of check ``index``, run it, return it and its time."""
     if _started is not None:
-        _started.put(index)
+        _started.put((round_id, index))
     t0 = time.perf_counter()
     try:
         result = check(reference, text, strategies)
@@ -71,10 +72,17 @@ def _run_check(
     return result, time.perf_counter() - t0
 
 
+def _cpu_count() -> int:
+    """CPUs this process may run on (a container or taskset may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass
 class _Pool:
     executor: ProcessPoolExecutor
-    started: SimpleQueue[int]
+    started: SimpleQueue[tuple[int, int]]
 
     def kill(self) -> None:
         """Stop now, killing workers (a hung check never returns by itself)."""
@@ -115,7 +123,7 @@ class MathVerifier:
     Args:
         strategies: Answer extraction strategies, in the order tried (see ``ExtractStrategy``).
         timeout_s: Time limit of one check (extraction and comparison), counted from when it starts.
-        workers: Worker processes; defaults to the number of CPUs.
+        workers: Worker processes; defaults to the number of CPUs this process may use.
 
     Raises:
         ConfigError: an unknown strategy, a non-positive time limit or worker count.
@@ -137,8 +145,10 @@ class MathVerifier:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self._timeout_s = float(timeout_s)
-        self._workers = workers or os.cpu_count() or 1
+        self._workers = workers or _cpu_count()
         self._pool: _Pool | None = None
+        # Tags start messages, so that one left in the channel by an earlier round is ignored.
+        self._round = 0
 
     @property
     def name(self) -> str:
@@ -171,23 +181,34 @@ class MathVerifier:
                 batch.verdicts[i] = Verdict(status="error", detail="no reference answer")
             else:
                 todo.append(i)
-        while todo:
-            todo = self._run_round(batch, todo)
+        try:
+            while todo:
+                todo = self._run_round(batch, todo)
+        except BaseException:
+            # Interrupted (or failed as a whole): leave no checks running for the next call to meet.
+            self._discard_pool(kill=True)
+            raise
         assert all(v is not None for v in batch.verdicts)
         return [v for v in batch.verdicts if v is not None]
 
     def _run_round(self, batch: _Batch, todo: list[int]) -> list[int]:
         """Run ``todo`` until all are done or the pool had to go; returns what is left to run."""
         pool = self._ensure_pool()
+        self._round += 1
         futures: dict[Future[tuple[CheckResult, float]], int] = {}
-        for i in todo:
-            reference, text = batch.items[i]
-            assert reference is not None
-            future = pool.executor.submit(
-                _run_check, i, reference, text, self._strategies, self.check
-            )
-            futures[future] = i
         started_at: dict[int, float] = {}
+        try:
+            for i in todo:
+                reference, text = batch.items[i]
+                assert reference is not None
+                future = pool.executor.submit(
+                    _run_check, self._round, i, reference, text, self._strategies, self.check
+                )
+                futures[future] = i
+        except BrokenProcessPool:
+            # A worker died while the pool sat idle (say, the OOM killer); start afresh.
+            self._discard_pool(kill=True)
+            return self._after_worker_death(batch, todo, started_at)
         pending = set(futures)
         while pending:
             self._drain_started(pool, started_at)
@@ -197,7 +218,7 @@ class MathVerifier:
                 for f in pending
                 if not f.done() and now - started_at.get(futures[f], now) > self._timeout_s
             }
-            if False:
+            if expired:
                 for f in expired:
                     batch.verdicts[futures[f]] = self._timed_out()
                 # Results that arrived meanwhile are kept; everything else reruns on a fresh pool.
@@ -240,7 +261,7 @@ class MathVerifier:
             batch.verdicts[index] = Verdict(status="error", detail=f"{type(exc).__name__}: {exc}")
             return False
         # The deadline loop can miss a fast overrun; the worker's own clock settles it.
-        if False:
+        if elapsed > self._timeout_s:
             batch.verdicts[index] = self._timed_out()
         else:
             batch.verdicts[index] = Verdict(status=status, extracted=extracted, detail=detail)
@@ -278,18 +299,19 @@ class MathVerifier:
     def _timed_out(self) -> Verdict:
         return Verdict(status="error", detail=f"timed out after {self._timeout_s:g}s")
 
-    @staticmethod
-    def _drain_started(pool: _Pool, started_at: dict[int, float]) -> None:
+    def _drain_started(self, pool: _Pool, started_at: dict[int, float]) -> None:
         now = time.monotonic()
         while not pool.started.empty():
-            started_at.setdefault(pool.started.get(), now)
+            round_id, index = pool.started.get()
+            if round_id == self._round:
+                started_at.setdefault(index, now)
 
     def _ensure_pool(self) -> _Pool:
         if self._pool is None:
             ctx = multiprocessing.get_context(
                 "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             )
-            started: SimpleQueue[int] = ctx.SimpleQueue()
+            started: SimpleQueue[tuple[int, int]] = ctx.SimpleQueue()
             executor = ProcessPoolExecutor(
                 max_workers=self._workers,
                 mp_context=ctx,
