@@ -52,10 +52,10 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def validated(model: type[M], flags: dict[str, str], **values: Any) -> M:
+def validated(config_type: type[M], flags: dict[str, str], /, **values: Any) -> M:
     """Build a pydantic model from CLI values; a validation error names the offending flag."""
     try:
-        return model(**values)
+        return config_type(**values)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
