@@ -100,6 +100,11 @@ class LlamaCppBackend:
         self._engine()
 
     @property
+    def engine(self) -> Any:
+        """The underlying ``xllamacpp.Server`` (loaded on first access), for direct requests."""
+        return self._engine()
+
+    @property
     def base_url(self) -> str:
         """The engine's own OpenAI-compatible HTTP endpoint on 127.0.0.1."""
         return str(self._engine().listening_address).rstrip("/")

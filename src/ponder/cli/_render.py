@@ -30,7 +30,7 @@ class _RateColumn(ProgressColumn):
             return Text("-- samples/s  -- tok/s", style="progress.data.speed")
         tokens = float(task.fields.get("tokens", 0))
         return Text(
-            f"{task.completed / elapsed:5.2f} samples/s  {tokens / elapsed:6.1f} tok/s",
+            f"{task.completed / elapsed:.2f} samples/s {tokens / elapsed:.1f} tok/s",
             style="progress.data.speed",
         )
 
@@ -38,7 +38,7 @@ class _RateColumn(ProgressColumn):
 def sampling_progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         _RateColumn(),
         TimeElapsedColumn(),
