@@ -13,12 +13,15 @@ from ponder.backends._base import (
     register_backend,
 )
 from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
+from ponder.backends._openai import OpenAIBackend, OpenAIConfig
 from ponder.backends._scripted import ScriptedBackend, ScriptedConfig
 
 __all__ = [
     "Backend",
     "LlamaCppBackend",
     "LlamaCppConfig",
+    "OpenAIBackend",
+    "OpenAIConfig",
     "ScriptedBackend",
     "ScriptedConfig",
     "backend_config_type",

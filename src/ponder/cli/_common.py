@@ -61,7 +61,9 @@ def validated(config_type: type[M], flags: dict[str, str], /, **values: Any) -> 
         for e in exc.errors():
             field = str(e["loc"][0]) if e["loc"] else "?"
             flag = flags.get(field, field)
-            problems.append(f"{flag}={e.get('input')!r}: {e['msg']}")
+            # Never echo what was typed for a key-related field: it may be the secret itself.
+            shown = "" if "key" in field else f"={e.get('input')!r}"
+            problems.append(f"{flag}{shown}: {e['msg']}")
         raise ConfigError(
             "invalid " + "; ".join(problems), hint="fix the value(s) and rerun"
         ) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -26,7 +26,7 @@ def list_models(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List registered models: size, installed or not, and the command that installs a missing one."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": m.name,
             "default": m.name == DEFAULT_MODEL,

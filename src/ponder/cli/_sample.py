@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ponder.backends import Backend, LlamaCppConfig, create_backend
-from ponder.backends._openai import OpenAIConfig
+from ponder.backends import Backend, LlamaCppConfig, OpenAIConfig, create_backend
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
