@@ -3,8 +3,8 @@
 Three ways to draw N samples of one GSM8K prompt:
 
 * raw:    one request with ``n = N`` straight to the xllamacpp engine (the engine's best case);
-* ponder: Ponder's embedded backend, ``generate(prompt, N)`` (thread hop, logprobs for per-sample token
-  counts, result parsing);
+* ponder: Ponder's embedded backend, ``generate(prompt, N)`` (thread hop, token probabilities for exact
+  per-sample token counts, result parsing);
 * naive:  N sequential single-sample requests to the same engine.
 
 All three use the same engine instance and settings; raw and ponder use the same seed in each repetition, so they
@@ -40,6 +40,8 @@ def raw_request(
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
         "seed": params.seed,
         "cache_prompt": False,
     }

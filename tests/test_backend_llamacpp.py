@@ -146,3 +146,25 @@ def test_default_model_parts_join_to_pinned_checksum() -> None:
     entry = get_model("qwen2.5-coder-0.5b")
     path = resolve_model(entry.name)
     assert path.stat().st_size == entry.size == 491_400_064
+
+
+def test_truncation_params_reach_the_engine(embedded: LlamaCppBackend) -> None:
+    # top_k=1 leaves one candidate: every sequence is the greedy one, each token sampled with p=1
+    g = gen(embedded, Q, 4, temperature=1.5, top_k=1)
+    assert len({c.text for c in g.completions}) == 1
+    assert all(c.mean_logprob == 0.0 for c in g.completions)
+    # without truncation (Ponder's default, unlike llama.cpp's top_k=40/min_p=0.05) sampling is diverse
+    g = gen(embedded, Q, 4, temperature=1.5)
+    assert len({c.text for c in g.completions}) >= 3
+    assert all(c.mean_logprob is not None and c.mean_logprob < 0 for c in g.completions)
+
+
+def test_model_logprobs_option_reports_untempered_probabilities() -> None:
+    backend = LlamaCppBackend(LlamaCppConfig(model="smollm2-135m", n_parallel=2, logprobs="model"))
+    try:
+        g = gen(backend, Q, 2, temperature=1.0, top_k=1, max_tokens=6)
+    finally:
+        backend.close()
+    # greedy under truncation, yet the model's own probability of those tokens is below 1
+    assert all(c.mean_logprob is not None and c.mean_logprob < 0 for c in g.completions)
+    assert all(c.completion_tokens >= 1 for c in g.completions)

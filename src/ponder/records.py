@@ -42,6 +42,8 @@ class SamplingParams(BaseModel):
 
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 means greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 disables.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p x the top one.")
     max_tokens: int = Field(512, ge=1, le=131072)
     stop: tuple[str, ...] = ()
     seed: int = Field(0, ge=0, lt=2**31, description="Base seed; each request derives its own.")

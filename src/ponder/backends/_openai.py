@@ -406,6 +406,14 @@ class OpenAIBackend:
         """One HTTP request; returns the response as plain data (shapes vary across servers)."""
         n_arg = n if n > 1 else openai.omit  # some servers reject the parameter itself, even n=1
         stop = list(params.stop) if params.stop else openai.omit
+        # top_k / min_p are not OpenAI parameters (hosted APIs reject them); vLLM, SGLang and llama.cpp
+        # accept them, so they are sent only when the user set them.
+        extra: dict[str, Any] = {}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        if params.min_p:
+            extra["min_p"] = params.min_p
+        extra_body = extra or None
         if isinstance(prompt, str) or self.config.endpoint == "completions":
             text = prompt if isinstance(prompt, str) else _render_plain(prompt)
             completion = await client.completions.create(
@@ -419,6 +427,7 @@ class OpenAIBackend:
                 seed=seed,
                 # 1 (not 0): llama.cpp returns no logprobs at all for 0.
                 logprobs=1 if self._logprobs else openai.omit,
+                extra_body=extra_body,
             )
             return completion.model_dump()
         chat = await client.chat.completions.create(
@@ -436,6 +445,7 @@ class OpenAIBackend:
             logprobs=True if self._logprobs else openai.omit,
             # 1 (not 0): llama.cpp sends no token logprobs for top_logprobs=0.
             top_logprobs=1 if self._logprobs else openai.omit,
+            extra_body=extra_body,
         )
         return chat.model_dump()
 
