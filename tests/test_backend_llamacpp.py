@@ -30,7 +30,7 @@ def test_n_completions_with_own_token_counts(embedded: LlamaCppBackend) -> None:
     for c in g.completions:
         assert 1 <= c.completion_tokens <= 10
         assert c.finish_reason in ("stop", "length")
-        assert c.mean_logprob is not None and c.mean_logprob <= 0
+        assert c.mean_logprob is None  # token probabilities are opt-in
         assert c.latency_s > 0
     # a "length" finish means exactly max_tokens tokens were decoded
     assert all(c.completion_tokens == 10 for c in g.completions if c.finish_reason == "length")
@@ -46,7 +46,7 @@ def test_prompt_is_evaluated_once_per_n_request(embedded: LlamaCppBackend) -> No
     assert 0 < evaluated <= g.prompt_tokens  # cached prefix tokens are not re-evaluated
     assert evaluated < 2 * g.prompt_tokens  # not once per sequence
     decoded = after["tokens_predicted_total"] - before["tokens_predicted_total"]
-    assert decoded == sum(c.completion_tokens for c in g.completions)
+    assert decoded == sum(c.completion_tokens for c in g.completions)  # per-sample counts add up
     # the 8 sequences decode together: far fewer decode calls than tokens
     assert after["n_decode_total"] - before["n_decode_total"] < decoded
 
@@ -148,15 +148,40 @@ def test_default_model_parts_join_to_pinned_checksum() -> None:
     assert path.stat().st_size == entry.size == 491_400_064
 
 
-def test_truncation_params_reach_the_engine(embedded: LlamaCppBackend) -> None:
-    # top_k=1 leaves one candidate: every sequence is the greedy one, each token sampled with p=1
-    g = gen(embedded, Q, 4, temperature=1.5, top_k=1)
-    assert len({c.text for c in g.completions}) == 1
-    assert all(c.mean_logprob == 0.0 for c in g.completions)
-    # without truncation (Ponder's default, unlike llama.cpp's top_k=40/min_p=0.05) sampling is diverse
-    g = gen(embedded, Q, 4, temperature=1.5)
-    assert len({c.text for c in g.completions}) >= 3
-    assert all(c.mean_logprob is not None and c.mean_logprob < 0 for c in g.completions)
+def test_token_counts_match_the_engine_per_sample() -> None:
+    """Counts without probabilities (max_tokens / usage / tokenizer) equal the engine's own per-sample counts."""
+    exact = LlamaCppBackend(LlamaCppConfig(model="smollm2-135m", n_parallel=6, logprobs="model"))
+    try:
+        reference = gen(exact, Q, 6, temperature=1.0, max_tokens=40, seed=11)
+    finally:
+        exact.close()
+    counted = LlamaCppBackend(LlamaCppConfig(model="smollm2-135m", n_parallel=6))
+    try:
+        g = gen(counted, Q, 6, temperature=1.0, max_tokens=40, seed=11)
+    finally:
+        counted.close()
+    assert [c.text for c in g.completions] == [c.text for c in reference.completions]
+    assert {c.finish_reason for c in g.completions} >= {"stop"}, "want some samples that stop early"
+    assert [c.completion_tokens for c in g.completions] == [
+        c.completion_tokens for c in reference.completions
+    ]
+
+
+def test_truncation_params_reach_the_engine() -> None:
+    backend = LlamaCppBackend(
+        LlamaCppConfig(model="smollm2-135m", n_parallel=4, logprobs="sampling")
+    )
+    try:
+        # top_k=1 leaves one candidate: every sequence is the greedy one, each token sampled with p=1
+        g = gen(backend, Q, 4, temperature=1.5, top_k=1)
+        assert len({c.text for c in g.completions}) == 1
+        assert all(c.mean_logprob == 0.0 for c in g.completions)
+        # without truncation (Ponder's default, unlike llama.cpp's top_k=40/min_p=0.05) it is diverse
+        g = gen(backend, Q, 4, temperature=1.5)
+        assert len({c.text for c in g.completions}) >= 3
+        assert all(c.mean_logprob is not None and c.mean_logprob < 0 for c in g.completions)
+    finally:
+        backend.close()
 
 
 def test_model_logprobs_option_reports_untempered_probabilities() -> None:
