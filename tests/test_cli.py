@@ -205,3 +205,45 @@ def test_report_on_unverified_run_says_how_to_verify(tmp_path: Path) -> None:
     run_id = out["sampling"]["run_id"]
     r = ponder("report", run_id, "--db", str(db), check=False)
     assert r.returncode == 2 and f"ponder verify {run_id}" in r.stderr
+
+
+@pytest.mark.embedded
+def test_sample_through_openai_backend_against_real_server(
+    llama_server: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "o.db"
+    data = tmp_path / "q.jsonl"
+    data.write_text(
+        '{"question": "What is 2+2?", "answer": "4"}\n{"question": "What is 3+3?", "answer": "6"}\n'
+    )
+    out = json.loads(
+        ponder(
+            "sample",
+            "--backend",
+            "openai",
+            "--base-url",
+            llama_server,
+            "--model",
+            "smollm2",
+            "--task",
+            "jsonl",
+            "--data",
+            str(data),
+            "--n",
+            "3",
+            "--max-tokens",
+            "12",
+            "--db",
+            str(db),
+            "--json",
+        ).stdout
+    )
+    assert (
+        out["sampling"]["drawn"] == 6 and out["sampling"]["requests"] == 2
+    )  # one n=3 request each
+    assert out["verification"]["checked"] == 6
+    runs = json.loads(ponder("runs", "--db", str(db), "--json").stdout)
+    assert runs[0]["model"].startswith("openai:http://127.0.0.1")
+
+    r = ponder("sample", "--backend", "openai", "--model", "x", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--base-url" in r.stderr

@@ -7,12 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from tests._fakes import arithmetic
 
 from ponder.backends import ScriptedBackend
 from ponder.errors import BackendError, ConfigError, NotFoundError, StoreError
 from ponder.records import SamplingParams, Verdict
 from ponder.sampling import Store, plan, request_seed, run_spec, sample_run
+from tests._fakes import arithmetic
 
 PARAMS = SamplingParams(temperature=0.5, max_tokens=50, seed=7)
 
@@ -219,3 +219,20 @@ def test_sampling_params_validation_names_the_field() -> None:
         SamplingParams(max_tokens=0)
     with pytest.raises(ValidationError, match="top_p"):
         SamplingParams(top_p=0)
+
+
+def test_full_disk_is_reported_and_earlier_samples_survive(tmp_path: Path) -> None:
+    task = arithmetic(40)
+    backend = ScriptedBackend(outputs=["word " * 400], batch=4)
+    long = PARAMS.model_copy(update={"max_tokens": 1000})
+    path = tmp_path / "p.db"
+    with Store(path) as store:
+        # Cap the file so SQLite fails with SQLITE_FULL, the error a full disk produces.
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 30}")
+        with pytest.raises(StoreError, match="disk full") as info:
+            run(sample_run(store, backend, task, task.problems(), 4, long, concurrency=1))
+        assert "resumes" in str(info.value)
+    with Store(path) as store:
+        saved = store.samples(run_spec(backend, task, long).run_id)
+    assert 0 < len(saved) < 160 and len(saved) % 4 == 0  # whole requests only, nothing half-written
