@@ -30,6 +30,10 @@ DbOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+VerifierOpt = Annotated[
+    str | None,
+    typer.Option(help="Whose verdicts to use (default: the run's first verifier)."),
+]
 RunArg = Annotated[str, typer.Argument(help="Run id (or a unique prefix); see `ponder runs`.")]
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,6 +16,7 @@ from ponder.cli._common import (
     DbOpt,
     JsonOpt,
     RunArg,
+    VerifierOpt,
     console,
     emit_json,
     open_store,
@@ -107,7 +108,7 @@ def runs(db: DbOpt = None, json_out: JsonOpt = False) -> None:
 
 def show(
     run: RunArg,
-    verifier: Annotated[str | None, typer.Option(help="Which verifier's verdicts.")] = None,
+    verifier: VerifierOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -157,7 +158,7 @@ def show(
 
 def report(
     run: RunArg,
-    verifier: Annotated[str | None, typer.Option(help="Which verifier's verdicts.")] = None,
+    verifier: VerifierOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -180,7 +181,7 @@ def export(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")
     ] = None,
-    verifier: Annotated[str | None, typer.Option(help="Attach this verifier's verdicts.")] = None,
+    verifier: VerifierOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Export a run's samples (with verdicts) as JSON lines."""
