@@ -5,6 +5,8 @@
 * ``scripted`` — a deterministic test double for logic tests.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ponder.backends._base import (
     Backend,
     backend_config_type,
@@ -13,8 +15,20 @@ from ponder.backends._base import (
     register_backend,
 )
 from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
-from ponder.backends._openai import OpenAIBackend, OpenAIConfig
 from ponder.backends._scripted import ScriptedBackend, ScriptedConfig
+
+if TYPE_CHECKING:
+    from ponder.backends._openai import OpenAIBackend, OpenAIConfig
+
+
+def __getattr__(name: str) -> Any:
+    # The openai backend imports the openai client (~0.3 s); load it only when asked for.
+    if name in ("OpenAIBackend", "OpenAIConfig"):
+        from ponder.backends import _openai
+
+        return getattr(_openai, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Backend",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -45,6 +46,9 @@ BackendFactory = Callable[[Any], Backend]
 
 _FACTORIES: dict[str, tuple[type[BaseModel], BackendFactory]] = {}
 
+# Built-in backends whose modules load on first use (the openai client alone costs ~0.3 s to import).
+_LAZY_BUILTINS = {"openai": "ponder.backends._openai"}
+
 
 def register_backend(
     kind: str, config_type: type[ConfigT]
@@ -62,6 +66,8 @@ def register_backend(
 
 
 def _load_plugins() -> None:
+    for module in _LAZY_BUILTINS.values():
+        import_module(module)
     for ep in entry_points(group="ponder.backends"):
         ep.load()
 
@@ -74,6 +80,8 @@ def backend_kinds() -> list[str]:
 
 def backend_config_type(kind: str) -> type[BaseModel]:
     """The pydantic config class for backend ``kind``."""
+    if kind not in _FACTORIES and kind in _LAZY_BUILTINS:
+        import_module(_LAZY_BUILTINS[kind])
     if kind not in _FACTORIES:
         _load_plugins()
     if kind not in _FACTORIES:

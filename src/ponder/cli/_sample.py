@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ponder.backends import Backend, LlamaCppConfig, OpenAIConfig, create_backend
+from ponder.backends import Backend, LlamaCppConfig, backend_config_type, create_backend
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
@@ -103,7 +103,8 @@ def build_backend(
         }
         if concurrency is not None:
             values["max_concurrency"] = concurrency
-        return create_backend(validated(OpenAIConfig, _BACKEND_FLAGS, **values))
+        config_type = backend_config_type("openai")
+        return create_backend(validated(config_type, _BACKEND_FLAGS, **values))
     raise ConfigError(f"unknown backend {kind!r}", hint="choose one of: llamacpp, openai")
 
 

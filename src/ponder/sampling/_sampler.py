@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ponder.backends import Backend
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.sampling._spec import request_seed, run_spec
 from ponder.sampling._store import Store
 
 if TYPE_CHECKING:
+    from ponder.backends import Backend
     from ponder.tasks import Task
 
 ProgressFn = Callable[[int, int], None]
