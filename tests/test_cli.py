@@ -87,10 +87,11 @@ def test_sample_verify_report_end_to_end(tmp_path: Path) -> None:
     assert all(p["samples"] == 5 and p["verified"] == 5 for p in show["problems"])
     assert show["problems"][0]["reference"] == "18"
 
-    report = json.loads(ponder("report", run_id, "--db", str(db), "--json").stdout)
-    assert [p["k"] for p in report["points"]] == [1, 2, 4, 5]
-    for p in report["points"]:
-        assert 0.0 <= p["pass_at_k"] <= 1.0
+    report = json.loads(ponder("report", run_id, "--db", str(db), "--json").stdout)["runs"][0]
+    assert report["k"][0] == 1 and report["k"][-1] == 5
+    for lo, mean, hi in zip(*report["coverage"].values(), strict=True):
+        assert 0.0 <= lo <= mean <= hi <= 1.0
+    assert report["cost"]["samples"] == 10 and report["cost"]["flops"] > 0
 
     verify = json.loads(ponder("verify", run_id, "--db", str(db), "--json").stdout)
     assert verify["verification"]["checked"] == 0
@@ -103,7 +104,7 @@ def test_sample_verify_report_end_to_end(tmp_path: Path) -> None:
     assert len(lines) == 10 and all("verdict" in x and "text" in x for x in lines)
 
     text = ponder("report", run_id, "--db", str(db)).stdout
-    assert "coverage@k" in text and "pass@k" in text
+    assert "pass@k" in text and "majority@k" in text
 
 
 @pytest.mark.embedded

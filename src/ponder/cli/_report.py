@@ -157,42 +157,185 @@ def show(
 
 
 def report(
-    run: RunArg,
+    runs: Annotated[list[str], typer.Argument(help="One or more run ids (or unique prefixes).")],
     verifier: VerifierOpt = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the charts as PNG and SVG into this folder.")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the coverage band.")
+    ] = 1000,
+    subsets: Annotated[
+        int, typer.Option(help="Random k-subsets per problem for selection@k.")
+    ] = 100,
+    holdout: Annotated[int, typer.Option(help="Largest k values held out of the scaling fit.")] = 2,
+    price_in: Annotated[float, typer.Option(help="Dollars per million prompt tokens.")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="Dollars per million completion tokens.")] = 0.0,
+    params: Annotated[
+        int | None, typer.Option(help="Model parameters for FLOPs (default: from the registry).")
+    ] = None,
+    samples_per_problem: Annotated[
+        int, typer.Option(help="Samples per problem shown in the HTML sample browser.")
+    ] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and subset draws.")] = 0,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Coverage@k and unbiased pass@k for k = 1, 2, 4, ... n."""
+    """Coverage, pass@k, selection@k (majority, weighted, best-of-k), the scaling-law fit and cost.
+
+    Several runs of the same task are compared on the same axes.
+    """
     setup_logging(False)
     with reported_errors(), open_store(db) as store:
-        info = store.get_run(run)
-        name = _verifier_for(store, info.id, verifier)
+        from ponder.analysis import Prices, build_report, check_comparable, load_run
+
+        if bootstrap < 0 or subsets < 1 or holdout < 0 or samples_per_problem < 0:
+            raise UserError(
+                "--bootstrap, --holdout and --samples-per-problem must be >= 0, --subsets >= 1"
+            )
+        prices = Prices(prompt_per_million=price_in, completion_per_million=price_out)
+        reports = [
+            build_report(
+                load_run(store, ref, verifier),
+                bootstrap=bootstrap,
+                subsets=subsets,
+                holdout=holdout,
+                prices=prices,
+                params=params,
+                seed=seed,
+            )
+            for ref in runs
+        ]
+        check_comparable(reports)
+        written: list[str] = []
+        if html_out is not None:
+            from ponder.analysis import render_html
+
+            html_out.write_text(
+                render_html(reports, samples_per_problem=samples_per_problem), "utf-8"
+            )
+            written.append(str(html_out))
+        if plots is not None:
+            from ponder.analysis import save_plots
+
+            written += [str(p) for p in save_plots(reports, plots)]
         if json_out:
-            emit_json(summary_json(store, info.id, name))
+            from ponder.analysis import report_json
+
+            emit_json({"runs": [report_json(r) for r in reports], "written": written})
             return
-        console.print(
-            f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}"
+        for r in reports:
+            print_report(r)
+        for path in written:
+            console.print(f"wrote {path}")
+
+
+def print_report(r: Any) -> None:
+    """The terminal summary of one run's report."""
+    from ponder.cli._render import fmt
+
+    console.print(
+        f"run [bold]{r.data.run_id}[/]: task {r.data.task}, model {r.data.spec.model}, "
+        f"{len(r.data.problems)} problems, {r.cost.samples} verified samples"
+    )
+    table = Table(title_justify="left")
+    for col in (
+        "k",
+        "pass@k",
+        "95% band",
+        "first-k cov.",
+        *[f"{m}@k" for m in r.selection],
+        "tokens",
+    ):
+        table.add_column(col, justify="right")
+    for i, k in enumerate(r.ks):
+        table.add_row(
+            str(int(k)),
+            fmt(r.coverage.mean[i]),
+            f"{fmt(r.coverage.lo[i])}-{fmt(r.coverage.hi[i])}",
+            fmt(r.first_k[i]),
+            *[fmt(c.mean[i]) for c in r.selection.values()],
+            f"{int(r.cost_by_k['total_tokens'][i]):,}",
         )
-        print_summary(store, info.id, name)
+    console.print(table)
+    if r.fit is not None:
+        f = r.fit
+        console.print(
+            f"scaling law: coverage = exp(a*k^b), a = {f.a:.4g} [{f.a_ci[0]:.4g}, {f.a_ci[1]:.4g}], "
+            f"b = {f.b:.4g} [{f.b_ci[0]:.4g}, {f.b_ci[1]:.4g}], R^2 = {f.r2:.4f}; "
+            f"coverage at k={f.extrapolate_k}: {fmt(f.extrapolated)}"
+            + (f"; held-out error {f.holdout_error:.4f}" if len(f.holdout_k) else "")
+        )
+    else:
+        console.print(f"scaling law: not fitted: {r.fit_error}")
+    needed = ", ".join(
+        f"{int(t * 100)}%: {v if v is not None else 'not reached'}"
+        for t, v in r.samples_needed.items()
+    )
+    console.print(f"samples per problem to reach coverage {needed}")
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 def export(
     run: RunArg,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl: every sample with its verdict; parquet: the same as a table (needs -o); "
+            "sft: correct samples as chat examples; dpo: correct/incorrect preference pairs.",
+        ),
+    ] = "jsonl",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")
     ] = None,
     verifier: VerifierOpt = None,
     db: DbOpt = None,
+    max_pairs_per_problem: Annotated[
+        int, typer.Option(help="dpo: at most this many pairs per problem (0: all).")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="dpo: seed of the pair choice.")] = 0,
+    dedupe: Annotated[
+        bool,
+        typer.Option("--dedupe/--no-dedupe", help="sft/dpo: use identical texts once per problem."),
+    ] = True,
+    include_unparsed: Annotated[
+        bool,
+        typer.Option(
+            "--include-unparsed", help="dpo: samples with no final answer may be rejected too."
+        ),
+    ] = False,
 ) -> None:
-    """Export a run's samples (with verdicts) as JSON lines."""
+    """Export a run: samples as JSON lines or Parquet, or training data (SFT examples, DPO pairs)."""
+    from ponder.cli._common import err_console
+    from ponder.export import FORMATS, export_run
+
     setup_logging(False)
-    with reported_errors(), open_store(db) as store:
-        info = store.get_run(run)
-        found = store.verifiers(info.id)
-        name = verifier or (found[0] if found else None)
-        if out is None:
-            store.export_jsonl(info.id, sys.stdout, name)
-            return
-        with out.open("w", encoding="utf-8") as fh:
-            count = store.export_jsonl(info.id, fh, name)
-        console.print(f"wrote {count} samples to {out}")
+    with reported_errors():
+        if fmt not in FORMATS:
+            raise UserError(f"unknown format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}")
+        if fmt == "parquet" and out is None:
+            raise UserError("--format parquet needs an output file", hint="pass -o FILE.parquet")
+        if max_pairs_per_problem < 0:
+            raise UserError(
+                f"--max-pairs-per-problem must be >= 0, got {max_pairs_per_problem}",
+                hint="0 means all pairs",
+            )
+        with open_store(db) as store:
+            result = export_run(
+                store,
+                run,
+                fmt,  # type: ignore[arg-type]  # checked against FORMATS above
+                out if out is not None else sys.stdout,
+                verifier=verifier,
+                max_pairs_per_problem=max_pairs_per_problem or None,
+                seed=seed,
+                dedupe=dedupe,
+                include_unparsed=include_unparsed,
+            )
+        err_console.print(result.summary(), highlight=False, soft_wrap=True)

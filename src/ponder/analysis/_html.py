@@ -1,0 +1,176 @@
+"""A self-contained HTML report: inline SVG charts and tables, no scripts or network needed to open it."""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ponder.analysis._plots import coverage_figure, cost_figure, figure_svg, scaling_figure
+from ponder.analysis._report import RunReport
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f5f5f5}td.l,th.l{text-align:left}
+.charts svg{max-width:100%;height:auto}
+.note{color:#8a5a00;font-size:.85rem}
+.correct{color:#17692a;font-weight:600}.incorrect{color:#a11}.unparsed{color:#777}
+details{margin:.2rem 0}summary{cursor:pointer}
+pre{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:.4rem;font-size:.8rem;margin:.2rem 0}
+.sample{margin:.4rem 0 .8rem 1rem}
+"""
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _run_header(r: RunReport) -> str:
+    spec = r.data.spec
+    p = spec.params
+    return (
+        f"<tr><td class=l>{_e(r.data.run_id)}</td><td class=l>{_e(spec.model)}</td>"
+        f"<td class=l>{_e(r.data.task)}</td><td>{len(r.data.problems)}</td>"
+        f"<td>{r.cost.samples}</td><td>{p.temperature}</td><td>{p.top_p}</td><td>{p.max_tokens}</td>"
+        f"<td class=l>{_e(r.data.verifier)}</td></tr>"
+    )
+
+
+def _k_table(r: RunReport) -> str:
+    methods = list(r.selection)
+    head = "".join(f"<th>{_e(m)}@k</th><th>gap</th>" for m in methods)
+    rows = []
+    for i, k in enumerate(r.ks):
+        cells = "".join(
+            f"<td>{_f(r.selection[m].mean[i])}</td><td>{_f(r.coverage.mean[i] - r.selection[m].mean[i])}</td>"
+            for m in methods
+        )
+        rows.append(
+            f"<tr><td>{int(k)}</td><td>{_f(r.coverage.mean[i])}</td>"
+            f"<td>{_f(r.coverage.lo[i])} – {_f(r.coverage.hi[i])}</td><td>{_f(r.first_k[i])}</td>"
+            f"{cells}<td>{int(r.cost_by_k['total_tokens'][i]):,}</td></tr>"
+        )
+    return (
+        f"<h3>{_e(r.label)}</h3><table><tr><th>k</th><th>coverage (pass@k)</th><th>95% band</th>"
+        f"<th>first-k coverage</th>{head}<th>tokens</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _fit_block(r: RunReport) -> str:
+    f = r.fit
+    if f is None:
+        return f"<p class=note>{_e(r.label)}: no fit: {_e(r.fit_error)}</p>"
+    hold = (
+        f"held-out k {', '.join(str(int(k)) for k in f.holdout_k)}: mean abs. error {_f(f.holdout_error, 4)}"
+        if len(f.holdout_k)
+        else "no held-out points"
+    )
+    return (
+        f"<p><b>{_e(r.label)}</b>: coverage = exp(a·k<sup>b</sup>), a = {f.a:.4g} "
+        f"[{f.a_ci[0]:.4g}, {f.a_ci[1]:.4g}], b = {f.b:.4g} [{f.b_ci[0]:.4g}, {f.b_ci[1]:.4g}], "
+        f"R² = {f.r2:.4f}; {hold}; extrapolated coverage at k = {f.extrapolate_k}: "
+        f"{_f(f.extrapolated)}</p>"
+    )
+
+
+def _cost_block(r: RunReport) -> str:
+    c = r.cost
+    needed = ", ".join(
+        f"{int(t * 100)}%: {v if v is not None else 'not reached'}" for t, v in r.samples_needed.items()
+    )
+    flops = "unknown (parameter count unknown)" if math.isnan(c.flops) else f"{c.flops:.3g}"
+    return (
+        f"<p><b>{_e(r.label)}</b>: {c.samples:,} samples, {c.prompt_tokens:,} prompt tokens evaluated, "
+        f"{c.completion_tokens:,} completion tokens; FLOPs ≈ {flops}; dollars {_f(c.dollars, 4)}. "
+        f"Samples per problem needed to reach coverage {needed}.</p>"
+    )
+
+
+def _problem_table(r: RunReport) -> str:
+    rows = []
+    for p in r.problems:
+        rate = p.correct / p.samples if p.samples else float("nan")
+        rows.append(
+            f"<tr><td class=l>{_e(p.problem_id)}</td><td class=l>{_e(p.reference or '')}</td>"
+            f"<td>{p.samples}</td><td>{p.correct}</td><td>{_f(rate)}</td>"
+            f"<td>{'' if p.first_correct_index is None else p.first_correct_index}</td>"
+            f"<td class=l>{_e(p.top_answer or '')}</td></tr>"
+        )
+    return (
+        f"<h3>{_e(r.label)}</h3><table><tr><th class=l>problem</th><th class=l>reference</th>"
+        "<th>samples</th><th>correct</th><th>pass@1</th><th>first correct</th>"
+        f"<th class=l>majority answer</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _sample_browser(r: RunReport, per_problem: int) -> str:
+    parts = [f"<h3>{_e(r.label)}</h3>"]
+    for prob in r.data.problems:
+        shown = min(prob.n, per_problem)
+        items = []
+        for i in range(shown):
+            status = "correct" if prob.correct[i] else ("unparsed" if prob.answers[i] is None else "incorrect")
+            score = prob.scores[i]
+            score_txt = "" if np.isnan(score) else f", score {score:.3f}"
+            text = prob.texts[i] if i < len(prob.texts) else ""
+            items.append(
+                f"<div class=sample>#{i} <span class={status}>{status}</span>, answer "
+                f"<code>{_e(prob.answers[i] if prob.answers[i] is not None else '—')}</code>"
+                f"{score_txt}<pre>{_e(text)}</pre></div>"
+            )
+        more = f" (first {shown} of {prob.n} shown)" if shown < prob.n else ""
+        parts.append(
+            f"<details><summary>{_e(prob.problem_id)}: {prob.c}/{prob.n} correct, reference "
+            f"<code>{_e(prob.reference or '')}</code>{more}</summary>{''.join(items)}</details>"
+        )
+    return "".join(parts)
+
+
+def render_html(reports: Sequence[RunReport], *, samples_per_problem: int = 20) -> str:
+    """The whole report as one HTML document."""
+    notes = "".join(
+        f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes
+    )
+    charts = "".join(
+        f"<div class=charts>{figure_svg(make(reports))}</div>"
+        for make in (coverage_figure, scaling_figure, cost_figure)
+    )
+    title = f"Ponder report: {', '.join(r.label for r in reports)}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<p>Task <b>{_e(reports[0].data.task)}</b>; generated {_e(time.strftime("%Y-%m-%d %H:%M"))} by Ponder.
+Coverage is the unbiased pass@k estimate (Chen et al. 2021) averaged over problems, with a 95% bootstrap band
+over problems; selection@k methods are averaged over random subsets of k samples.</p>
+<table><tr><th class=l>run</th><th class=l>model</th><th class=l>task</th><th>problems</th><th>samples</th>
+<th>temperature</th><th>top_p</th><th>max tokens</th><th class=l>verifier</th></tr>
+{"".join(_run_header(r) for r in reports)}</table>
+{notes}
+<h2>Coverage and selection</h2>
+{charts}
+<h2>Per k</h2>
+{"".join(_k_table(r) for r in reports)}
+<h2>Scaling law</h2>
+{"".join(_fit_block(r) for r in reports)}
+<h2>Cost</h2>
+{"".join(_cost_block(r) for r in reports)}
+<h2>Problems</h2>
+{"".join(_problem_table(r) for r in reports)}
+<h2>Samples</h2>
+{"".join(_sample_browser(r, samples_per_problem) for r in reports)}
+</body></html>
+"""

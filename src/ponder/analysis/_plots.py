@@ -1,0 +1,125 @@
+"""Charts of one or more runs on shared axes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ponder.analysis._report import RunReport
+
+_SELECTION_STYLE = {"majority": "--", "weighted": "-.", "best_of": ":"}
+_SELECTION_LABEL = {"majority": "majority vote", "weighted": "weighted vote", "best_of": "best-of-k"}
+
+
+def _figure() -> Figure:
+    # Imported here: matplotlib costs ~0.5 s to import and only reports need it.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2), dpi=100, layout="constrained")
+    return fig
+
+
+def _colors(count: int) -> list[str]:
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
+    return [palette[i % len(palette)] for i in range(count)]
+
+
+def coverage_figure(reports: Sequence[RunReport]) -> Figure:
+    """Coverage (with its band) and selection@k against k on a log axis."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r, color in zip(reports, _colors(len(reports)), strict=True):
+        c = r.coverage
+        ax.plot(c.k, c.mean, "-o", color=color, ms=3, label=f"{r.label}: coverage (pass@k)")
+        ax.fill_between(c.k, c.lo, c.hi, color=color, alpha=0.15, linewidth=0)
+        for method, curve in r.selection.items():
+            ax.plot(
+                curve.k, curve.mean, _SELECTION_STYLE[method], color=color,
+                label=f"{r.label}: {_SELECTION_LABEL[method]}",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("samples per problem (k)")
+    ax.set_ylabel("share of problems solved")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Coverage and selection@k")
+    return fig
+
+
+def scaling_figure(reports: Sequence[RunReport]) -> Figure:
+    """Observed coverage, the fitted exponentiated power law, and its extrapolation to 10x k."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r, color in zip(reports, _colors(len(reports)), strict=True):
+        ax.plot(r.coverage.k, r.coverage.mean, "o", color=color, ms=4, label=f"{r.label}: observed")
+        f = r.fit
+        if f is None:
+            continue
+        kk = np.unique(np.geomspace(1, f.extrapolate_k, 200).round().astype(int))
+        fitted = kk <= r.ks.max()
+        ax.plot(
+            kk[fitted], f.predict(kk[fitted]), "-", color=color,
+            label=f"{r.label}: exp({f.a:.3g}·k^{f.b:.3g}), R²={f.r2:.3f}",
+        )
+        ax.plot(kk[~fitted], f.predict(kk[~fitted]), "--", color=color, alpha=0.7)
+        if len(f.holdout_k):
+            ax.plot(f.holdout_k, f.holdout_observed, "x", color=color, ms=8, label="held out")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("samples per problem (k)")
+    ax.set_ylabel("coverage")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Scaling law: log coverage = a·k^b (dashed: extrapolation)")
+    return fig
+
+
+def cost_figure(reports: Sequence[RunReport]) -> Figure:
+    """Coverage against the tokens it cost."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r, color in zip(reports, _colors(len(reports)), strict=True):
+        tokens = np.asarray(r.cost_by_k["total_tokens"], dtype=float)
+        ax.plot(tokens, r.coverage.mean, "-o", color=color, ms=3, label=r.label)
+    ax.set_xscale("log")
+    ax.set_xlabel("total tokens (prompt + completion, all problems)")
+    ax.set_ylabel("coverage")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Coverage versus cost")
+    return fig
+
+
+FIGURES = {"coverage": coverage_figure, "scaling": scaling_figure, "cost": cost_figure}
+
+
+def figure_svg(fig: Figure) -> str:
+    """The figure as an inline SVG element (no external references)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def save_plots(
+    reports: Sequence[RunReport], directory: Path, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Write every chart in every format to ``directory``; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in FIGURES.items():
+        fig = make(reports)
+        for fmt in formats:
+            path = directory / f"{name}.{fmt}"
+            fig.savefig(path, format=fmt)
+            written.append(path)
+    return written
