@@ -1,6 +1,73 @@
-"""Analysis of stored samples: pass@k, coverage, run summaries."""
+"""Analysis of stored samples: pass@k, coverage curves, selection@k, the scaling law, cost, reports.
 
-from ponder.analysis._passk import coverage_at_k, k_grid, pass_at_k
+Everything works on :class:`RunData` (a run's verified samples as arrays), loaded with :func:`load_run`.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from ponder.analysis._cost import CostSummary, Prices, cost_curve, cost_summary, model_params
+from ponder.analysis._curves import (
+    Curve,
+    coverage_curve,
+    k_grid_log,
+    per_problem_pass_at_k,
+    samples_to_reach,
+)
+from ponder.analysis._data import ProblemSamples, RunData, load_run
+from ponder.analysis._passk import coverage_at_k, k_grid, pass_at_k, pass_at_k_matrix
+from ponder.analysis._report import RunReport, build_report, check_comparable, report_json
+from ponder.analysis._scaling import ScalingFit, fit_scaling_law
+from ponder.analysis._select import Method, gap_to_coverage, selection_curve
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize
 
-__all__ = ["KPoint", "RunSummaryStats", "coverage_at_k", "k_grid", "pass_at_k", "summarize"]
+if TYPE_CHECKING:
+    from ponder.analysis._html import render_html
+    from ponder.analysis._plots import save_plots
+
+
+def __getattr__(name: str) -> Any:
+    # Rendering pulls in matplotlib (~0.5 s); load it only when a report is rendered.
+    if name == "render_html":
+        from ponder.analysis._html import render_html
+
+        return render_html
+    if name == "save_plots":
+        from ponder.analysis._plots import save_plots
+
+        return save_plots
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CostSummary",
+    "Curve",
+    "KPoint",
+    "Method",
+    "Prices",
+    "ProblemSamples",
+    "RunData",
+    "RunReport",
+    "RunSummaryStats",
+    "ScalingFit",
+    "build_report",
+    "check_comparable",
+    "cost_curve",
+    "cost_summary",
+    "coverage_at_k",
+    "coverage_curve",
+    "fit_scaling_law",
+    "gap_to_coverage",
+    "k_grid",
+    "k_grid_log",
+    "load_run",
+    "model_params",
+    "pass_at_k",
+    "pass_at_k_matrix",
+    "per_problem_pass_at_k",
+    "render_html",
+    "report_json",
+    "samples_to_reach",
+    "save_plots",
+    "selection_curve",
+    "summarize",
+]

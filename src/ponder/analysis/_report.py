@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,10 +13,10 @@ from ponder.analysis._cost import CostSummary, Prices, cost_curve, cost_summary
 from ponder.analysis._curves import Curve, coverage_curve, k_grid_log, samples_to_reach
 from ponder.analysis._data import RunData
 from ponder.analysis._scaling import ScalingFit, fit_scaling_law
-from ponder.analysis._select import selection_curve
+from ponder.analysis._select import Method, selection_curve
 from ponder.errors import UserError
 
-SELECTION_METHODS = ("majority", "weighted", "best_of")
+SELECTION_METHODS: tuple[Method, ...] = ("majority", "weighted", "best_of")
 COVERAGE_TARGETS = (0.25, 0.5, 0.75, 0.9)
 
 
@@ -108,12 +108,17 @@ def build_report(
             hint=f"verify it first: ponder verify {data.run_id}",
         )
     notes = []
-    n_min = int(n.min())
-    if n_min == 0:
-        raise UserError(
-            f"run {data.run_id}: some problems have no verified sample",
-            hint=f"draw or verify the missing samples: ponder verify {data.run_id}",
+    if int(n.min()) == 0:
+        # A run still being sampled (or killed early) has problems with nothing verified yet: report
+        # the others and say so, rather than refuse or count the empty ones as failures.
+        empty = int((n == 0).sum())
+        notes.append(
+            f"{empty} of {len(n)} problems have no verified sample yet and are left out "
+            f"(sample or verify them: ponder verify {data.run_id})"
         )
+        data = replace(data, problems=[p for p in data.problems if p.n > 0])
+        n = data.n_per_problem()
+    n_min = int(n.min())
     if n_min < int(n.max()):
         notes.append(
             f"problems have {n_min} to {int(n.max())} verified samples; curves stop at k={n_min} "
@@ -123,10 +128,10 @@ def build_report(
     coverage = coverage_curve(data, ks, bootstrap=bootstrap, seed=seed)
     has_scores = any(bool(np.isfinite(p.scores).any()) for p in data.problems)
     selection = {}
-    for method in SELECTION_METHODS:
+    for method in SELECTION_METHODS:  # a tuple of Method literals
         if method != "majority" and not has_scores:
             continue
-        selection[method] = selection_curve(data, method, ks, subsets=subsets, seed=seed)  # type: ignore[arg-type]
+        selection[method] = selection_curve(data, method, ks, subsets=subsets, seed=seed)
     if not has_scores:
         notes.append(
             "no per-sample scores (verifier scores or token log-probabilities): best-of-k and weighted "

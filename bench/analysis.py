@@ -1,0 +1,120 @@
+"""Analysis speed on a large synthetic run: coverage and selection curves.
+
+A synthetic run of 1,000 problems x 10,000 samples (per-problem difficulty p_i ~ Beta(0.6, 0.6),
+verdicts ~ Bernoulli(p_i); correct samples carry the reference answer, wrong ones one of ~5 wrong
+answers, 2% unparsed; random scores). Times, on a log grid of ~14 k up to 10,000:
+
+* coverage: unbiased pass@k per problem and k, and the coverage curve with a 1,000-resample
+  bootstrap band;
+* majority: majority@k over 100 random subsets per problem and k (includes turning the answer
+  strings into class ids, which is done once per run and reused by ``weighted``);
+* best_of and weighted: the same for best-of-k and score-weighted voting.
+
+Target: total < 3 s on 2 cores.
+
+    .venv/bin/python bench/analysis.py [--problems 1000] [--samples 10000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ponder.analysis._curves import coverage_curve, k_grid_log
+from ponder.analysis._data import ProblemSamples, RunData
+from ponder.analysis._select import selection_curve
+from ponder.records import SamplingParams
+from ponder.sampling import RunSpec
+
+WRONG_ANSWERS = 5
+
+
+def make_synthetic_run(problems: int, samples: int, seed: int = 0) -> RunData:
+    """A run with known structure: ``problems`` problems with ``samples`` verified samples each."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.beta(0.6, 0.6, size=problems)
+    correct = rng.random((problems, samples)) < difficulty[:, None]
+    wrong_class = rng.integers(1, WRONG_ANSWERS + 1, size=(problems, samples))
+    unparsed = ~correct & (rng.random((problems, samples)) < 0.02)
+    # Scores a little higher on correct samples, as a mean token log-probability might be.
+    scores = rng.normal(-1.0, 0.5, size=(problems, samples)) + 0.2 * correct
+    tokens = rng.integers(50, 400, size=(problems, samples))
+    out = []
+    for i in range(problems):
+        names = [str(100 * i + j) for j in range(WRONG_ANSWERS + 1)]  # names[0] is the reference
+        label = np.where(correct[i], 0, wrong_class[i])
+        answers: list[str | None] = [names[j] for j in label.tolist()]
+        for j in np.flatnonzero(unparsed[i]).tolist():
+            answers[j] = None
+        out.append(
+            ProblemSamples(
+                problem_id=f"p{i}",
+                reference=names[0],
+                correct=correct[i],
+                answers=answers,
+                scores=scores[i],
+                completion_tokens=tokens[i],
+                prompt_tokens=np.full(samples, 100, dtype=np.int64),
+                latency_s=np.zeros(samples),
+            )
+        )
+    spec = RunSpec(model="synthetic", task={"name": "synthetic"}, params=SamplingParams())
+    return RunData(run_id=spec.run_id, spec=spec, verifier="synthetic", problems=out)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--problems", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--subsets", type=int, default=100)
+    ap.add_argument("--points", type=int, default=14, help="log-grid points for k")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = ap.parse_args()
+
+    build_s, data = timed(lambda: make_synthetic_run(args.problems, args.samples, args.seed))
+    ks = k_grid_log(args.samples, args.points)
+    times: dict[str, float] = {}
+    curves = {}
+    times["coverage"], curves["coverage"] = timed(lambda: coverage_curve(data, ks, bootstrap=1000))
+    for method in ("majority", "best_of", "weighted"):
+        times[method], curves[method] = timed(
+            lambda m=method: selection_curve(data, m, ks, subsets=args.subsets)
+        )
+    total = sum(times.values())
+    result = {
+        "problems": args.problems,
+        "samples": args.samples,
+        "subsets": args.subsets,
+        "ks": ks.tolist(),
+        "seconds": {**times, "total": total},
+        "synthetic_build_s": build_s,
+        "curves": {name: c.mean.tolist() for name, c in curves.items()},
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.problems} problems x {args.samples} samples, {len(ks)} k: {ks.tolist()}")
+    print(f"(building the synthetic run: {build_s:.2f} s, not counted)")
+    for name, seconds in times.items():
+        print(f"  {name:<9} {seconds:6.3f} s")
+    print(f"  {'total':<9} {total:6.3f} s   (target < 3 s)")
+    for name, c in curves.items():
+        print(f"  {name:<9} " + " ".join(f"{v:.3f}" for v in c.mean))
+
+
+if __name__ == "__main__":
+    main()
