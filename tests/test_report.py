@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import shutil
@@ -22,13 +23,15 @@ from ponder.tasks import get_task, select_problems
 from ponder.verify import MathVerifier
 
 
-def make_run(db: Path, *, problems: int = 6, n: int = 16, seed: int = 0, task: str = "gsm8k") -> str:
+def make_run(
+    db: Path, *, problems: int = 6, n: int = 16, seed: int = 0, task: str = "gsm8k"
+) -> str:
     """A real store with a real task and verifier; a scripted model that is right ~30% of the time."""
     the_task = get_task(task)
     chosen = select_problems(the_task.problems(), limit=problems)
     refs = {p.question: p.reference for p in chosen}
 
-    def answer(prompt, i, params):  # noqa: ANN001, ANN202
+    def answer(prompt, i, params):
         question = prompt[-1].content
         ref = next(r for q, r in refs.items() if q in question)
         h = (zlib.crc32(f"{question}|{i}|{params.seed}".encode()) % 100) / 100
@@ -64,8 +67,22 @@ def test_report_html_plots_and_json(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     result = CliRunner().invoke(
         app,
-        ["report", run_a, run_b, "--db", str(db), "--html", str(html_path), "--plots", str(plots),
-         "--json", "--bootstrap", "200", "--subsets", "50"],
+        [
+            "report",
+            run_a,
+            run_b,
+            "--db",
+            str(db),
+            "--html",
+            str(html_path),
+            "--plots",
+            str(plots),
+            "--json",
+            "--bootstrap",
+            "200",
+            "--subsets",
+            "50",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -73,7 +90,7 @@ def test_report_html_plots_and_json(tmp_path: Path) -> None:
     first = data["runs"][0]
     assert first["k"][0] == 1 and first["k"][-1] == 16
     cov = first["coverage"]["mean"]
-    assert all(a <= b + 1e-12 for a, b in zip(cov, cov[1:], strict=False))  # coverage grows with k
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(cov))  # coverage grows with k
     maj = first["selection"]["majority"]
     assert all(m <= c + 0.05 for m, c in zip(maj, cov, strict=True))  # voting cannot beat coverage
     assert "a" in first["scaling_law"] or "error" in first["scaling_law"]
@@ -99,19 +116,30 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(html_path)])
     assert result.exit_code == 0, result.output
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dom = subprocess.run(
         ["chromium", *flags, "--dump-dom", html_path.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert dom.count("<svg") >= 3 and "Scaling law" in dom and "gsm8k/5" in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
         ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2400", html_path.as_uri()],
-        capture_output=True, timeout=120, check=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ponder.analysis._plots import coverage_figure, cost_figure, figure_svg, scaling_figure
+from ponder.analysis._plots import cost_figure, coverage_figure, figure_svg, scaling_figure
 from ponder.analysis._report import RunReport
 
 _CSS = """
@@ -89,7 +89,8 @@ def _fit_block(r: RunReport) -> str:
 def _cost_block(r: RunReport) -> str:
     c = r.cost
     needed = ", ".join(
-        f"{int(t * 100)}%: {v if v is not None else 'not reached'}" for t, v in r.samples_needed.items()
+        f"{int(t * 100)}%: {v if v is not None else 'not reached'}"
+        for t, v in r.samples_needed.items()
     )
     flops = "unknown (parameter count unknown)" if math.isnan(c.flops) else f"{c.flops:.3g}"
     return (
@@ -122,7 +123,11 @@ def _sample_browser(r: RunReport, per_problem: int) -> str:
         shown = min(prob.n, per_problem)
         items = []
         for i in range(shown):
-            status = "correct" if prob.correct[i] else ("unparsed" if prob.answers[i] is None else "incorrect")
+            status = (
+                "correct"
+                if prob.correct[i]
+                else ("unparsed" if prob.answers[i] is None else "incorrect")
+            )
             score = prob.scores[i]
             score_txt = "" if np.isnan(score) else f", score {score:.3f}"
             text = prob.texts[i] if i < len(prob.texts) else ""
@@ -141,9 +146,7 @@ def _sample_browser(r: RunReport, per_problem: int) -> str:
 
 def render_html(reports: Sequence[RunReport], *, samples_per_problem: int = 20) -> str:
     """The whole report as one HTML document."""
-    notes = "".join(
-        f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes
-    )
+    notes = "".join(f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes)
     charts = "".join(
         f"<div class=charts>{figure_svg(make(reports))}</div>"
         for make in (coverage_figure, scaling_figure, cost_figure)

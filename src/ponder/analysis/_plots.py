@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from ponder.analysis._report import RunReport
 
 _SELECTION_STYLE = {"majority": "--", "weighted": "-.", "best_of": ":"}
-_SELECTION_LABEL = {"majority": "majority vote", "weighted": "weighted vote", "best_of": "best-of-k"}
+_SELECTION_LABEL = {
+    "majority": "majority vote",
+    "weighted": "weighted vote",
+    "best_of": "best-of-k",
+}
 
 
 def _figure() -> Figure:
@@ -41,7 +45,10 @@ def coverage_figure(reports: Sequence[RunReport]) -> Figure:
         ax.fill_between(c.k, c.lo, c.hi, color=color, alpha=0.15, linewidth=0)
         for method, curve in r.selection.items():
             ax.plot(
-                curve.k, curve.mean, _SELECTION_STYLE[method], color=color,
+                curve.k,
+                curve.mean,
+                _SELECTION_STYLE[method],
+                color=color,
                 label=f"{r.label}: {_SELECTION_LABEL[method]}",
             )
     ax.set_xscale("log", base=2)
@@ -66,7 +73,10 @@ def scaling_figure(reports: Sequence[RunReport]) -> Figure:
         kk = np.unique(np.geomspace(1, f.extrapolate_k, 200).round().astype(int))
         fitted = kk <= r.ks.max()
         ax.plot(
-            kk[fitted], f.predict(kk[fitted]), "-", color=color,
+            kk[fitted],
+            f.predict(kk[fitted]),
+            "-",
+            color=color,
             label=f"{r.label}: exp({f.a:.3g}·k^{f.b:.3g}), R²={f.r2:.3f}",
         )
         ax.plot(kk[~fitted], f.predict(kk[~fitted]), "--", color=color, alpha=0.7)

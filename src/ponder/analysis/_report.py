@@ -127,7 +127,7 @@ def build_report(
     ks = k_grid_log(n_min)
     coverage = coverage_curve(data, ks, bootstrap=bootstrap, seed=seed)
     has_scores = any(bool(np.isfinite(p.scores).any()) for p in data.problems)
-    selection = {}
+    selection: dict[str, Curve] = {}
     for method in SELECTION_METHODS:  # a tuple of Method literals
         if method != "majority" and not has_scores:
             continue
@@ -190,7 +190,11 @@ def report_json(r: RunReport) -> dict[str, Any]:
         "verifier": r.data.verifier,
         "problems": len(r.data.problems),
         "k": [int(k) for k in r.ks],
-        "coverage": {"mean": _arr(r.coverage.mean), "lo": _arr(r.coverage.lo), "hi": _arr(r.coverage.hi)},
+        "coverage": {
+            "mean": _arr(r.coverage.mean),
+            "lo": _arr(r.coverage.lo),
+            "hi": _arr(r.coverage.hi),
+        },
         "first_k_coverage": _arr(r.first_k),
         "selection": {m: _arr(c.mean) for m, c in r.selection.items()},
         "gap_to_coverage": {m: _arr(r.coverage.mean - c.mean) for m, c in r.selection.items()},
