@@ -13,6 +13,12 @@ answers, 2% unparsed; random scores). Times, on a log grid of ~14 k up to 10,000
 
 Target: total < 3 s on 2 cores.
 
+Then the report: a synthetic run of 100 problems x 1,000 samples (realistic ~300-character texts)
+is written into a real SQLite store, and ``ponder report RUN --html OUT`` is timed end to end in a
+subprocess: CLI start-up, loading the run from SQLite, every analysis (1,000-resample bootstrap,
+100 subsets per k for selection@k, the scaling fit, cost) and rendering the self-contained HTML
+with its charts. Target: < 5 s.
+
     .venv/bin/python bench/analysis.py [--problems 1000] [--samples 10000] [--json]
 """
 
@@ -20,8 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +39,8 @@ import numpy as np
 from ponder.analysis._curves import coverage_curve, k_grid_log
 from ponder.analysis._data import ProblemSamples, RunData
 from ponder.analysis._select import _encoded, selection_curve
-from ponder.records import SamplingParams
-from ponder.sampling import RunSpec
+from ponder.records import Problem, Sample, SamplingParams, Verdict
+from ponder.sampling import RunSpec, Store
 
 WRONG_ANSWERS = 5
 
@@ -68,6 +78,83 @@ def make_synthetic_run(problems: int, samples: int, seed: int = 0) -> RunData:
     return RunData(run_id=spec.run_id, spec=spec, verifier="synthetic", problems=out)
 
 
+def write_synthetic_store(path: Path, problems: int, samples: int, seed: int = 0) -> str:
+    """A verified run of ``problems`` x ``samples`` in a SQLite store; returns its run id."""
+    data = make_synthetic_run(problems, samples, seed)
+    spec = RunSpec(
+        model="synthetic",
+        task={"name": "jsonl", "path": "synthetic.jsonl"},
+        params=SamplingParams(max_tokens=400),
+    )
+    filler = "Let us compute step by step. " * 9
+    with Store(path) as store:
+        store.ensure_run(spec)
+        store.add_problems(
+            spec.run_id,
+            [
+                Problem(
+                    id=p.problem_id, question=f"Question {p.problem_id}?", reference=p.reference
+                )
+                for p in data.problems
+            ],
+        )
+        for p in data.problems:
+            rows = [
+                Sample(
+                    run_id=spec.run_id,
+                    problem_id=p.problem_id,
+                    index=j,
+                    text=f"{filler}The answer is {p.answers[j] or 'unclear'}.",
+                    finish_reason="stop",
+                    completion_tokens=int(p.completion_tokens[j]),
+                    prompt_tokens=100,
+                    latency_s=0.5,
+                    seed=j,
+                    mean_logprob=float(p.scores[j]),
+                )
+                for j in range(p.n)
+            ]
+            ids = store.add_samples(rows)
+            store.add_verdicts(
+                "math",
+                [
+                    (
+                        sid,
+                        Verdict(
+                            status=(
+                                "correct"
+                                if p.correct[j]
+                                else "incorrect"
+                                if p.answers[j]
+                                else "unparsed"
+                            ),
+                            extracted=p.answers[j],
+                        ),
+                    )
+                    for j, sid in enumerate(ids)
+                ],
+            )
+    return spec.run_id
+
+
+def time_report(problems: int, samples: int, seed: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        run_id = write_synthetic_store(db, problems, samples, seed)
+        out = Path(tmp) / "report.html"
+        cmd = [sys.executable, "-m", "ponder", "report", run_id, "--db", str(db),
+               "--html", str(out)]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        return {
+            "problems": problems,
+            "samples": samples,
+            "seconds": seconds,
+            "html_bytes": out.stat().st_size,
+        }
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()
@@ -83,6 +170,8 @@ def main() -> None:
     ap.add_argument("--subsets", type=int, default=100)
     ap.add_argument("--points", type=int, default=14, help="log-grid points for k")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report-problems", type=int, default=100)
+    ap.add_argument("--report-samples", type=int, default=1000)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
 
@@ -97,6 +186,7 @@ def main() -> None:
             lambda m=method: selection_curve(data, m, ks, subsets=args.subsets)
         )
     total = sum(times.values())
+    report = time_report(args.report_problems, args.report_samples, args.seed)
     result = {
         "problems": args.problems,
         "samples": args.samples,
@@ -105,6 +195,7 @@ def main() -> None:
         "seconds": {**times, "total": total},
         "synthetic_build_s": build_s,
         "curves": {name: c.mean.tolist() for name, c in curves.items()},
+        "report": report,
     }
     if args.json:
         print(json.dumps(result))
@@ -116,6 +207,11 @@ def main() -> None:
     print(f"  {'total':<9} {total:6.3f} s   (target < 3 s)")
     for name, c in curves.items():
         print(f"  {name:<9} " + " ".join(f"{v:.3f}" for v in c.mean))
+    print(
+        f"ponder report --html, {report['problems']} problems x {report['samples']} samples from "
+        f"SQLite: {report['seconds']:.2f} s end to end, {report['html_bytes'] / 1e6:.1f} MB "
+        "(target < 5 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,34 +82,33 @@ def load_run(store: Store, run_ref: str, verifier: str | None = None) -> RunData
             f"run {info.id} has no verdicts from verifier {name!r} (it has: {', '.join(found)})",
             hint=f"run: ponder verify {info.id}",
         )
-    verdicts = store.verdicts(info.id, name)
-    by_problem: dict[str, list] = {}
-    for s in store.samples(info.id):
-        v = verdicts.get(s.id or -1)
-        if v is not None:
-            by_problem.setdefault(s.problem_id, []).append((s, v))
+    by_problem: dict[str, list[tuple[Any, ...]]] = {}
+    for row in store.verified_rows(info.id, name):
+        by_problem.setdefault(row[0], []).append(row)
     problems = []
     for p in store.problems(info.id):
-        items = sorted(by_problem.get(p.id, []), key=lambda sv: sv[0].index)
+        rows = by_problem.get(p.id, [])
+        # Columns as in Store.verified_rows; rows come ordered by sample index.
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 10
+        _, _, status, extracted, score, logprob, ctok, ptok, latency, text = cols
+        scores = np.array(
+            [
+                v if v is not None else (lp if lp is not None else np.nan)
+                for v, lp in zip(score, logprob, strict=True)
+            ],
+            dtype=np.float64,
+        )
         problems.append(
             ProblemSamples(
                 problem_id=p.id,
                 reference=p.reference,
-                correct=np.array([v.status == "correct" for _, v in items], dtype=np.bool_),
-                answers=[v.extracted for _, v in items],
-                scores=np.array(
-                    [
-                        v.score
-                        if v.score is not None
-                        else (s.mean_logprob if s.mean_logprob is not None else np.nan)
-                        for s, v in items
-                    ],
-                    dtype=np.float64,
-                ),
-                completion_tokens=np.array([s.completion_tokens for s, _ in items], dtype=np.int64),
-                prompt_tokens=np.array([s.prompt_tokens for s, _ in items], dtype=np.int64),
-                latency_s=np.array([s.latency_s for s, _ in items], dtype=np.float64),
-                texts=[s.text for s, _ in items],
+                correct=np.array([st == "correct" for st in status], dtype=np.bool_),
+                answers=list(extracted),
+                scores=scores,
+                completion_tokens=np.array(ctok, dtype=np.int64),
+                prompt_tokens=np.array(ptok, dtype=np.int64),
+                latency_s=np.array(latency, dtype=np.float64),
+                texts=list(text),
             )
         )
     return RunData(run_id=info.id, spec=info.spec, verifier=name, problems=problems)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from ponder.analysis._report import RunReport
@@ -35,6 +36,24 @@ def _colors(count: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(count)]
 
 
+def _plain_number(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:g}M"
+    if x >= 1e4:
+        return f"{x / 1e3:g}k"
+    return f"{x:g}"
+
+
+def _log_x(ax: Axes, base: int = 10) -> None:
+    """A log x axis labelled 1, 2, 4, ... or 10k, 1M: plainer to read than 2^n, and it skips
+    matplotlib's mathtext parser, which was most of the time it took to draw a chart."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log", base=base)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: _plain_number(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def coverage_figure(reports: Sequence[RunReport]) -> Figure:
     """Coverage (with its band) and selection@k against k on a log axis."""
     fig = _figure()
@@ -51,7 +70,7 @@ def coverage_figure(reports: Sequence[RunReport]) -> Figure:
                 color=color,
                 label=f"{r.label}: {_SELECTION_LABEL[method]}",
             )
-    ax.set_xscale("log", base=2)
+    _log_x(ax, base=2)
     ax.set_xlabel("samples per problem (k)")
     ax.set_ylabel("share of problems solved")
     ax.set_ylim(0, 1.02)
@@ -82,7 +101,7 @@ def scaling_figure(reports: Sequence[RunReport]) -> Figure:
         ax.plot(kk[~fitted], f.predict(kk[~fitted]), "--", color=color, alpha=0.7)
         if len(f.holdout_k):
             ax.plot(f.holdout_k, f.holdout_observed, "x", color=color, ms=8, label="held out")
-    ax.set_xscale("log", base=2)
+    _log_x(ax, base=2)
     ax.set_xlabel("samples per problem (k)")
     ax.set_ylabel("coverage")
     ax.set_ylim(0, 1.02)
@@ -99,7 +118,7 @@ def cost_figure(reports: Sequence[RunReport]) -> Figure:
     for r, color in zip(reports, _colors(len(reports)), strict=True):
         tokens = np.asarray(r.cost_by_k["total_tokens"], dtype=float)
         ax.plot(tokens, r.coverage.mean, "-o", color=color, ms=3, label=r.label)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("total tokens (prompt + completion, all problems)")
     ax.set_ylabel("coverage")
     ax.set_ylim(0, 1.02)
@@ -114,8 +133,13 @@ FIGURES = {"coverage": coverage_figure, "scaling": scaling_figure, "cost": cost_
 
 def figure_svg(fig: Figure) -> str:
     """The figure as an inline SVG element (no external references)."""
+    from matplotlib import rc_context
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    # Text stays text (rendered with the page's sans-serif font) instead of glyph outlines: a
+    # third of the time and the size, and the labels can be selected and searched.
+    with rc_context({"svg.fonttype": "none", "font.family": "sans-serif"}):
+        fig.savefig(buf, format="svg")
     svg = buf.getvalue()
     return svg[svg.index("<svg") :]
 
