@@ -1,0 +1,95 @@
+"""Composed inference systems: layers of components over a typed state (Archon-style).
+
+::
+
+    from ponder.systems import System
+
+    system = System.load("configs/sample-8-vote.yaml")   # or System.from_dict / from_archon
+    result = system.run("What is 17*23?")                 # or: await system.arun(messages)
+    result.answer, result.trace, result.usage
+
+A system is a list of layers; a layer is a list of components that run concurrently on the same
+state (see :mod:`ponder.systems._layer` for how their outputs combine). The state carries the
+query, the candidates (with provenance and scores), critiques and unit tests. The answer is the
+first candidate after the last layer. Every run has a :class:`Trace` (JSON-serialisable; render it
+with :func:`trace_tree`) and :class:`Usage` summed per component and per query.
+
+Components: see :mod:`ponder.systems.components`; add your own with :func:`register_component`
+(plugins: the ``ponder.components`` entry-point group).
+"""
+
+from ponder.systems import components as components
+from ponder.systems._archon import ARCHON_TYPES, convert_archon, import_archon, looks_like_archon
+from ponder.systems._component import (
+    Component,
+    ComponentConfig,
+    Delta,
+    ModelComponentConfig,
+    component_class,
+    component_types,
+    register_component,
+)
+from ponder.systems._config import SystemConfig, config_error, read_config_file
+from ponder.systems._context import Asked, Resources, RunContext, VerifierLike
+from ponder.systems._errors import ComponentError
+from ponder.systems._extract import Extractor, extractor_names, get_extractor, register_extractor
+from ponder.systems._models import BackendPool, ModelRef, ModelSpec
+from ponder.systems._parsing import Unparseable
+from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
+from ponder.systems._system import Query, System, SystemResult
+from ponder.systems._trace import (
+    CallRecord,
+    ComponentEvent,
+    Fallback,
+    LayerRecord,
+    Trace,
+    Usage,
+)
+from ponder.systems._tree import trace_tree
+
+__all__ = [
+    "ARCHON_TYPES",
+    "Asked",
+    "BackendPool",
+    "CallRecord",
+    "Candidate",
+    "Component",
+    "ComponentConfig",
+    "ComponentError",
+    "ComponentEvent",
+    "Critique",
+    "Delta",
+    "Extractor",
+    "Fallback",
+    "LayerRecord",
+    "ModelComponentConfig",
+    "ModelRef",
+    "ModelSpec",
+    "Provenance",
+    "Query",
+    "Resources",
+    "RunContext",
+    "State",
+    "System",
+    "SystemConfig",
+    "SystemResult",
+    "Trace",
+    "Unparseable",
+    "Usage",
+    "VerifierLike",
+    "as_messages",
+    "component_class",
+    "component_types",
+    "components",
+    "config_error",
+    "convert_archon",
+    "extractor_names",
+    "get_extractor",
+    "import_archon",
+    "looks_like_archon",
+    "query_text",
+    "read_config_file",
+    "register_component",
+    "register_extractor",
+    "trace_tree",
+]

@@ -1,0 +1,261 @@
+"""The run context of one component in one query: backends, seeds, candidate ids, the trace."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ponder.backends import Backend
+from ponder.errors import UserError
+from ponder.records import Completion, Generation, Message, Prompt, SamplingParams
+from ponder.systems._errors import ComponentError
+from ponder.systems._extract import Extractor
+from ponder.systems._models import BackendPool, ModelRef
+from ponder.systems._parsing import Unparseable
+from ponder.systems._prompts import render, template
+from ponder.systems._state import Action, Candidate, Provenance
+from ponder.systems._trace import CallRecord, ComponentEvent, Fallback
+from ponder.verify import Verifier
+
+T = TypeVar("T")
+
+VerifierLike = Verifier | Callable[[str | None, str], bool]
+"""A task verifier, or a function ``(reference, candidate text) -> passed``."""
+
+
+@dataclass(frozen=True)
+class Asked(Generic[T]):
+    """The outcome of a call whose reply must parse: the value, or why it never did."""
+
+    value: T | None
+    problem: str = ""
+    output: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+Checker = Callable[[str, list[str]], list[bool]]
+"""``(reference, candidate texts) -> passed``; blocking and thread-safe."""
+
+
+@dataclass
+class Resources:
+    """What the system lends its components for a run.
+
+    Attributes:
+        pool: The backends.
+        extractor: The system's answer extractor.
+        checker: A named verifier as a :data:`Checker`.
+        repair_retries: The system's default number of repair prompts.
+    """
+
+    pool: BackendPool
+    extractor: Extractor
+    checker: Callable[[str], Checker]
+    repair_retries: int
+
+
+class RunContext:
+    """Everything one component needs while it runs for one query, and its record in the trace.
+
+    Components call backends through :meth:`generate` / :meth:`ask` (never directly), so that every
+    call is recorded with its prompt, output and usage, and a failing backend surfaces as a
+    :class:`ComponentError` naming the layer and component.
+    """
+
+    def __init__(
+        self,
+        *,
+        event: ComponentEvent,
+        resources: Resources,
+        seed: int,
+        query_key: str,
+        repair_retries: int | None = None,
+    ) -> None:
+        self.event = event
+        self.resources = resources
+        self.repair_retries = resources.repair_retries if repair_retries is None else repair_retries
+        self._seed = seed
+        self._query_key = query_key
+        self._next_id = 0
+
+    @property
+    def layer(self) -> int:
+        return self.event.layer
+
+    @property
+    def index(self) -> int:
+        return self.event.index
+
+    @property
+    def label(self) -> str:
+        return self.event.label
+
+    # ----- backends -------------------------------------------------------------------------
+
+    def backend(self, ref: ModelRef | None) -> Backend:
+        """The backend for a model ref (the system default for None); noted in the trace."""
+        backend = self.resources.pool.get(ref)
+        if backend.identity not in self.event.models:
+            self.event.models.append(backend.identity)
+        return backend
+
+    def seed_for(self, *parts: object) -> int:
+        """A seed for one call: fixed by the system seed, the query, the component and ``parts``."""
+        key = "|".join(
+            str(p) for p in (self._seed, self._query_key, self.layer, self.index, *parts)
+        )
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 2**31
+
+    def _error(self, message: str, model: str | None) -> ComponentError:
+        return ComponentError(
+            message, layer=self.layer, index=self.index, component=self.label, model=model
+        )
+
+    async def generate(
+        self, backend: Backend, prompt: Prompt, n: int, params: SamplingParams, purpose: str
+    ) -> Generation:
+        """One backend request for ``n`` completions, recorded in the trace.
+
+        Raises:
+            ComponentError: the backend failed (after its own retries); the cause is chained.
+            UserError: the backend rejected the request or the model is missing (a note names
+                the component).
+        """
+        record = CallRecord(
+            purpose=purpose, model=backend.identity, prompt=prompt, n=n, params=params
+        )
+        self.event.calls.append(record)
+        start = time.perf_counter()
+        try:
+            generation = await backend.generate(prompt, n, params)
+        except UserError as exc:
+            # The input must change (a bad request, a missing model): keep the type, add where.
+            record.error = str(exc)
+            exc.add_note(f"while running layers[{self.layer}][{self.index}] ({self.label})")
+            raise
+        except Exception as exc:  # any backend failure: re-raised below with the cause chained
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise self._error(
+                f"backend call {purpose!r} failed: {record.error}", backend.identity
+            ) from exc
+        finally:
+            record.latency_s = time.perf_counter() - start
+        if len(generation.completions) != n:
+            record.error = f"asked for {n} completions, got {len(generation.completions)}"
+            raise self._error(f"backend call {purpose!r}: {record.error}", backend.identity)
+        record.outputs = [c.text for c in generation.completions]
+        record.finish_reasons = [c.finish_reason for c in generation.completions]
+        record.prompt_tokens = generation.prompt_tokens
+        record.completion_tokens = sum(c.completion_tokens for c in generation.completions)
+        return generation
+
+    async def ask(
+        self,
+        backend: Backend,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        parse: Callable[[str], T],
+        *,
+        purpose: str,
+        expected: str,
+    ) -> Asked[T]:
+        """Ask for one reply and parse it; on :class:`Unparseable`, send a repair prompt.
+
+        At most ``repair_retries`` repair prompts follow the first call; each one shows the model
+        its reply, what was wrong with it and the ``expected`` format. The caller records a
+        fallback when the result is not ok.
+        """
+        convo = list(messages)
+        reply = (await self.generate(backend, convo, 1, params, purpose)).completions[0].text
+        problem = ""
+        for attempt in range(self.repair_retries + 1):
+            try:
+                return Asked(parse(reply), output=reply)
+            except Unparseable as exc:
+                problem = exc.problem
+            if attempt == self.repair_retries:
+                break
+            repair = render(template("repair"), problem=problem, format=expected)
+            convo += [
+                Message(role="assistant", content=reply),
+                Message(role="user", content=repair),
+            ]
+            label = f"{purpose} (repair {attempt + 1})"
+            retry = params.model_copy(update={"seed": self.seed_for(label)})
+            reply = (await self.generate(backend, convo, 1, retry, label)).completions[0].text
+        return Asked(None, problem=problem, output=reply)
+
+    # ----- candidates -----------------------------------------------------------------------
+
+    def candidate(
+        self,
+        text: str,
+        *,
+        action: Action,
+        model: str | None,
+        parents: Sequence[str] = (),
+        completion: Completion | None = None,
+    ) -> Candidate:
+        """A new candidate with the next id of this component (``L<layer>.<index>.<k>``)."""
+        self._next_id += 1
+        return Candidate(
+            id=f"L{self.layer}.{self.index}.{self._next_id}",
+            text=text,
+            answer=self.resources.extractor(text),
+            history=[
+                Provenance(
+                    action=action,
+                    component=self.label,
+                    layer=self.layer,
+                    index=self.index,
+                    model=model,
+                    parents=list(parents),
+                )
+            ],
+            finish_reason=completion.finish_reason if completion else "unknown",
+            completion_tokens=completion.completion_tokens if completion else 0,
+        )
+
+    def revised(
+        self, candidate: Candidate, text: str, *, model: str | None, action: Action = "refined"
+    ) -> Candidate:
+        """``candidate`` with new text: the same id, the next version, the change in its history."""
+        step = Provenance(
+            action=action,
+            component=self.label,
+            layer=self.layer,
+            index=self.index,
+            model=model,
+            previous_text=candidate.text,
+        )
+        return candidate.model_copy(
+            update={
+                "text": text,
+                "answer": self.resources.extractor(text),
+                "version": candidate.version + 1,
+                "history": [*candidate.history, step],
+            }
+        )
+
+    # ----- trace ------------------------------------------------------------------------------
+
+    def fallback(
+        self,
+        reason: str,
+        action: str,
+        candidate_ids: Sequence[str] = (),
+        output: str | None = None,
+    ) -> None:
+        """Record that the component fell back to ``action`` because of ``reason``."""
+        self.event.fallbacks.append(
+            Fallback(reason=reason, action=action, candidate_ids=list(candidate_ids), output=output)
+        )
+
+    def note(self, text: str) -> None:
+        self.event.notes.append(text)

@@ -1,0 +1,149 @@
+"""Traces: what every component of a system did for one query, and what it cost.
+
+A :class:`Trace` is plain pydantic data: ``trace.model_dump_json()`` stores it and
+``Trace.model_validate_json(text)`` reads it back. Its shape is a tree: the trace has layers, a layer
+has component events, an event has backend calls and fallbacks.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from ponder.records import FinishReason, Message, SamplingParams
+from ponder.systems._state import Candidate
+
+
+class Usage(BaseModel):
+    """Backend calls and tokens, and wall time.
+
+    Calls and tokens add up over components. ``wall_s`` is the elapsed time of what the usage
+    describes (a call, a component, a layer, a query); components of a layer overlap, so the wall
+    time of a query is not the sum of its components' wall times.
+    """
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def plus(self, other: Usage, *, wall_s: float | None = None) -> Usage:
+        """The sum of calls and tokens; wall time is summed unless given."""
+        return Usage(
+            calls=self.calls + other.calls,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            wall_s=self.wall_s + other.wall_s if wall_s is None else wall_s,
+        )
+
+
+class CallRecord(BaseModel):
+    """One backend request (for n completions of one prompt)."""
+
+    purpose: str = Field(description='What the call was for, e.g. "rank" or "rank (repair 1)".')
+    model: str = Field(description="Backend identity.")
+    prompt: str | list[Message]
+    n: int = 1
+    params: SamplingParams
+    outputs: list[str] = Field(default_factory=list)
+    finish_reasons: list[FinishReason] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = Field(None, description="Set when the call failed.")
+
+
+class Fallback(BaseModel):
+    """A component could not do its normal work and did something documented instead."""
+
+    reason: str = Field(description="What went wrong, e.g. the last parse error.")
+    action: str = Field(description="What the component did instead.")
+    candidate_ids: list[str] = Field(default_factory=list, description="Candidates it affected.")
+    output: str | None = Field(None, description="The last unparseable model output, if any.")
+
+
+class ComponentEvent(BaseModel):
+    """What one component did in one layer for one query."""
+
+    layer: int
+    index: int = Field(description="Position of the component within its layer.")
+    component: str = Field(description="Component type, e.g. 'rank'.")
+    label: str = Field(description="The component's label (its type unless the config names it).")
+    models: list[str] = Field(default_factory=list, description="Backend identities it used.")
+    input_ids: list[str] = Field(default_factory=list, description="Candidates it was given.")
+    produced: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    dropped: list[str] = Field(default_factory=list)
+    output_ids: list[str] | None = Field(
+        None, description="Its selection, in order (components that filter or reorder)."
+    )
+    scores: dict[str, float] = Field(default_factory=dict, description="Scores by candidate id.")
+    calls: list[CallRecord] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A unique name within the trace: ``L<layer>.<index>:<label>``."""
+        return f"L{self.layer}.{self.index}:{self.label}"
+
+
+class LayerRecord(BaseModel):
+    """One layer: its component events and the candidate order it handed on."""
+
+    index: int
+    events: list[ComponentEvent] = Field(default_factory=list)
+    candidate_ids: list[str] = Field(default_factory=list, description="State after the layer.")
+    unit_tests: int = Field(0, description="Unit tests in the state after the layer.")
+    wall_s: float = 0.0
+
+
+class Trace(BaseModel):
+    """Everything a system did to answer one query."""
+
+    system: str = Field(description="The system's name.")
+    query: list[Message]
+    seed: int = 0
+    layers: list[LayerRecord] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="Every candidate made, latest version, in creation order."
+    )
+    unit_tests: list[str] = Field(default_factory=list)
+    final_ids: list[str] = Field(
+        default_factory=list, description="Candidates after the last layer."
+    )
+    answer_id: str | None = Field(None, description="The candidate given as the answer.")
+    usage: Usage = Field(
+        default_factory=Usage, description="Summed over components; wall_s is the query's."
+    )
+    usage_by_component: dict[str, Usage] = Field(
+        default_factory=dict, description="By event key (``L<layer>.<index>:<label>``)."
+    )
+    error: str | None = Field(None, description="Set on a partial trace of a failed run.")
+
+    @property
+    def events(self) -> list[ComponentEvent]:
+        """All component events, layer by layer."""
+        return [e for layer in self.layers for e in layer.events]
+
+    @property
+    def fallbacks(self) -> list[Fallback]:
+        return [f for e in self.events for f in e.fallbacks]
+
+    def candidate(self, candidate_id: str) -> Candidate | None:
+        return next((c for c in self.candidates if c.id == candidate_id), None)
+
+
+def sum_usage(events: list[ComponentEvent], wall_s: float) -> tuple[Usage, dict[str, Usage]]:
+    """Total usage (with the given wall time) and usage per component event."""
+    total = Usage()
+    by_component: dict[str, Usage] = {}
+    for event in events:
+        total = total.plus(event.usage)
+        by_component[event.key] = event.usage
+    return total.model_copy(update={"wall_s": wall_s}), by_component

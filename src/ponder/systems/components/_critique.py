@@ -1,0 +1,83 @@
+"""``critique``: strengths and weaknesses of every candidate, from one call over all of them."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
+from ponder.systems._context import RunContext
+from ponder.systems._parsing import parse_critiques
+from ponder.systems._prompts import render
+from ponder.systems._state import Critique, State, query_text
+from ponder.systems.components._common import chat, numbered, system_text, user_template
+
+EXPECTED = (
+    "one block per candidate, in order; each block starts with the candidate number in brackets "
+    "on its own line (like [1]), followed by a line 'Strengths: ...' and a line 'Weaknesses: ...'"
+)
+
+
+class CritiqueConfig(ModelComponentConfig):
+    """Review every candidate in one call; the critiques go into the state for rank and fuse.
+
+    Fallback: candidates whose review cannot be found after the repair prompts get no critique.
+    """
+
+    type: Literal["critique"] = "critique"
+    temperature: float = Field(0.3, ge=0.0, le=5.0)
+    max_tokens: int = Field(768, ge=1, le=131072)
+
+    template_placeholders: ClassVar[frozenset[str]] = frozenset({"query", "candidates", "count"})
+
+
+@register_component("critique")
+class Critic(Component[CritiqueConfig]):
+    config_type = CritiqueConfig
+
+    async def run(self, state: State, ctx: RunContext) -> Delta:
+        cfg = self.config
+        candidates = state.candidates
+        count = len(candidates)
+        if not candidates:
+            ctx.note("no candidates to critique")
+            return Delta()
+        backend = ctx.backend(cfg.model)
+        user = render(
+            user_template(cfg, "critique"),
+            query=query_text(state.messages),
+            candidates=numbered(candidates),
+            count=count,
+        )
+        asked = await ctx.ask(
+            backend,
+            chat(system_text(cfg, "critique.system"), user),
+            cfg.sampling(ctx.seed_for("critique")),
+            lambda text: parse_critiques(text, count),
+            purpose="critique",
+            expected=EXPECTED,
+        )
+        found = asked.value
+        if found is None:
+            found = parse_critiques(asked.output, count, partial=True)
+            missing = [c.id for i, c in enumerate(candidates) if i not in found]
+            ctx.fallback(
+                f"unparseable critique after {ctx.repair_retries} repair(s): {asked.problem}",
+                "the candidates listed here get no critique",
+                missing,
+                asked.output,
+            )
+        critiques = [
+            Critique(
+                candidate_id=candidates[i].id,
+                candidate_version=candidates[i].version,
+                strengths=parsed.strengths,
+                weaknesses=parsed.weaknesses,
+                text=parsed.text,
+                component=ctx.label,
+                layer=ctx.layer,
+            )
+            for i, parsed in sorted(found.items())
+        ]
+        return Delta(critiques=critiques)
