@@ -269,6 +269,8 @@ def _problem(error: Any) -> str:
         message = f"a component needs a 'type' (one of: {names})"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"must be a mapping{got}"
+    elif kind == "too_short":
+        message = f"must have at least {ctx.get('min_length')} item(s)"
     elif kind == "list_type":
         message = f"must be a list{got}"
     elif kind in ("value_error", "assertion_error"):

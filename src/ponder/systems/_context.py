@@ -32,11 +32,16 @@ class Asked(Generic[T]):
 
     value: T | None
     problem: str = ""
-    output: str = ""
+    outputs: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.value is not None
+
+    @property
+    def output(self) -> str:
+        """The last reply (the one that parsed, when ok)."""
+        return self.outputs[-1] if self.outputs else ""
 
 
 Checker = Callable[[str, list[str]], list[bool]]
@@ -173,10 +178,11 @@ class RunContext:
         """
         convo = list(messages)
         reply = (await self.generate(backend, convo, 1, params, purpose)).completions[0].text
+        replies = [reply]
         problem = ""
         for attempt in range(self.repair_retries + 1):
             try:
-                return Asked(parse(reply), output=reply)
+                return Asked(parse(reply), outputs=tuple(replies))
             except Unparseable as exc:
                 problem = exc.problem
             if attempt == self.repair_retries:
@@ -189,7 +195,8 @@ class RunContext:
             label = f"{purpose} (repair {attempt + 1})"
             retry = params.model_copy(update={"seed": self.seed_for(label)})
             reply = (await self.generate(backend, convo, 1, retry, label)).completions[0].text
-        return Asked(None, problem=problem, output=reply)
+            replies.append(reply)
+        return Asked(None, problem=problem, outputs=tuple(replies))
 
     # ----- candidates -----------------------------------------------------------------------
 

@@ -302,6 +302,7 @@ class System:
 
     def _finish(self, trace: Trace, state: State, made: dict[str, Candidate], start: float) -> None:
         trace.candidates = list(made.values())
+        trace.critiques = list(state.critiques)
         trace.unit_tests = list(state.unit_tests)
         trace.final_ids = [c.id for c in state.candidates]
         trace.usage, trace.usage_by_component = sum_usage(trace.events, time.perf_counter() - start)

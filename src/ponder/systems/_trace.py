@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from ponder.records import FinishReason, Message, SamplingParams
-from ponder.systems._state import Candidate
+from ponder.systems._state import Candidate, Critique
 
 
 class Usage(BaseModel):
@@ -113,6 +113,7 @@ class Trace(BaseModel):
     candidates: list[Candidate] = Field(
         default_factory=list, description="Every candidate made, latest version, in creation order."
     )
+    critiques: list[Critique] = Field(default_factory=list)
     unit_tests: list[str] = Field(default_factory=list)
     final_ids: list[str] = Field(
         default_factory=list, description="Candidates after the last layer."

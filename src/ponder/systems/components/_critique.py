@@ -60,7 +60,10 @@ class Critic(Component[CritiqueConfig]):
         )
         found = asked.value
         if found is None:
-            found = parse_critiques(asked.output, count, partial=True)
+            # Keep what the best of the replies had.
+            found = max(
+                (parse_critiques(reply, count, partial=True) for reply in asked.outputs), key=len
+            )
             missing = [c.id for i, c in enumerate(candidates) if i not in found]
             ctx.fallback(
                 f"unparseable critique after {ctx.repair_retries} repair(s): {asked.problem}",

@@ -66,7 +66,10 @@ class GenerateConfig(ModelComponentConfig):
         return [m.model for m in self.members()]
 
     def describe(self) -> str:
-        parts = [f"{describe_ref(m.model)} x{m.n}" for m in self.members()]
+        parts = [
+            f"n={m.n}" if m.model is None else f"{describe_ref(m.model)} x{m.n}"
+            for m in self.members()
+        ]
         extra = ", cot" if self.cot else ""
         return f"generate({', '.join(parts)}{extra})"
 

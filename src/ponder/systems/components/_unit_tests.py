@@ -138,7 +138,10 @@ class UnitTestEval(Component[UnitTestEvalConfig]):
             if asked.value is not None:
                 passed = asked.value
             else:
-                partial = parse_test_results(asked.output, len(tests))
+                # Keep the results of the most complete reply.
+                partial = max(
+                    (parse_test_results(reply, len(tests)) for reply in asked.outputs), key=len
+                )
                 passed = [partial.get(i, False) for i in range(len(tests))]
                 missing = [str(i + 1) for i in range(len(tests)) if i not in partial]
                 ctx.fallback(
