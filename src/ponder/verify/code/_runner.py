@@ -111,7 +111,6 @@ def make_harness() -> Callable[[dict[str, Any], dict[str, Any]], NoReturn]:
     module_type, modules, builtins_module = types.ModuleType, sys.modules, builtins
     pristine = dict(builtins.__dict__)  # as the test will see them (the guard's open included)
     result_fd, detail_cap = RESULT_FD, DETAIL_CAP
-    places = ("<test>", "<program>", "<setup>")
 
     def clip(text: str, cap: int = detail_cap) -> str:
         text = " ".join(text.split())
@@ -133,27 +132,30 @@ def make_harness() -> Callable[[dict[str, Any], dict[str, Any]], NoReturn]:
             message = "<unprintable message>"
         where = ""
         try:
+            # An assertion is located at the test's line; anything else where it was raised.
             found: dict[str, int] = {}
+            innermost: tuple[str, int] | None = None
             tb = exc.__traceback__
             while tb is not None:
                 filename = tb.tb_frame.f_code.co_filename
                 if filename in sources:
                     found[filename] = tb.tb_lineno
+                    innermost = (filename, tb.tb_lineno)
                 tb = tb.tb_next
             if isinstance_(exc, syntax_error):
                 at, lineno = getattr_(exc, "filename", None), getattr_(exc, "lineno", None)
                 if at in sources and lineno:
-                    found = {at: lineno}
+                    innermost = (at, lineno)
                     message = str_(getattr_(exc, "msg", message))
-            for filename in places:  # the innermost frame in the test, else the program
-                if filename in found:
-                    line = found[filename]
-                    lines = sources[filename]
-                    text = lines[line - 1].strip() if 0 < line <= len_(lines) else ""
-                    where = f"{filename[1:-1]} line {line}"
-                    if text and not isinstance_(exc, syntax_error):
-                        where += f": {clip(text, 120)}"
-                    break
+            if isinstance_(exc, assertion_error) and "<test>" in found:
+                innermost = ("<test>", found["<test>"])
+            if innermost is not None:
+                filename, line = innermost
+                lines = sources[filename]
+                text = lines[line - 1].strip() if 0 < line <= len_(lines) else ""
+                where = f"{filename[1:-1]} line {line}"
+                if text and not isinstance_(exc, syntax_error):
+                    where += f": {clip(text, 120)}"
         except base_exception:
             where = ""
         text = f"{name}: {clip(message)}" if message else name
@@ -472,6 +474,8 @@ def _child(
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.closerange(RESULT_FD + 1, 1 << 16)  # the zygote's pipes and files, pidfds, ...
+        # Line-buffered, as on a terminal: what a program printed before it died is in the file.
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         prctl = cfg.get("_prctl")
         if prctl is not None:
             prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # only the zygote needs protecting
