@@ -74,7 +74,9 @@ def answers(*values: str) -> Output:
     return lambda _text, i: f"I worked it out. #### {values[i % len(values)]}"
 
 
-def run(config: dict[str, Any], backend: ScriptedBackend, query: str = "What is 6*7?", **kw: Any) -> SystemResult:
+def run(
+    config: dict[str, Any], backend: ScriptedBackend, query: str = "What is 6*7?", **kw: Any
+) -> SystemResult:
     with System.from_dict(config, default_backend=backend, **kw) as system:
         return system.run(query)
 
@@ -133,7 +135,9 @@ class TestParsers:
 
     def test_verdict(self) -> None:
         assert parse_verdict("fine\nVerdict: ACCEPT", ["ACCEPT"], ["REJECT"]) is True
-        assert parse_verdict("Verdict: accept\nVerdict: **REJECT**", ["ACCEPT"], ["REJECT"]) is False
+        assert (
+            parse_verdict("Verdict: accept\nVerdict: **REJECT**", ["ACCEPT"], ["REJECT"]) is False
+        )
         with pytest.raises(Unparseable, match="Verdict"):
             parse_verdict("Verdict: maybe", ["ACCEPT"], ["REJECT"])
 
@@ -155,7 +159,10 @@ class TestParsers:
 
     def test_unit_tests(self) -> None:
         assert parse_unit_tests("- States 42.\n- Shows work.\n", 5) == ["States 42.", "Shows work."]
-        assert parse_unit_tests("1. One check\n2) Two check\n3. Three", 2) == ["One check", "Two check"]
+        assert parse_unit_tests("1. One check\n2) Two check\n3. Three", 2) == [
+            "One check",
+            "Two check",
+        ]
         assert parse_unit_tests('Sure: ["is short", "is polite"]', 5) == ["is short", "is polite"]
         with pytest.raises(Unparseable):
             parse_unit_tests("I would check the answer.", 5)
@@ -198,7 +205,10 @@ class TestGenerate:
         big = scripted(default="big #### 2", name="big")
         config = {
             "layers": [
-                {"type": "generate", "models": [{"model": "small", "n": 2}, {"model": "big", "n": 3}]}
+                {
+                    "type": "generate",
+                    "models": [{"model": "small", "n": 2}, {"model": "big", "n": 3}],
+                }
             ]
         }
         with System.from_dict(config, backends={"small": small, "big": big}) as system:
@@ -243,7 +253,9 @@ class TestCritique:
     def test_one_call_parsed_per_candidate(self) -> None:
         reviews = "\n".join(f"[{i}]\nStrengths: s{i}\nWeaknesses: w{i}" for i in (1, 2, 3))
         backend = scripted((CRITIQUE, reviews), default=answers("1", "2", "3"))
-        with System.from_dict({"layers": [GEN3, {"type": "critique"}]}, default_backend=backend) as s:
+        with System.from_dict(
+            {"layers": [GEN3, {"type": "critique"}]}, default_backend=backend
+        ) as s:
             result = s.run("q")
         assert purposes(backend, CRITIQUE) == 1
         assert backend.calls[1][2].temperature == 0.3
@@ -375,7 +387,13 @@ class TestFuse:
         backend = scripted((FUSE, lambda _t, i: f"fused {i}"))
         result = run({"layers": [GEN3, {"type": "fuse", "n": 2, "keep_inputs": True}]}, backend)
         assert purposes(backend, FUSE) == 1 and backend.calls[1][1] == 2
-        assert [c.id for c in result.candidates] == ["L1.0.1", "L1.0.2", "L0.0.1", "L0.0.2", "L0.0.3"]
+        assert [c.id for c in result.candidates] == [
+            "L1.0.1",
+            "L1.0.2",
+            "L0.0.1",
+            "L0.0.2",
+            "L0.0.3",
+        ]
 
 
 # ----- judge ----------------------------------------------------------------------------------------
@@ -616,7 +634,9 @@ def cand(cid: str) -> Candidate:
 
 class TestMerge:
     def state(self, *ids: str) -> State:
-        return State(messages=[Message(role="user", content="q")], candidates=[cand(i) for i in ids])
+        return State(
+            messages=[Message(role="user", content="q")], candidates=[cand(i) for i in ids]
+        )
 
     def test_generate_outputs_are_appended_in_config_order(self) -> None:
         out, _ = merge(
@@ -654,7 +674,9 @@ class TestMerge:
 
 
 def test_components_of_a_layer_see_the_same_input() -> None:
-    backend = scripted((RANK, "Ranking: [3] > [2] > [1]"), (SCORE, grade_by_answer), default=answers("1", "5", "3"))
+    backend = scripted(
+        (RANK, "Ranking: [3] > [2] > [1]"), (SCORE, grade_by_answer), default=answers("1", "5", "3")
+    )
     config = {"layers": [GEN3, [{"type": "rank"}, {"type": "judge", "top_k": 2}]]}
     result = run(config, backend)
     rank_event, judge_event = result.trace.layers[1].events

@@ -31,7 +31,8 @@ class RankConfig(ModelComponentConfig):
       candidates are ordered by wins, ties in input order.
 
     Scores: the candidate's position (1 = best) in listwise mode, its wins in pairwise mode.
-    Fallback: an unparseable ranking keeps the input order; an unparseable pair counts for neither.
+    Fallback: an unparseable ranking keeps the input order (and gives no scores); an unparseable
+    pair counts for neither candidate.
     """
 
     type: Literal["rank"] = "rank"
@@ -100,9 +101,9 @@ class Rank(Component[RankConfig]):
                 [c.id for c in candidates],
                 asked.output,
             )
-            order = list(range(count))
-        else:
-            order = asked.value
+            # No scores: the input order is not the ranker's judgement.
+            return list(range(count)), {}
+        order = asked.value
         return order, {candidates[i].id: float(pos) for pos, i in enumerate(order, 1)}
 
     async def _pairwise(self, state: State, ctx: RunContext) -> tuple[list[int], dict[str, float]]:
