@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from ponder.backends import ScriptedBackend
-from ponder.records import Message, Prompt, SamplingParams
+from ponder.records import Message, Prompt, SamplingParams, Verdict
 from ponder.systems import (
     Candidate,
     Delta,
@@ -575,6 +575,43 @@ class TestVerify:
         assert len(result.candidates) == 3
         assert result.trace.fallbacks[0].reason == "no candidate passed the verifier"
         assert result.trace.events[1].scores == {"L0.0.1": 0.0, "L0.0.2": 0.0, "L0.0.3": 0.0}
+
+
+class ListVerifier:
+    """A task verifier (the Verifier protocol) that passes answers in a set."""
+
+    name = "list"
+
+    def __init__(self, good: set[str]) -> None:
+        self.good = good
+        self.batches: list[int] = []
+
+    def verify_many(self, items: Sequence[tuple[str | None, str]]) -> list[Verdict]:
+        self.batches.append(len(items))
+        return [
+            Verdict(status="correct" if text.split()[-1] in self.good else "incorrect")
+            for _, text in items
+        ]
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> ListVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_verify_with_a_task_verifier_checks_all_candidates_in_one_batch() -> None:
+    verifier = ListVerifier({"2", "3"})
+    backend = scripted(default=answers("1", "2", "3"))
+    config = {"layers": [GEN3, {"type": "verify", "verifier": "list", "top_k": 1}]}
+    with System.from_dict(config, default_backend=backend, verifiers={"list": verifier}) as s:
+        result = s.run("q", reference="anything")
+    assert verifier.batches == [3]
+    assert [c.id for c in result.candidates] == ["L0.0.2"]
+    assert result.candidates[0].scores == {"verify": 1.0}
 
 
 # ----- refine ---------------------------------------------------------------------------------------

@@ -85,6 +85,14 @@ GEN = {"type": "generate", "n": 4}
             "layers[0][0].model: a model spec needs 'backend'",
         ),
         (
+            {"layers": [[{"type": "generate", "model": 42}]]},
+            "layers[0][0].model: must be a model name or a mapping like {backend: llamacpp",
+        ),
+        (
+            {"layers": [[{"type": "generate", "model": {"backend": "llamacpp", "modle": "x"}}]]},
+            "modle: is not an option (did you mean 'model'?)",
+        ),
+        (
             {"layers": [[{"type": "generate", "template": "Q: $question"}]]},
             "layers[0][0].template: the template uses unknown placeholder(s) $question",
         ),

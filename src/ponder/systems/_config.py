@@ -267,6 +267,8 @@ def _problem(error: Any) -> str:
         message += f"; choose one of: {names}"
     elif kind == "union_tag_not_found":
         message = f"a component needs a 'type' (one of: {names})"
+    elif kind in ("model_type", "model_attributes_type", "dict_type") and "model-spec" in loc:
+        message = f"must be a model name or a mapping like {{backend: llamacpp, model: NAME}}{got}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"must be a mapping{got}"
     elif kind == "too_short":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeAlias
@@ -70,10 +71,8 @@ class ModelSpec(BaseModel):
         try:
             return config_type.model_validate({"kind": self.backend, **self.options})
         except ValidationError as exc:
-            # Inputs are not echoed: an option may hold something secret.
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '?'}: {e['msg']}" for e in exc.errors()
-            )
+            fields = [f for f in config_type.model_fields if f != "kind"]
+            problems = "; ".join(_option_problem(e, fields) for e in exc.errors())
             raise ValueError(f"invalid {self.backend} backend option(s): {problems}") from None
 
     @property
@@ -85,6 +84,16 @@ class ModelSpec(BaseModel):
     def describe(self) -> str:
         model = self.options.get("model")
         return f"{self.backend}:{model}" if model else self.backend
+
+
+def _option_problem(error: Any, fields: list[str]) -> str:
+    # Inputs are not echoed: an option may hold something secret.
+    name = ".".join(str(p) for p in error["loc"]) or "?"
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{name}: is not an option{hint}; options: {', '.join(fields)}"
+    return f"{name}: {error['msg']}"
 
 
 def _ref_kind(value: Any) -> str:

@@ -33,7 +33,10 @@ class VoteConfig(ComponentConfig):
     )
     equivalence: Literal["exact", "math"] = Field(
         "exact",
-        description="exact: equal extracted strings; math: mathematically equal (math-verify).",
+        description=(
+            "exact: equal extracted strings; math: mathematically equal (numbers exactly, other "
+            "expressions with math-verify, which is slower and runs on the event loop)."
+        ),
     )
     tie_break: Literal["first", "random"] = "first"
     keep: Literal["majority", "all"] = "majority"
