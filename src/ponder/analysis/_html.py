@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -100,15 +101,35 @@ def _cost_block(r: RunReport) -> str:
     )
 
 
+def _short(text: str | None, limit: int = 120) -> str:
+    """One line of at most ``limit`` characters (code answers are whole programs)."""
+    if not text:
+        return ""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _reference(reference: str | None) -> str:
+    """How a reference is shown: a code problem's is a JSON test spec, shown by what it tests."""
+    if reference and reference.startswith("{"):
+        try:
+            spec = json.loads(reference)
+        except json.JSONDecodeError:
+            return _short(reference)
+        if isinstance(spec, dict) and isinstance(spec.get("entry_point"), str):
+            return f"tests of {spec['entry_point']}()"
+    return _short(reference)
+
+
 def _problem_table(r: RunReport) -> str:
     rows = []
     for p in r.problems:
         rate = p.correct / p.samples if p.samples else float("nan")
         rows.append(
-            f"<tr><td class=l>{_e(p.problem_id)}</td><td class=l>{_e(p.reference or '')}</td>"
+            f"<tr><td class=l>{_e(p.problem_id)}</td><td class=l>{_e(_reference(p.reference))}</td>"
             f"<td>{p.samples}</td><td>{p.correct}</td><td>{_f(rate)}</td>"
             f"<td>{'' if p.first_correct_index is None else p.first_correct_index}</td>"
-            f"<td class=l>{_e(p.top_answer or '')}</td></tr>"
+            f"<td class=l><code>{_e(_short(p.top_answer))}</code></td></tr>"
         )
     return (
         f"<h3>{_e(r.label)}</h3><table><tr><th class=l>problem</th><th class=l>reference</th>"
@@ -133,13 +154,13 @@ def _sample_browser(r: RunReport, per_problem: int) -> str:
             text = prob.texts[i] if i < len(prob.texts) else ""
             items.append(
                 f"<div class=sample>#{i} <span class={status}>{status}</span>, answer "
-                f"<code>{_e(prob.answers[i] if prob.answers[i] is not None else '—')}</code>"
+                f"<code>{_e(_short(prob.answers[i]) if prob.answers[i] is not None else '—')}</code>"
                 f"{score_txt}<pre>{_e(text)}</pre></div>"
             )
         more = f" (first {shown} of {prob.n} shown)" if shown < prob.n else ""
         parts.append(
             f"<details><summary>{_e(prob.problem_id)}: {prob.c}/{prob.n} correct, reference "
-            f"<code>{_e(prob.reference or '')}</code>{more}</summary>{''.join(items)}</details>"
+            f"<code>{_e(_reference(prob.reference))}</code>{more}</summary>{''.join(items)}</details>"
         )
     return "".join(parts)
 

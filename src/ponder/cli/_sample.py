@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,8 +55,9 @@ def build_task(
     answer_field: str | None,
     id_field: str | None,
     few_shot: int | None,
+    task_options: list[str] | None = None,
 ) -> Task:
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = parse_task_options(task_options or [])
     if data is not None:
         options["path"] = data
     if question_field is not None:
@@ -67,6 +69,24 @@ def build_task(
     if few_shot is not None:
         options["few_shot"] = few_shot
     return get_task(name, **options)
+
+
+def parse_task_options(items: list[str]) -> dict[str, Any]:
+    """``-T key=value`` pairs as task options; a value that parses as JSON (``3``, ``true``,
+    ``null``) is taken as such, anything else as a string."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"-T/--task-option expects KEY=VALUE, got {item!r}",
+                hint="e.g. -T prompt_field=question -T id_field=task_id",
+            )
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def build_backend(
@@ -122,7 +142,10 @@ def run_verify(
 
 def sample(
     task: Annotated[
-        str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, ...")
+        str,
+        typer.Option(
+            "--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, jsonl-code, mbpp, ..."
+        ),
     ] = "gsm8k",
     model: Annotated[
         str,
@@ -143,10 +166,20 @@ def sample(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; each request derives its own.")] = 0,
     few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Data file for --task jsonl.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
+    ] = None,
     question_field: Annotated[str | None, typer.Option(help="jsonl: question field.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="jsonl: answer field.")] = None,
     id_field: Annotated[str | None, typer.Option(help="jsonl: id field.")] = None,
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task-option",
+            "-T",
+            help="Any task option as KEY=VALUE (repeatable), e.g. -T test_field=tests.",
+        ),
+    ] = None,
     backend: Annotated[
         str, typer.Option(help="llamacpp (embedded) or openai (any compatible server).")
     ] = "llamacpp",
@@ -180,7 +213,9 @@ def sample(
         )
         if n < 1:
             raise ConfigError(f"--n must be >= 1, got {n}")
-        the_task = build_task(task, data, question_field, answer_field, id_field, few_shot)
+        the_task = build_task(
+            task, data, question_field, answer_field, id_field, few_shot, task_option
+        )
         problems = select_problems(
             the_task.problems(),
             limit=limit,

