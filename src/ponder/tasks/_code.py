@@ -110,7 +110,9 @@ def code_problem(
     )
 
 
-def _field(record: dict[str, Any], name: str, where: str, *, hint: str, required: bool = True) -> str:
+def _field(
+    record: dict[str, Any], name: str, where: str, *, hint: str, required: bool = True
+) -> str:
     value = record.get(name)
     if value is None and not required:
         return ""
@@ -129,7 +131,9 @@ def _read_file(path: Path) -> tuple[bytes, bytes]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise NotFoundError(f"data file {path} does not exist", hint="check the --data path") from None
+        raise NotFoundError(
+            f"data file {path} does not exist", hint="check the --data path"
+        ) from None
     except OSError as exc:
         raise UserError(f"cannot read data file {path}: {exc.strerror or exc}") from None
     if path.suffix != ".gz":
@@ -269,7 +273,9 @@ class JsonlCodeTask(CodeTask):
                     CodeReference(
                         prompt=prompt,
                         test=_field(record, self.test_field, where, hint=hint),
-                        entry_point=_field(record, self.entry_point_field, where, hint=hint).strip(),
+                        entry_point=_field(
+                            record, self.entry_point_field, where, hint=hint
+                        ).strip(),
                         setup=setup,
                     ),
                     {"line": str(lineno)},
@@ -365,7 +371,11 @@ class MbppTask(CodeTask):
             where = f"{source_name}:{lineno}"
             text = _field(record, "text", where, hint="MBPP lines need text and test_list")
             tests = record.get("test_list")
-            if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+            if (
+                not isinstance(tests, list)
+                or not tests
+                or not all(isinstance(t, str) for t in tests)
+            ):
                 raise DataError(f"{where}: field 'test_list' must be a non-empty list of strings")
             setup = record.get("test_setup_code") or ""
             if not isinstance(setup, str):
@@ -376,8 +386,10 @@ class MbppTask(CodeTask):
                 raise DataError(f"{where}: cannot tell which function the tests call")
             task_id = record.get("task_id", lineno)
             check = "def check(candidate):\n" + "".join(f"    {t.strip()}\n" for t in tests)
-            question = text.strip() + "\nYour code should pass these tests:\n" + "\n".join(
-                t.strip() for t in tests
+            question = (
+                text.strip()
+                + "\nYour code should pass these tests:\n"
+                + "\n".join(t.strip() for t in tests)
             )
             problems.append(
                 code_problem(
