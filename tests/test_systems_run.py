@@ -19,6 +19,7 @@ from ponder.systems import (
     ComponentError,
     ModelSpec,
     System,
+    SystemConfig,
     SystemResult,
     Trace,
     trace_tree,
@@ -249,6 +250,8 @@ def test_trace_json_round_trip() -> None:
     assert again == trace
     assert again.fallbacks[0].action == "kept the input order"
     assert again.events[1].calls[2].purpose == "rank (repair 2)"
+    # The trace carries the config that made it.
+    assert SystemConfig.from_data(again.config).describe() == "generate(n=2) -> rank(listwise)"
 
 
 def test_trace_tree_renders() -> None:

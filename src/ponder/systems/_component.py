@@ -11,7 +11,8 @@ name it is registered under::
         config_type = ShoutConfig
 
         async def run(self, state: State, ctx: RunContext) -> Delta:
-            return Delta(changed=[ctx.revised(c, c.text.upper()) for c in state.candidates])
+            changed = [ctx.revised(c, c.text.upper(), model=None) for c in state.candidates]
+            return Delta(changed=changed)
 
 Plugins register from a module named in the ``ponder.components`` entry-point group.
 """

@@ -113,6 +113,7 @@ class System:
             repair_retries=config.repair_retries,
         )
         self._runner: asyncio.Runner | None = None
+        self._config_json: dict[str, Any] = config.model_dump(mode="json")
 
     # ----- construction ---------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class System:
             :16
         ]
         state = State(messages=messages, reference=reference)
-        trace = Trace(system=self.config.name, query=messages, seed=seed)
+        trace = Trace(system=self.config.name, config=self._config_json, query=messages, seed=seed)
         made: dict[str, Candidate] = {}
         start = time.perf_counter()
         try:

@@ -7,6 +7,8 @@ has component events, an event has backend calls and fallbacks.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from ponder.records import FinishReason, Message, SamplingParams
@@ -107,6 +109,7 @@ class Trace(BaseModel):
     """Everything a system did to answer one query."""
 
     system: str = Field(description="The system's name.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The system's config.")
     query: list[Message]
     seed: int = 0
     layers: list[LayerRecord] = Field(default_factory=list)
