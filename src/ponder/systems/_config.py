@@ -38,7 +38,7 @@ from pydantic import (
 from ponder.errors import ConfigError, NotFoundError
 from ponder.systems._component import ComponentConfig, component_types
 from ponder.systems._extract import get_extractor
-from ponder.systems._models import ModelRef, ModelSpec, describe_ref
+from ponder.systems._models import ModelRef, ModelSpec
 
 
 class SystemConfig(BaseModel):
@@ -113,9 +113,6 @@ class SystemConfig(BaseModel):
     def describe(self) -> str:
         """One line: ``generate(default x8) -> vote``."""
         return " -> ".join(" + ".join(c.describe() for c in layer) for layer in self.layers)
-
-    def default_model(self) -> str:
-        return describe_ref(self.model)
 
 
 def check_structure(layers: list[list[ComponentConfig]]) -> None:
