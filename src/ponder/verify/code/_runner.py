@@ -26,8 +26,10 @@ read its memory.
 
 from __future__ import annotations
 
+import array
 import builtins
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -35,6 +37,7 @@ import select
 import shutil
 import signal
 import sys
+import termios
 import time
 import types
 from collections.abc import Callable
@@ -291,7 +294,7 @@ def make_harness() -> Callable[[dict[str, Any], dict[str, Any]], NoReturn]:
 
 def _blocked(name: str) -> Callable[..., Any]:
     def blocked(*args: object, **kwargs: object) -> Any:
-        raise PermissionError(f"{name} is disabled in Ponder's code sandbox (fallback mode)")
+        raise PermissionError(f"{name} is disabled in Ponder's code sandbox")
 
     return blocked
 
@@ -587,11 +590,22 @@ def _read_into(fd: int, chunks: list[bytes]) -> bool:
             kept += len(chunks[-1])
 
 
-def _wait(child: int, r: int, deadline: float) -> tuple[int | None, bytes, bool]:
+def _owner_gone() -> bool:
+    """Whether stdin, readable now, is at end of file: Ponder closed it or died."""
+    pending = array.array("i", [0])
+    try:
+        fcntl.ioctl(0, termios.FIONREAD, pending, True)
+    except OSError:
+        return True
+    return pending[0] == 0
+
+
+def _wait(child: int, r: int, deadline: float, pid1: bool) -> tuple[int | None, bytes, bool]:
     """Collect the child's result channel until it exits or the deadline passes.
 
     Returns (wait status, or None if it did not exit; channel bytes; timed out). The channel's end
-    of file is not awaited: a process the child started may hold it open.
+    of file is not awaited: a process the child started may hold it open. If Ponder goes away
+    meanwhile (stdin closes), the check is killed and the zygote exits.
     """
     chunks: list[bytes] = []
     os.set_blocking(r, False)
@@ -600,14 +614,21 @@ def _wait(child: int, r: int, deadline: float) -> tuple[int | None, bytes, bool]
     except (AttributeError, OSError):
         pidfd = None  # an old kernel: poll the child instead
     channel_open = True
+    watch_owner = True
     try:
         while True:
             now = time.monotonic()
             if now >= deadline:
                 return None, b"".join(chunks), True
             watch = ([r] if channel_open else []) + ([pidfd] if pidfd is not None else [])
+            watch += [0] if watch_owner else []
             wait_s = deadline - now if pidfd is not None else min(0.005, deadline - now)
             readable, _, _ = select.select(watch, [], [], wait_s)
+            if 0 in readable:
+                if _owner_gone():
+                    _kill_leftovers(child, pid1)
+                    os._exit(0)
+                watch_owner = False  # a job line, early: it waits in the pipe
             if channel_open and r in readable:
                 channel_open = _read_into(r, chunks)
             if pidfd is None or pidfd in readable:
@@ -641,7 +662,7 @@ def _serve_one(job: dict[str, Any], cfg: dict[str, Any], counter: int) -> dict[s
         os.close(r)
         _child(job, cfg, workdir, out_path, w)
     os.close(w)
-    status, channel, timed_out = _wait(child, r, start + float(job["timeout"]))
+    status, channel, timed_out = _wait(child, r, start + float(job["timeout"]), cfg["pid1"])
     elapsed = time.monotonic() - start
     _kill_leftovers(child, cfg["pid1"])
     output = _tail(out_path)

@@ -54,6 +54,25 @@ def _count_processes(uid: int) -> int:
     return count
 
 
+def _sandbox_pidfd(info_r: int, deadline: float) -> int | None:
+    """A pidfd of the sandbox's PID 1, from bwrap's ``--info-fd`` JSON; None if unavailable."""
+    data = b""
+    try:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([info_r], [], [], deadline - time.monotonic())
+            chunk = os.read(info_r, 4096) if readable else b""
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(info_r)
+    try:
+        pid = int(json.loads(data)["child-pid"])
+        return os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, OSError):
+        return None  # bwrap failed to start; its error output says why
+
+
 class Sandbox:
     """A sandboxed process that runs programs against tests, one at a time.
 
@@ -76,6 +95,7 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._workroot: str | None = None  # fallback: the host directory checks run in
+        self._pidfd: int | None = None  # bwrap: the sandbox's PID 1
         self._buffer = bytearray()
         self._jobs = 0
         self._closed = False
@@ -124,18 +144,30 @@ class Sandbox:
         # Kept open for the sandbox's lifetime (its error output), closed by _stop().
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._buffer.clear()
-        argv = [*plan.argv(self._limits, sys.executable), "-c", _RUNNER_SOURCE]
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,  # one process group to kill: the sandbox and all in it
-            close_fds=True,
-        )
+        info_r, info_w = os.pipe() if plan.bwrap else (-1, -1)
+        argv = [
+            *plan.argv(self._limits, sys.executable, info_w if plan.bwrap else None),
+            "-c",
+            _RUNNER_SOURCE,
+        ]
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,  # one process group to kill: the launcher and its child
+                close_fds=True,
+                pass_fds=(info_w,) if plan.bwrap else (),
+            )
+        finally:
+            if plan.bwrap:
+                os.close(info_w)
         deadline = time.monotonic() + _START_TIMEOUT_S
+        if plan.bwrap:
+            self._pidfd = _sandbox_pidfd(info_r, deadline)
         ready = None
         if self._send(config, deadline):
             ready = self._receive(deadline)
@@ -161,12 +193,28 @@ class Sandbox:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return " | ".join(lines[-3:])
 
-    def _stop(self) -> None:
-        """Kill the sandbox and everything in it; the next check starts a fresh one."""
-        proc, self._proc = self._proc, None
+    def _kill(self) -> None:
+        """SIGKILL the launcher's process group and the sandbox's PID 1 (so its whole namespace).
+
+        bwrap puts the sandbox in a session of its own, and its --die-with-parent signal does not
+        survive the zygote's change of uid: the zygote is killed through its pidfd.
+        """
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        proc = self._proc
         if proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+    def _stop(self) -> None:
+        """Kill the sandbox and everything in it; the next check starts a fresh one."""
+        self._kill()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
             with contextlib.suppress(OSError):
                 proc.kill()
             for stream in (proc.stdin, proc.stdout):
@@ -295,11 +343,7 @@ class Sandbox:
     def close(self) -> None:
         """Stop the sandbox (idempotent; from any thread, a running check ends as an error)."""
         self._closed = True
-        proc = self._proc
-        if proc is not None:
-            # Kill without the lock, so that a check blocked on the sandbox returns at once.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        self._kill()  # without the lock, so that a check blocked on the sandbox returns at once
         with self._lock:
             self._stop()
 
@@ -315,12 +359,10 @@ class Sandbox:
         self.close()
 
     def __del__(self) -> None:
-        # A forgotten sandbox must not outlive its owner (bwrap's --die-with-parent covers the
-        # end of this process; this covers garbage collection).
-        proc = getattr(self, "_proc", None)
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        # A forgotten sandbox must not outlive its owner. (When this process ends, the zygote
+        # sees its input close and exits, killing a check that is running.)
+        if getattr(self, "_proc", None) is not None:
+            self._kill()
 
     def __repr__(self) -> str:
         return f"Sandbox(mode={self._plan.info.mode!r}, limits={self._limits!r})"
