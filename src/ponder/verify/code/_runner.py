@@ -16,12 +16,12 @@ output file, keeps only its result channel (fd 3), applies the resource limits a
 the reliability guard, then runs setup, program and test in that order and calls
 ``check(<entry point>)``. Only after ``check`` returned, with builtins untouched and no trace or
 profile function installed, does it write ``passed:<nonce>:`` on fd 3 and ``_exit(0)``. Every
-function this needs is captured when the zygote starts, before any model code exists.
+function this needs is captured in the child before any model code runs (:func:`make_harness`).
 
 The zygote is PID 1 of its own PID namespace where the sandbox provides one: signals from the
 check's processes cannot reach it, and after each check ``kill(-1, SIGKILL)`` removes every process
 the check left behind. It is also made non-dumpable, so the children (same uid) cannot ptrace it or
-read its memory.
+read its memory. It exits, killing a running check, as soon as its input from Ponder closes.
 """
 
 from __future__ import annotations
@@ -318,12 +318,13 @@ def install_guard(workdir: str) -> None:
 
     def inside(path: Any) -> bool:
         if isinstance_(path, int):
-            return False
+            return False  # a descriptor: chmod or truncate on it could reach any file
         full = realpath(fspath(path))
         return full == root or full.startswith(root + os.sep) or full == os.devnull
 
     def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if any(c in mode for c in "wax+") and not inside(file):
+        # An open descriptor (open(1, "w")) was opened under these rules already.
+        if any(c in mode for c in "wax+") and not isinstance_(file, int) and not inside(file):
             raise PermissionError(f"writing {file!r} is outside the sandbox's directory")
         return open_(file, mode, *args, **kwargs)
 
@@ -528,7 +529,8 @@ def _kill_leftovers(child: int, pid1: bool) -> None:
                 pass
         except ChildProcessError:
             return
-        for entry in os.listdir("/proc"):
+        entries = os.listdir("/proc") if os.path.isdir("/proc") else []
+        for entry in entries:
             if entry.isdigit():
                 try:
                     with open(f"/proc/{entry}/stat") as f:

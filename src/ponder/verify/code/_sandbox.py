@@ -46,7 +46,8 @@ def _grace(timeout: float) -> float:
 def _count_processes(uid: int) -> int:
     """Processes of ``uid`` on this machine (RLIMIT_NPROC counts them all)."""
     count = 0
-    for entry in os.listdir("/proc"):
+    entries = os.listdir("/proc") if os.path.isdir("/proc") else []  # no /proc: not Linux
+    for entry in entries:
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 if os.stat(f"/proc/{entry}").st_uid == uid:
