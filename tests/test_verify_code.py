@@ -451,8 +451,9 @@ def test_each_check_starts_from_a_clean_slate(sandbox: Sandbox) -> None:
 def test_check_function_uses_a_fresh_sandbox() -> None:
     assert check(ADD, ADD_TEST, "add", 5.0) == CodeVerdict("passed", "")
     assert check(ADD, ADD_TEST, "add", 5.0, setup="import math", mode="fallback").status == "passed"
-    with pytest.raises(ConfigError, match="timeout"):
-        check(ADD, ADD_TEST, "add", 0)
+    for bad in (0, float("inf")):
+        with pytest.raises(ConfigError, match="timeout"):
+            check(ADD, ADD_TEST, "add", bad)
 
 
 def test_harness_loads_no_global_or_builtin_name_once_model_code_runs() -> None:
@@ -551,8 +552,9 @@ def test_verifier_is_a_verifier_and_reusable_after_close() -> None:
     v.close()
     assert v.verify_many([(_ref(), BODY)])[0].status == "correct"  # new sandboxes
     v.close()
-    with pytest.raises(ConfigError, match="timeout_s"):
-        CodeVerifier(timeout_s=0)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="timeout_s"):
+            CodeVerifier(timeout_s=bad)
     with pytest.raises(ConfigError, match="workers"):
         CodeVerifier(workers=0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import select
@@ -163,6 +164,13 @@ class Sandbox:
                 close_fds=True,
                 pass_fds=(info_w,) if plan.bwrap else (),
             )
+        except OSError as exc:  # the launcher vanished since the probe, or fork failed
+            if plan.bwrap:
+                os.close(info_r)
+            self._stop()
+            raise SandboxStartError(
+                f"the code sandbox ({plan.info.mode}) could not be started: {exc}"
+            ) from exc
         finally:
             if plan.bwrap:
                 os.close(info_w)
@@ -175,9 +183,10 @@ class Sandbox:
         if ready is None or not ready.get("ready"):
             why = self._stderr_tail() or "no error output"
             self._stop()
+            command = " ".join(plan.argv(self._limits, sys.executable))
             raise SandboxStartError(
                 f"the code sandbox ({plan.info.mode}) did not start: {why}",
-                hint=f"check that this works: {' '.join(argv[:-2])} -c pass",
+                hint=f"check that this works: {command} -c pass",
             )
         self._jobs = 0
 
@@ -299,8 +308,8 @@ class Sandbox:
             ConfigError: a non-positive ``timeout``.
             SandboxStartError: the sandbox process cannot start.
         """
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
         with self._lock:
             for attempt in (1, 2):
                 if self._closed:

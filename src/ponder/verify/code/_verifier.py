@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -70,8 +71,8 @@ class CodeVerifier:
         mode: str | None = None,
         limits: SandboxLimits | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ConfigError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if not (timeout_s > 0 and math.isfinite(timeout_s)):
+            raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self._timeout_s = float(timeout_s)
