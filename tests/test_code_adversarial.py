@@ -62,6 +62,12 @@ def os_stops_ctypes(box: Sandbox) -> bool:
     return info.mode == "bwrap" or any(layer.startswith("uid 65534") for layer in info.isolation)
 
 
+CTYPES_SKIP = (
+    "ctypes gets around the fallback's Python-level guard, and here the checks do not run as "
+    "uid 65534, so the fallback claims nothing against it"
+)
+
+
 def run(box: Sandbox, body: str, test: str = ADD_TEST, timeout: float = TIMEOUT) -> CodeVerdict:
     """Check ``def add(a, b):`` with ``body`` (indented for it) against ``test``."""
     program = "def add(a, b):\n" + textwrap.indent(textwrap.dedent(body), "    ")
@@ -104,7 +110,7 @@ def test_infinite_loops_time_out(box: Sandbox, body: str) -> None:
 @pytest.mark.parametrize("via", ["os", "ctypes"])
 def test_fork_bomb_is_contained(box: Sandbox, via: str) -> None:
     if via == "ctypes" and not os_stops_ctypes(box):
-        pytest.skip("the fallback as root (Python not readable by nobody) has no process limit")
+        pytest.skip(CTYPES_SKIP)
     fork = "os.fork()" if via == "os" else "ctypes.CDLL(None).fork()"
     before = process_count()
     verdict = run(box, f"import os, ctypes\nwhile True:\n    {fork}\n")
@@ -219,7 +225,7 @@ def test_files_outside_the_sandbox_are_untouched(
     box: Sandbox, sentinels: list[Path], attack: str
 ) -> None:
     if attack == "ctypes" and not os_stops_ctypes(box):
-        pytest.skip("the fallback's guard is Python-level; as root it cannot stop ctypes")
+        pytest.skip(CTYPES_SKIP)
     for sentinel in sentinels:
         # The test passes only if the attack went through; the verdict must say it did not.
         body = f"import os\nP = {str(sentinel)!r}\n{ATTACKS[attack]}\nreturn a + b\n"
@@ -441,8 +447,8 @@ def test_sandbox_dies_with_its_owner(mode: str) -> None:
     try:
         assert owner.stdout is not None
         family = [int(pid) for pid in owner.stdout.readline().split()]
-        # launcher, zygote, the check (and for unshare, its forked child)
-        assert len(family) >= 3, family
+        # (launcher,) zygote and the check
+        assert len(family) >= 2, family
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
