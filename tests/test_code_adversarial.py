@@ -137,7 +137,7 @@ def test_fork_bomb_is_contained(box: Sandbox, via: str) -> None:
 )
 def test_allocating_10_gb_fails_with_memory_error(box: Sandbox, body: str) -> None:
     before = rss_bytes()
-    verdict = run(box, body, timeout=5.0)
+    verdict = run(box, body, timeout=15.0)
     assert verdict.status == "failed"
     assert verdict.detail.startswith("MemoryError"), verdict.detail
     assert rss_bytes() - before < 50 << 20
@@ -158,7 +158,7 @@ def test_allocating_10_gb_fails_with_memory_error(box: Sandbox, body: str) -> No
 )  # fmt: skip
 def test_printing_a_gigabyte_keeps_ponder_small(box: Sandbox, body: str, status: str) -> None:
     before = rss_bytes()
-    verdict = run(box, body, timeout=3.0)
+    verdict = run(box, body, timeout=10.0 if status == "failed" else 1.5)
     assert verdict.status == status, verdict
     if status == "failed":
         assert "limit" in verdict.detail or "MemoryError" in verdict.detail, verdict.detail
