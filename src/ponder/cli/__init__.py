@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ponder.cli import _models, _report, _sample
+from ponder.cli import _models, _report, _run, _sample
 
 app = typer.Typer(
     name="ponder",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(_models.app, name="models")
 app.command("sample")(_sample.sample)
 app.command("verify")(_sample.verify)
+app.command("run")(_run.run)
+app.command("trace")(_run.trace)
 app.command("runs")(_report.runs)
 app.command("show")(_report.show)
 app.command("report")(_report.report)

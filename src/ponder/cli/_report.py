@@ -25,7 +25,7 @@ from ponder.cli._common import (
 )
 from ponder.cli._render import summary_table
 from ponder.errors import UserError
-from ponder.sampling import Store
+from ponder.sampling import Store, is_system_spec
 
 
 def _verifier_for(store: Store, run_id: str, verifier: str | None) -> str:
@@ -131,7 +131,14 @@ def show(
         console.print(
             f"run [bold]{info.id}[/]: task {info.spec.task_name}, model {info.spec.model}"
         )
-        console.print(f"params: {info.spec.params.model_dump()}")
+        if is_system_spec(info.spec):
+            console.print(
+                f"a system run (seed {info.spec.params.seed}): one answer per problem; see how one "
+                f"was made with: ponder trace {info.id} PROBLEM",
+                highlight=False,
+            )
+        else:
+            console.print(f"params: {info.spec.params.model_dump()}")
         table = Table(title_justify="left")
         for col in (
             "problem",

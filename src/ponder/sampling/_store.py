@@ -1,7 +1,8 @@
-"""The SQLite sample store (WAL): runs, their problems, samples and verdicts.
+"""The SQLite sample store (WAL): runs, their problems, samples and verdicts; traces of system runs.
 
 Every batch of samples is committed as soon as it is generated; a UNIQUE (run, problem, index) key makes a
-resumed run unable to duplicate a sample.
+resumed run unable to duplicate a sample. A system run stores each problem's answer as sample 0 and the
+system's trace of it in ``traces`` (same transaction).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ponder.errors import NotFoundError, StoreError
 from ponder.records import Problem, Sample, Verdict
 from ponder.sampling._spec import RunSpec
+
+if TYPE_CHECKING:
+    from ponder.systems import Trace
 
 DEFAULT_DB = "ponder.db"
 
@@ -64,7 +68,27 @@ CREATE TABLE IF NOT EXISTS verdicts (
     created_at REAL NOT NULL,
     PRIMARY KEY (sample_id, verifier)
 );
+CREATE TABLE IF NOT EXISTS traces (
+    sample_id INTEGER PRIMARY KEY REFERENCES samples(id),
+    trace TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    wall_s REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """A stored trace's usage (the trace itself is read with :meth:`Store.trace`)."""
+
+    sample_id: int
+    problem_id: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
 
 
 def default_db_path() -> Path:
@@ -427,6 +451,108 @@ class Store:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
         return count
+
+    # traces (system runs) ----------------------------------------------------------------------------
+
+    def add_answer(self, sample: Sample, trace: Trace) -> int:
+        """Store a system's answer (a sample) and its trace in one transaction; returns the sample id.
+
+        A killed run therefore never leaves an answer without its trace, or the reverse. A duplicate
+        (run, problem, index) is an error, as in :meth:`add_samples`.
+        """
+        with self._tx("save answer") as db:
+            sample_id = _insert_sample(db, sample, time.time())
+            _insert_trace(db, sample_id, trace)
+        return sample_id
+
+    def add_trace(self, sample_id: int, trace: Trace) -> None:
+        """Store (or replace) the trace of an existing sample."""
+        with self._tx("save trace") as db:
+            _insert_trace(db, sample_id, trace)
+
+    def trace(self, sample_id: int) -> Trace:
+        """The trace of one sample.
+
+        Raises:
+            NotFoundError: the sample has no trace (it is not from a system run).
+        """
+        from ponder.systems import Trace
+
+        with self._guard("read trace"):
+            row = self._db.execute(
+                "SELECT trace FROM traces WHERE sample_id = ?", (sample_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"sample {sample_id} has no trace in {self.path}",
+                hint="traces exist for runs made by `ponder run`; list them with "
+                "`ponder trace RUN`",
+            )
+        return Trace.model_validate_json(row[0])
+
+    def trace_rows(self, run_id: str, problem_ids: Iterable[str] | None = None) -> list[TraceRow]:
+        """Usage of every stored trace of a run (optionally of some problems), in problem order."""
+        query = (
+            "SELECT t.sample_id, s.problem_id, t.calls, t.prompt_tokens, t.completion_tokens, "
+            "t.wall_s FROM traces t JOIN samples s ON s.id = t.sample_id "
+            "JOIN problems p ON p.run_id = s.run_id AND p.problem_id = s.problem_id "
+            "WHERE s.run_id = ?"
+        )
+        args: list[Any] = [run_id]
+        if problem_ids is not None:
+            ids = list(problem_ids)
+            query += f" AND s.problem_id IN ({','.join('?' * len(ids))})"
+            args += ids
+        with self._guard("read traces"):
+            rows = self._db.execute(query + " ORDER BY p.position, s.idx", args).fetchall()
+        return [TraceRow(*tuple(r)) for r in rows]
+
+    def has_traces(self, run_id: str) -> bool:
+        """Whether any sample of the run has a trace (it is a system run)."""
+        with self._guard("read traces"):
+            row = self._db.execute(
+                "SELECT 1 FROM traces t JOIN samples s ON s.id = t.sample_id "
+                "WHERE s.run_id = ? LIMIT 1",
+                (run_id,),
+            ).fetchone()
+        return row is not None
+
+
+def _insert_sample(db: sqlite3.Connection, s: Sample, now: float) -> int:
+    cur = db.execute(
+        "INSERT INTO samples (run_id, problem_id, idx, text, finish_reason, completion_tokens, "
+        "prompt_tokens, latency_s, seed, mean_logprob, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            s.run_id,
+            s.problem_id,
+            s.index,
+            s.text,
+            s.finish_reason,
+            s.completion_tokens,
+            s.prompt_tokens,
+            s.latency_s,
+            s.seed,
+            s.mean_logprob,
+            now,
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _insert_trace(db: sqlite3.Connection, sample_id: int, trace: Trace) -> None:
+    u = trace.usage
+    db.execute(
+        "INSERT OR REPLACE INTO traces (sample_id, trace, calls, prompt_tokens, completion_tokens, "
+        "wall_s) VALUES (?,?,?,?,?,?)",
+        (
+            sample_id,
+            trace.model_dump_json(),
+            u.calls,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.wall_s,
+        ),
+    )
 
 
 def _sample(r: sqlite3.Row) -> Sample:

@@ -1,0 +1,567 @@
+"""`ponder run` (a composed system on a task, against its single-sample baseline) and `ponder trace`.
+
+The system's answers are stored as a run like any other (sample 0 of each problem, with the query's
+trace beside it), so `ponder runs`, `show`, `report` and `export` work on it; see
+:mod:`ponder.sampling._systems` for the run identity and the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ponder.cli._common import (
+    DbOpt,
+    JsonOpt,
+    RunArg,
+    console,
+    emit_json,
+    err_console,
+    open_store,
+    reported_errors,
+    setup_logging,
+)
+from ponder.cli._sample import build_task, run_verify
+from ponder.errors import ConfigError, NotFoundError, RunError, UserError
+from ponder.sampling import (
+    RunStats,
+    SamplingReport,
+    Store,
+    SystemRunReport,
+    baseline_run,
+    baseline_settings,
+    is_system_spec,
+    run_stats,
+    system_run,
+)
+from ponder.tasks import Task, select_problems
+from ponder.verify import make_verifier
+
+if TYPE_CHECKING:
+    from ponder.records import Problem
+    from ponder.systems import System, SystemConfig, SystemResult
+
+_RESUME_HINT = "the answers finished so far are stored: rerun the same command to resume"
+
+
+# ----- loading the system -------------------------------------------------------------------------
+
+
+def parse_model_map(items: list[str]) -> dict[str, str]:
+    """``--model-map ARCHON=OURS`` pairs (the Archon name may hold ``:`` and ``/``, not ``=``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ConfigError(
+                f"--model-map expects ARCHON_MODEL=MODEL, got {item!r}",
+                hint="e.g. --model-map 'Qwen/Qwen2-72B-Instruct=qwen2.5-coder-0.5b'",
+            )
+        out[name.strip()] = target.strip()
+    return out
+
+
+def load_system(
+    path: Path,
+    *,
+    model: str | None = None,
+    backend: str = "llamacpp",
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    model_map: dict[str, str] | None = None,
+    default_model: str | None = None,
+) -> System:
+    """The system in ``path`` (Ponder YAML/JSON, or Archon JSON), its default model replaced by ``model``.
+
+    ``model`` keeps the other options of an embedded default (slots, context per sequence), so a
+    config tuned for long critique prompts stays tuned.
+    """
+    from ponder.systems import (
+        ModelSpec,
+        System,
+        SystemConfig,
+        import_archon,
+        looks_like_archon,
+        read_config_file,
+    )
+
+    if base_url is not None and backend == "llamacpp":
+        raise ConfigError(
+            "--base-url is for --backend openai", hint="drop it or add --backend openai"
+        )
+    if backend != "llamacpp" and model is None:
+        raise ConfigError(f"--backend {backend} needs --model (the model the server serves)")
+    data = read_config_file(path)
+    archon = looks_like_archon(data)
+    if not archon and (model_map or default_model):
+        raise ConfigError(
+            "--model-map and --default-model apply to Archon configs only",
+            hint=f"{path} is a Ponder config: set `model:` in it, or use --model",
+        )
+    config: SystemConfig
+    if archon:
+        config = import_archon(
+            data,
+            model_map=model_map,
+            default_model=default_model or model,
+            source=str(path),
+        )
+    else:
+        config = SystemConfig.from_data(data, source=str(path))
+    if model is not None:
+        spec: dict[str, Any] = {"backend": backend, "model": model}
+        old = config.model
+        if backend == "llamacpp" and isinstance(old, ModelSpec) and old.backend == "llamacpp":
+            spec = {**old.options, **spec}
+        if base_url is not None:
+            spec["base_url"] = base_url
+        if backend == "openai":
+            spec["api_key_env"] = api_key_env
+        config = SystemConfig.from_data(
+            {**config.model_dump(mode="json"), "model": spec}, source=str(path)
+        )
+    return System(config)
+
+
+# ----- progress -------------------------------------------------------------------------------------
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("[progress.data.speed]{task.fields[usage]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=disable,
+    )
+
+
+async def _run_both(
+    store: Store,
+    system: System,
+    task: Task,
+    problems: list[Problem],
+    *,
+    concurrency: int,
+    seed: int | None,
+    baseline: bool,
+    quiet: bool,
+) -> tuple[SystemRunReport, SamplingReport | None]:
+    """The system's answers, then the baseline's samples (one after the other, so their latencies
+    are measured alone); the system's backends are closed in the same event loop."""
+    try:
+        with _progress(quiet) as progress:
+            bar = progress.add_task(f"system {system.name}", total=len(problems), usage="")
+            totals = {"calls": 0, "tokens": 0}
+
+            def on_answer(result: SystemResult) -> None:
+                totals["calls"] += result.usage.calls
+                totals["tokens"] += result.usage.total_tokens
+                progress.update(
+                    bar, advance=1, usage=f"{totals['calls']} calls {totals['tokens']} tok"
+                )
+
+            try:
+                report = await system_run(
+                    store,
+                    system,
+                    task,
+                    problems,
+                    concurrency=concurrency,
+                    seed=seed,
+                    on_answer=on_answer,
+                )
+            except RunError as exc:
+                exc.hint = exc.hint or _RESUME_HINT
+                raise
+            progress.update(bar, completed=len(problems))
+            base = None
+            if baseline:
+                bbar = progress.add_task("baseline (1 greedy sample)", total=None, usage="")
+                tokens = 0
+
+                def on_sample(k: int, t: int) -> None:
+                    nonlocal tokens
+                    tokens += t
+                    progress.update(bbar, advance=k, usage=f"{tokens} tok")
+
+                progress.update(bbar, total=len(problems))
+                base = await baseline_run(
+                    store,
+                    system,
+                    task,
+                    problems,
+                    concurrency=concurrency,
+                    on_progress=on_sample,
+                )
+                progress.update(bbar, completed=len(problems))
+        return report, base
+    finally:
+        await system.aclose()
+
+
+# ----- output -----------------------------------------------------------------------------------
+
+
+def _num(x: float, digits: int = 1) -> str:
+    return "-" if math.isnan(x) else f"{x:,.{digits}f}"
+
+
+def _accuracy(s: RunStats) -> str:
+    return f"{_num(s.accuracy, 3)} ({s.correct}/{s.problems})"
+
+
+def comparison_table(system: RunStats, baseline: RunStats | None) -> Table:
+    """System vs baseline: accuracy, calls, tokens and latency per problem."""
+    table = Table(title="system vs single-sample baseline", title_justify="left")
+    table.add_column("")
+    table.add_column("system", justify="right")
+    if baseline is not None:
+        table.add_column("baseline", justify="right")
+        table.add_column("system / baseline", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("calls / problem", lambda s: s.per_problem(s.calls)),
+        ("prompt tokens / problem", lambda s: s.per_problem(s.prompt_tokens)),
+        ("completion tokens / problem", lambda s: s.per_problem(s.completion_tokens)),
+        ("latency / problem, mean (s)", lambda s: s.latency_mean_s),
+        ("latency / problem, median (s)", lambda s: s.latency_median_s),
+    ]
+
+    def ratio(a: float, b: float) -> str:
+        return "-" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+
+    acc = [_accuracy(system)]
+    if baseline is not None:
+        acc += [_accuracy(baseline), f"{system.correct - baseline.correct:+d} correct"]
+    table.add_row("accuracy", *acc)
+    table.add_row("run", system.run_id, *([baseline.run_id, ""] if baseline else []))
+    for name, get in rows:
+        digits = 2 if "latency" in name else 1
+        cells = [_num(get(system), digits)]
+        if baseline is not None:
+            cells += [_num(get(baseline), digits), ratio(get(system), get(baseline))]
+        table.add_row(name, *cells)
+    return table
+
+
+def component_table(stats: RunStats) -> Table:
+    table = Table(title=f"usage per component ({stats.answered} queries)", title_justify="left")
+    for col in ("component", "calls", "prompt tok", "completion tok", "wall s / query"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for c in stats.components:
+        table.add_row(
+            c.key,
+            str(c.calls),
+            f"{c.prompt_tokens:,}",
+            f"{c.completion_tokens:,}",
+            f"{c.wall_s / c.queries:.2f}" if c.queries else "-",
+        )
+    return table
+
+
+# ----- ponder run ---------------------------------------------------------------------------------
+
+
+def run(
+    system_file: Annotated[
+        Path,
+        typer.Option(
+            "--system",
+            "-s",
+            help="System config: Ponder YAML/JSON (see configs/), or an Archon JSON config.",
+            show_default=False,
+        ),
+    ],
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, ...")
+    ] = "gsm8k",
+    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
+    ids: Annotated[
+        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
+    ] = None,
+    shuffle_seed: Annotated[
+        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
+    ] = None,
+    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
+    ] = None,
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option("--task-option", "-T", help="Any task option as KEY=VALUE (repeatable)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Run the components that name no model on this model instead of the config's "
+            "(registered name, .gguf path, or served model with --backend openai).",
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Backend of --model: llamacpp (embedded) or openai.")
+    ] = "llamacpp",
+    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
+        "OPENAI_API_KEY"
+    ),
+    model_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-map",
+            help="Archon configs: map an Archon model to a local one, ARCHON=OURS (repeatable).",
+        ),
+    ] = None,
+    default_model: Annotated[
+        str | None,
+        typer.Option(help="Archon configs: the model of every Archon model not mapped."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Queries (and baseline requests) in flight.")
+    ] = 4,
+    seed: Annotated[
+        int | None, typer.Option(help="System seed (default: the config's `seed`).")
+    ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Also draw (or reuse) one greedy sample per problem from the system's first "
+            "generate model, and compare.",
+        ),
+    ] = True,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    """Run a composed system on a task's problems (resumable), verify its answers, compare them with
+    one greedy sample per problem, and report accuracy, calls, tokens and latency."""
+    setup_logging(verbose)
+    with reported_errors():
+        if concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
+        if seed is not None and not 0 <= seed < 2**31:
+            raise ConfigError(f"--seed must be in [0, 2**31), got {seed}")
+        the_task = build_task(task, data, None, None, None, few_shot, task_option)
+        problems = select_problems(
+            the_task.problems(),
+            limit=limit,
+            offset=offset,
+            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
+            shuffle_seed=shuffle_seed,
+        )
+        if not problems:
+            raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
+        the_system = load_system(
+            system_file,
+            model=model,
+            backend=backend,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            model_map=parse_model_map(model_map or []),
+            default_model=default_model,
+        )
+        describe = the_system.config.describe()
+        base_params = baseline_settings(the_system)[1]
+        with open_store(db) as store, make_verifier(the_task.verifier) as verifier:
+            report, base = asyncio.run(
+                _run_both(
+                    store,
+                    the_system,
+                    the_task,
+                    problems,
+                    concurrency=concurrency,
+                    seed=seed,
+                    baseline=baseline,
+                    quiet=json_out,
+                )
+            )
+            verification = {
+                "system": run_verify(store, report.run_id, verifier, force=False, quiet=json_out)
+            }
+            if base is not None:
+                verification["baseline"] = run_verify(
+                    store, base.run_id, verifier, force=False, quiet=json_out
+                )
+            ids_ = [p.id for p in problems]
+            sys_stats = run_stats(store, report.run_id, ids_, verifier.name)
+            base_stats = (
+                run_stats(store, base.run_id, ids_, verifier.name) if base is not None else None
+            )
+        base_model = base_stats.model if base_stats is not None else None
+        if json_out:
+            emit_json(
+                {
+                    "system": {
+                        "name": the_system.name,
+                        "describe": describe,
+                        **sys_stats.as_json(),
+                        "this_call": asdict(report),
+                    },
+                    "baseline": None
+                    if base is None or base_stats is None
+                    else {
+                        "model": base_model,
+                        "params": base_params.model_dump(mode="json"),
+                        **base_stats.as_json(),
+                        "this_call": asdict(base),
+                    },
+                    "verifier": verifier.name,
+                    "verification": verification,
+                }
+            )
+            return
+        console.print(f"system [bold]{the_system.name}[/]: {describe}", highlight=False)
+        console.print(
+            f"run [bold]{report.run_id}[/]: {report.answered} new answers "
+            f"({report.already_present} already stored) for {report.problems} problems in "
+            f"{report.wall_s:.1f}s; {report.calls} calls, {report.prompt_tokens:,} prompt + "
+            f"{report.completion_tokens:,} completion tokens"
+        )
+        if base is not None:
+            console.print(
+                f"baseline run [bold]{base.run_id}[/]: 1 greedy sample per problem from "
+                f"{base_model} (max_tokens {base_params.max_tokens}); {base.drawn} new, "
+                f"{base.already_present} already stored"
+            )
+        console.print(comparison_table(sys_stats, base_stats))
+        if sys_stats.components:
+            console.print(component_table(sys_stats))
+        console.print(
+            f"see how an answer was made: [bold]ponder trace {report.run_id} {problems[0].id}[/]"
+            " (--text for prompts and outputs)",
+            highlight=False,
+        )
+
+
+# ----- ponder trace -------------------------------------------------------------------------------
+
+
+def trace(
+    run_ref: RunArg,
+    problem: Annotated[
+        str | None,
+        typer.Argument(help="Problem id, e.g. gsm8k/3; omit it to list the run's traces."),
+    ] = None,
+    text: Annotated[
+        bool, typer.Option("--text", help="Show each call's prompt and outputs (shortened).")
+    ] = False,
+    width: Annotated[int, typer.Option(help="Characters of text shown per prompt/output.")] = 100,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show how a system run answered a problem: layers, components, calls, usage (a tree).
+
+    `ponder trace RUN` lists the run's traces; `ponder trace RUN PROBLEM` shows one; `--json` prints
+    the trace itself (or the list).
+    """
+    from ponder.systems import trace_tree
+
+    setup_logging(False)
+    with reported_errors(), open_store(db) as store:
+        if width < 10:
+            raise UserError(f"--width must be >= 10, got {width}")
+        info = store.get_run(run_ref)
+        if not is_system_spec(info.spec):
+            raise UserError(
+                f"run {info.id} is a sampling run ({info.spec.model}); it has no traces",
+                hint="traces are stored by `ponder run --system FILE`; list runs with: ponder runs",
+            )
+        found = store.verifiers(info.id)
+        verdicts = store.verdicts(info.id, found[0]) if found else {}
+        rows = store.trace_rows(info.id)
+        if problem is None:
+            listing = [
+                {
+                    **asdict(r),
+                    "verdict": verdicts[r.sample_id].status if r.sample_id in verdicts else None,
+                }
+                for r in rows
+            ]
+            if json_out:
+                emit_json({"run": info.id, "traces": listing})
+                return
+            table = Table(title=f"traces of run {info.id}", title_justify="left")
+            for col in ("problem", "sample", "verdict", "calls", "prompt tok", "compl. tok", "s"):
+                table.add_column(col, justify="left" if col in ("problem", "verdict") else "right")
+            for item in listing:
+                table.add_row(
+                    item["problem_id"],
+                    str(item["sample_id"]),
+                    item["verdict"] or "-",
+                    str(item["calls"]),
+                    f"{item['prompt_tokens']:,}",
+                    f"{item['completion_tokens']:,}",
+                    f"{item['wall_s']:.2f}",
+                )
+            console.print(table)
+            if listing:
+                console.print(
+                    f"show one: ponder trace {info.id} {listing[0]['problem_id']}",
+                    highlight=False,
+                )
+            return
+        row = next((r for r in rows if r.problem_id == problem), None)
+        if row is None:
+            known = [p.id for p in store.problems(info.id)]
+            if problem in known:
+                raise NotFoundError(
+                    f"problem {problem!r} of run {info.id} has no answer yet",
+                    hint="finish the run by rerunning its `ponder run` command",
+                )
+            shown = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
+            raise NotFoundError(
+                f"run {info.id} has no problem {problem!r} (it has: {shown or 'none'})",
+                hint=f"list them with: ponder trace {info.id}",
+            )
+        the_trace = store.trace(row.sample_id)
+        if json_out:
+            emit_json(the_trace.model_dump(mode="json"))
+            return
+        console.print(trace_tree(the_trace, show_text=text, width=width))
+        verdict = verdicts.get(row.sample_id)
+        if verdict is not None:
+            reference = next(
+                (p.reference for p in store.problems(info.id) if p.id == problem), None
+            )
+            console.print(
+                f"verdict ({found[0]}): [bold]{verdict.status}[/]"
+                + (f", extracted {verdict.extracted!r}" if verdict.extracted is not None else "")
+                + (f", reference {reference!r}" if reference is not None else ""),
+                highlight=False,
+            )
+        table = Table(title="usage per component", title_justify="left")
+        for col in ("component", "calls", "prompt tok", "completion tok", "wall s"):
+            table.add_column(col, justify="left" if col == "component" else "right")
+        for key, u in the_trace.usage_by_component.items():
+            table.add_row(
+                key, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), f"{u.wall_s:.2f}"
+            )
+        u = the_trace.usage
+        table.add_row(
+            "[bold]query[/]",
+            str(u.calls),
+            str(u.prompt_tokens),
+            str(u.completion_tokens),
+            f"{u.wall_s:.2f}",
+        )
+        console.print(table)
