@@ -8,6 +8,7 @@ trace beside it), so `ponder runs`, `show`, `report` and `export` work on it; se
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -61,9 +62,27 @@ _RESUME_HINT = "the answers finished so far are stored: rerun the same command t
 # ----- loading the system -------------------------------------------------------------------------
 
 
-def parse_model_map(items: list[str]) -> dict[str, str]:
-    """``--model-map ARCHON=OURS`` pairs (the Archon name may hold ``:`` and ``/``, not ``=``)."""
-    out: dict[str, str] = {}
+def model_target(value: str, flag: str) -> str | dict[str, Any]:
+    """A model given on the command line: a name or path, or a JSON model spec (``{"backend": ...}``)."""
+    value = value.strip()
+    if not value.startswith("{"):
+        return value
+    try:
+        spec = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{flag}: invalid JSON model spec ({exc.msg} at column {exc.colno})",
+            hint='e.g. {"backend": "llamacpp", "model": "smollm2-135m"}',
+        ) from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{flag}: a JSON model spec must be an object")
+    return spec
+
+
+def parse_model_map(items: list[str]) -> dict[str, str | dict[str, Any]]:
+    """``--model-map ARCHON=OURS`` pairs (the Archon name may hold ``:`` and ``/``, not ``=``);
+    OURS is a model name, a .gguf path, or a JSON model spec."""
+    out: dict[str, str | dict[str, Any]] = {}
     for item in items:
         name, sep, target = item.partition("=")
         if not sep or not name.strip() or not target.strip():
@@ -71,7 +90,7 @@ def parse_model_map(items: list[str]) -> dict[str, str]:
                 f"--model-map expects ARCHON_MODEL=MODEL, got {item!r}",
                 hint="e.g. --model-map 'Qwen/Qwen2-72B-Instruct=qwen2.5-coder-0.5b'",
             )
-        out[name.strip()] = target.strip()
+        out[name.strip()] = model_target(target, "--model-map")
     return out
 
 
@@ -82,8 +101,8 @@ def load_system(
     backend: str = "llamacpp",
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
-    model_map: dict[str, str] | None = None,
-    default_model: str | None = None,
+    model_map: dict[str, str | dict[str, Any]] | None = None,
+    default_model: str | dict[str, Any] | None = None,
 ) -> System:
     """The system in ``path`` (Ponder YAML/JSON, or Archon JSON), its default model replaced by ``model``.
 
@@ -328,12 +347,16 @@ def run(
         list[str] | None,
         typer.Option(
             "--model-map",
-            help="Archon configs: map an Archon model to a local one, ARCHON=OURS (repeatable).",
+            help="Archon configs: map an Archon model to a local one, ARCHON=OURS, where OURS is "
+            "a model name, .gguf path or JSON model spec (repeatable).",
         ),
     ] = None,
     default_model: Annotated[
         str | None,
-        typer.Option(help="Archon configs: the model of every Archon model not mapped."),
+        typer.Option(
+            help="Archon configs: the model of every Archon model not mapped (a name, a .gguf "
+            "path or a JSON model spec)."
+        ),
     ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Queries (and baseline requests) in flight.")
@@ -378,7 +401,9 @@ def run(
             base_url=base_url,
             api_key_env=api_key_env,
             model_map=parse_model_map(model_map or []),
-            default_model=default_model,
+            default_model=model_target(default_model, "--default-model")
+            if default_model is not None
+            else None,
         )
         describe = the_system.config.describe()
         base_params = baseline_settings(the_system)[1]
