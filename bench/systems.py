@@ -13,8 +13,9 @@
    sequences decode together), so the layer should take well below the sum. Also printed: the sum
    of the components' own latencies inside the concurrent layer (each is longer than solo, since
    they share the engine), and the same 4 calls issued together by hand (what the engine can do).
-   On a few CPU cores concurrent sequences gain little (decoding is compute-bound there); on more
-   cores or a GPU they decode together at little extra cost per sequence.
+   Where the engine has no spare compute (measured here: one engine thread on a busy 2-core CPU)
+   the 4 requests together take about as long as one after the other, and the comparison with the
+   by-hand concurrent calls is the one that shows whether Ponder serialises anything.
 
     .venv/bin/python bench/systems.py [--model smollm2-135m] [--problems 3] [--reps 2]
         [--max-tokens 64] [--threads N] [--json]

@@ -28,7 +28,6 @@ from rich.table import Table
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
-    RunArg,
     console,
     emit_json,
     err_console,
@@ -482,10 +481,17 @@ def run(
 
 
 def trace(
-    run_ref: RunArg,
+    run_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A system run's id (or a unique prefix); see `ponder runs`."
+        ),
+    ],
     problem: Annotated[
         str | None,
-        typer.Argument(help="Problem id, e.g. gsm8k/3; omit it to list the run's traces."),
+        typer.Argument(
+            metavar="PROBLEM", help="Problem id, e.g. gsm8k/3; omit it to list the run's traces."
+        ),
     ] = None,
     text: Annotated[
         bool, typer.Option("--text", help="Show each call's prompt and outputs (shortened).")
