@@ -285,7 +285,9 @@ def test_unknown_task_lists_valid_names() -> None:
     with pytest.raises(NotFoundError) as info:
         get_task("gsm9k")
     assert "unknown task 'gsm9k'" in info.value.message
-    assert "choose one of: aime2025, gsm8k, humaneval, jsonl, jsonl-code, mbpp" in info.value.message
+    assert (
+        "choose one of: aime2025, gsm8k, humaneval, jsonl, jsonl-code, mbpp" in info.value.message
+    )
 
 
 def test_unknown_option_names_it_and_valid_ones(tmp_path: Path) -> None:
