@@ -12,7 +12,6 @@ import math
 import os
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +19,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.backends._base import register_backend
-from ponder.backends._gate import CPU_GATE
 from ponder.errors import BackendError, BackendRequestError, RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
 from ponder.records import Completion, FinishReason, Generation, Prompt, SamplingParams
@@ -37,15 +35,7 @@ class LlamaCppConfig(BaseModel):
     )
     n_parallel: int = Field(16, ge=1, le=256, description="Sequences decoded together (slots).")
     ctx_per_sequence: int = Field(2048, ge=128, description="KV cells reserved per sequence.")
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "CPU threads. Default: all cores, and engines left at the default take turns in a process "
-            "(one engine's requests at a time) rather than oversubscribing the cores. Set it, e.g. to "
-            "1 each, to let several engines decode at once on separate cores."
-        ),
-    )
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
     reuse_prompt_cache: bool = Field(
         False,
         description=(
@@ -197,15 +187,11 @@ class LlamaCppBackend:
 
     def _call(self, body: dict[str, Any]) -> dict[str, Any]:
         engine = self._engine()
-        gate: AbstractContextManager[None] = (
-            CPU_GATE.hold(self) if self.config.threads is None else nullcontext()
-        )
         try:
-            with gate:
-                if "messages" in body:
-                    result = engine.handle_chat_completions(body)
-                else:
-                    result = engine.handle_completions(body)
+            if "messages" in body:
+                result = engine.handle_chat_completions(body)
+            else:
+                result = engine.handle_completions(body)
         except ValueError as exc:
             raise BackendRequestError(f"llama.cpp rejected the request: {exc}") from exc
         if not isinstance(result, dict):
