@@ -26,6 +26,10 @@ EXTRACTION = [
     ("#### 7\nLater text mentions 99 and 100.", "7"),
     ("#### $1,234.50", "1234.50"),
     ("#### 1\nsome more\n#### 2", "2"),
+    # "####" and \boxed are both final-answer markers: the one written last wins.
+    ("#### 1200\nTo find it: 60 * 3 = 180; 180 * 3 = 540.\nThus \\(\\boxed{540}\\).", "540"),
+    ("So \\boxed{12}.\n#### 13", "13"),
+    ("#### 7\nthe answer is 8", "7"),  # a weaker marker later does not override a final one
     # \boxed / \fbox, with nested and escaped braces; the last box counts.
     (r"So the total is \boxed{\dfrac{1}{2}}.", r"\dfrac{1}{2}"),
     (r"\boxed{\sqrt{2}}", r"\sqrt{2}"),
@@ -79,6 +83,13 @@ def test_strategy_order_is_configurable() -> None:
     assert extract_answer(text, ["last_number", "hash"]) == "99"
     assert extract_answer(text, ["boxed"]) is None
     assert extract_answer(r"\boxed{3} so 4", ["last_number", "boxed"]) == "4"
+    # hash and boxed compete by position wherever they stand in the list
+    assert extract_answer("#### 1\n\\boxed{2}", ["boxed", "hash"]) == "2"
+    assert extract_answer("\\boxed{2}\n#### 1", ["boxed", "answer_is", "hash"]) == "1"
+    assert extract_answer("#### 1\n\\boxed{2}", ["hash"]) == "1"
+    assert (
+        extract_answer("#### 1\n\\boxed{2} the answer is 3", ["answer_is", "hash", "boxed"]) == "3"
+    )
 
 
 def test_unknown_strategy_is_a_config_error_naming_the_valid_ones() -> None:

@@ -13,10 +13,17 @@ from ponder.errors import ConfigError
 
 ExtractStrategy = Literal["hash", "boxed", "answer_is", "last_number"]
 """How to find the answer: ``hash`` (GSM8K ``#### 42``), ``boxed`` (``\\boxed{...}``),
-``answer_is`` ("the answer is 42", "Final answer: 42"), ``last_number`` (the last number)."""
+``answer_is`` ("the answer is 42", "Final answer: 42"), ``last_number`` (the last number).
+
+``hash`` and ``boxed`` are both a final-answer marker: where a text has both, the one written last
+wins, whatever their order in the strategy list (models trained on both formats sometimes open with
+a guess after ``####`` and end with a worked ``\\boxed{}`` answer, or the other way round)."""
 
 DEFAULT_STRATEGIES: tuple[ExtractStrategy, ...] = ("hash", "boxed", "answer_is", "last_number")
 """The default order: explicit answer markers first, the last number only as a fallback."""
+
+# Final-answer markers that compete by position (the last written wins) rather than by list order.
+_FINAL_MARKERS: frozenset[str] = frozenset({"hash", "boxed"})
 
 _VALID: tuple[str, ...] = get_args(ExtractStrategy)
 
@@ -110,19 +117,29 @@ def extract_answer(
 ) -> str | None:
     """Return the final answer in ``text``, lightly normalised, or None when there is none.
 
-    Strategies are tried in order; the first that finds something wins. See :data:`ExtractStrategy`.
+    Strategies are tried in order; the first that finds something wins, except that ``hash`` and
+    ``boxed`` are tried together and the one written last in the text wins. See
+    :data:`ExtractStrategy`.
 
     Raises:
         ConfigError: a strategy name is unknown.
     """
     order = check_strategies(strategies)
     body = strip_think(text)
+    done: set[str] = set()
     for name in order:
-        found = _STRATEGIES[name](body)
-        if found is not None:
-            answer = normalize_answer(found)
-            if answer:
-                return answer
+        if name in done:
+            continue
+        # The final-answer markers in the list are tried together, where the first of them stands.
+        group = [n for n in order if n in _FINAL_MARKERS] if name in _FINAL_MARKERS else [name]
+        done.update(group)
+        hits = []
+        for member in group:
+            hit = _LOCATORS[member](body)
+            if hit is not None and (answer := normalize_answer(hit[1])):
+                hits.append((hit[0], answer))
+        if hits:
+            return max(hits, key=lambda h: h[0])[1]
     return None
 
 
@@ -153,21 +170,27 @@ def normalize_answer(answer: str) -> str:
     return s
 
 
-def _hash(text: str) -> str | None:
-    matches = list(_HASH.finditer(text))
-    for m in reversed(matches):
+def _hash_at(text: str) -> tuple[int, str] | None:
+    """The last ``#### answer`` in ``text`` and where it starts."""
+    for m in reversed(list(_HASH.finditer(text))):
         found = _leading_answer(m.group("rest"))
         if found is not None:
-            return found
+            return m.start(), found
+    return None
+
+
+def _boxed_at(text: str) -> tuple[int, str] | None:
+    """The content of the last non-empty box in ``text`` and where the box starts."""
+    for m in reversed(list(_BOX_CMD.finditer(text))):
+        found = _box_content(text, m.end())
+        if found is not None and found.strip():
+            return m.start(), found
     return None
 
 
 def _boxed(text: str) -> str | None:
-    for m in reversed(list(_BOX_CMD.finditer(text))):
-        found = _box_content(text, m.end())
-        if found is not None and found.strip():
-            return found
-    return None
+    hit = _boxed_at(text)
+    return None if hit is None else hit[1]
 
 
 def _box_content(text: str, pos: int) -> str | None:
@@ -261,9 +284,19 @@ def _looks_mathematical(s: str) -> bool:
     return bool(s) and (bool(re.search(r"[\d\\^=+]", s)) or len(s) <= 3)
 
 
-_STRATEGIES: dict[str, Callable[[str], str | None]] = {
-    "hash": _hash,
-    "boxed": _boxed,
-    "answer_is": _answer_is,
-    "last_number": _last_number,
+def _anywhere(find: Callable[[str], str | None]) -> Callable[[str], tuple[int, str] | None]:
+    """A strategy that is never compared by position (position 0)."""
+
+    def locate(text: str) -> tuple[int, str] | None:
+        found = find(text)
+        return None if found is None else (0, found)
+
+    return locate
+
+
+_LOCATORS: dict[str, Callable[[str], tuple[int, str] | None]] = {
+    "hash": _hash_at,
+    "boxed": _boxed_at,
+    "answer_is": _anywhere(_answer_is),
+    "last_number": _anywhere(_last_number),
 }
