@@ -153,6 +153,20 @@ class TestParsers:
             parse_critiques(text, 3)
         assert set(parse_critiques(text, 3, partial=True)) == {0, 1}
 
+    def test_critique_blocks_numbered_by_bare_lines(self) -> None:
+        # As the 0.5B model writes them: "[1]" then "#### 2", "#### 3"; a quoted answer line
+        # ("#### 10") is no header because it does not continue the numbering.
+        text = (
+            "[1]\nStrengths: a\nIt ends with\n#### 10\n\n"
+            "#### 2\nStrengths: b\nWeaknesses: c\n\n**3.**\nWeaknesses: d\n\n2\nStrengths: e"
+        )
+        found = parse_critiques(text, 3)
+        assert found[0].text == "Strengths: a\nIt ends with\n#### 10"
+        assert (found[1].strengths, found[1].weaknesses) == ("b", "c")
+        assert found[2].weaknesses.startswith("d")
+        with pytest.raises(Unparseable, match=r"\[2\], \[3\]"):
+            parse_critiques("[1]\nStrengths: a\n\n#### 3\nStrengths: b", 3)
+
     def test_critique_block_without_headings_is_kept_whole(self) -> None:
         found = parse_critiques("[1]\nIt forgot the units.", 1)
         assert found[0].weaknesses == "It forgot the units."
@@ -290,6 +304,25 @@ class TestCritique:
         assert fallback.candidate_ids == ["L0.0.2", "L0.0.3"]
         assert [c.candidate_id for c in result.trace.critiques] == ["L0.0.1"]
         assert "no critique" in fallback.action
+
+    def test_repair_asks_only_for_missing_blocks_and_merges(self) -> None:
+        # The first reply stops after [1]; the repair is asked for [2] and [3] alone and its
+        # blocks join the first one's (a second "[1]" in the repair does not replace it).
+        backend = scripted(
+            (REPAIR, "[1]\nStrengths: other\n[2]\nStrengths: b\n[3]\nWeaknesses: c"),
+            (CRITIQUE, "[1]\nStrengths: a\nWeaknesses: none found"),
+        )
+        result = run({"layers": [GEN3, {"type": "critique"}]}, backend)
+        event = result.trace.events[1]
+        assert [c.purpose for c in event.calls] == ["critique", "critique (repair 1)"]
+        repair_prompt = last_text(backend.calls[2][0])
+        assert "[2], [3]" in repair_prompt and "[1]," not in repair_prompt
+        assert not event.fallbacks
+        assert [(c.candidate_id, c.strengths, c.weaknesses) for c in result.trace.critiques] == [
+            ("L0.0.1", "a", "none found"),
+            ("L0.0.2", "b", ""),
+            ("L0.0.3", "", "c"),
+        ]
 
 
 # ----- rank ---------------------------------------------------------------------------------------

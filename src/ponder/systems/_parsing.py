@@ -127,6 +127,10 @@ _HEADER = re.compile(
     r"^[\s#*_>]*(?:\[\s*(\d+)\s*\]|(?:candidate|answer|response)\s*#?\s*(\d+))[*_\s]*:?[*_]*",
     re.I | re.M,
 )
+# A line holding nothing but a number ("#### 2", "**3.**"): small models number their blocks so.
+# Such a line could as well be an answer quoted from a candidate, so it only opens a block when it
+# continues the numbering (the block after [1] is 2).
+_BARE_HEADER = re.compile(r"^[\s#*_>]*(\d+)\s*[.):]?[*_\s]*$", re.M)
 _STRENGTHS = re.compile(r"strengths?\s*[*_]*\s*:", re.I)
 _WEAKNESSES = re.compile(r"weakness(?:es)?\s*[*_]*\s*:", re.I)
 
@@ -144,17 +148,29 @@ def _section(block: str) -> tuple[str, str]:
     return strengths, weaknesses
 
 
+def _critique_headers(text: str, count: int) -> list[tuple[int, int, int]]:
+    """``(number, start, end)`` of each block header, in order of position."""
+    strong = [(int(m.group(1) or m.group(2)), m.start(), m.end()) for m in _HEADER.finditer(text)]
+    bare = [(int(m.group(1)), m.start(), m.end()) for m in _BARE_HEADER.finditer(text)]
+    headers: list[tuple[int, int, int]] = []
+    last = 0
+    for n, start, end in sorted({*strong, *bare}, key=lambda h: h[1]):
+        if headers and start < headers[-1][2]:
+            continue  # the same line matched both ways
+        is_strong = (n, start, end) in strong
+        if 1 <= n <= count and (is_strong or n == last + 1):
+            headers.append((n, start, end))
+            last = n
+    return headers
+
+
 def parse_critiques(text: str, count: int, *, partial: bool = False) -> dict[int, ParsedCritique]:
     """Per-candidate reviews from blocks headed ``[n]`` (or "Candidate n"), keyed by 0-based index.
 
     A block without "Strengths:"/"Weaknesses:" headings is kept whole as the weaknesses part.
     Unless ``partial``, every candidate must have a block.
     """
-    headers = [
-        (int(m.group(1) or m.group(2)), m.start(), m.end())
-        for m in _HEADER.finditer(text)
-        if 1 <= int(m.group(1) or m.group(2)) <= count
-    ]
+    headers = _critique_headers(text, count)
     found: dict[int, ParsedCritique] = {}
     for pos, (n, _, end) in enumerate(headers):
         stop = headers[pos + 1][1] if pos + 1 < len(headers) else len(text)

@@ -8,19 +8,23 @@ from pydantic import Field
 
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import RunContext
-from ponder.systems._parsing import parse_critiques
+from ponder.systems._parsing import ParsedCritique, Unparseable, parse_critiques
 from ponder.systems._prompts import render
 from ponder.systems._state import Critique, State, query_text
 from ponder.systems.components._common import chat, numbered, system_text, user_template
 
 EXPECTED = (
-    "one block per candidate, in order; each block starts with the candidate number in brackets "
-    "on its own line (like [1]), followed by a line 'Strengths: ...' and a line 'Weaknesses: ...'"
+    "each block starts with the candidate number in brackets on its own line (like [3]), "
+    "followed by a line 'Strengths: ...' and a line 'Weaknesses: ...'"
 )
 
 
 class CritiqueConfig(ModelComponentConfig):
     """Review every candidate in one call; the critiques go into the state for rank and fuse.
+
+    A reply that reviews only some candidates is kept, and the repair prompt asks for the missing
+    blocks alone (small models often stop early or number blocks their own way); the blocks of all
+    replies are merged, the first block for a candidate counting.
 
     Fallback: candidates whose review cannot be found after the repair prompts get no critique.
     """
@@ -50,20 +54,32 @@ class Critic(Component[CritiqueConfig]):
             candidates=numbered(candidates),
             count=count,
         )
+        merged: dict[int, ParsedCritique] = {}
+
+        def parse(text: str) -> dict[int, ParsedCritique]:
+            for i, parsed in parse_critiques(text, count, partial=True).items():
+                merged.setdefault(i, parsed)
+            missing = [i for i in range(count) if i not in merged]
+            if missing:
+                names = ", ".join(f"[{i + 1}]" for i in missing)
+                raise Unparseable(
+                    f"there is no review block for candidate(s) {names}; write the blocks for "
+                    "these candidates only, each starting with its number in brackets on its "
+                    "own line"
+                )
+            return dict(merged)
+
         asked = await ctx.ask(
             backend,
             chat(system_text(cfg, "critique.system"), user),
             cfg.sampling(ctx.seed_for("critique")),
-            lambda text: parse_critiques(text, count),
+            parse,
             purpose="critique",
             expected=EXPECTED,
         )
         found = asked.value
         if found is None:
-            # Keep what the best of the replies had.
-            found = max(
-                (parse_critiques(reply, count, partial=True) for reply in asked.outputs), key=len
-            )
+            found = merged
             missing = [c.id for i, c in enumerate(candidates) if i not in found]
             ctx.fallback(
                 f"unparseable critique after {ctx.repair_retries} repair(s): {asked.problem}",
