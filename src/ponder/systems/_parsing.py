@@ -150,17 +150,14 @@ def _section(block: str) -> tuple[str, str]:
 
 def _critique_headers(text: str, count: int) -> list[tuple[int, int, int]]:
     """``(number, start, end)`` of each block header, in order of position."""
-    strong = [(int(m.group(1) or m.group(2)), m.start(), m.end()) for m in _HEADER.finditer(text)]
-    bare = [(int(m.group(1)), m.start(), m.end()) for m in _BARE_HEADER.finditer(text)]
+    marked = [(m, True) for m in _HEADER.finditer(text)]
+    bare = [(m, False) for m in _BARE_HEADER.finditer(text)]
     headers: list[tuple[int, int, int]] = []
-    last = 0
-    for n, start, end in sorted({*strong, *bare}, key=lambda h: h[1]):
-        if headers and start < headers[-1][2]:
-            continue  # the same line matched both ways
-        is_strong = (n, start, end) in strong
-        if 1 <= n <= count and (is_strong or n == last + 1):
-            headers.append((n, start, end))
-            last = n
+    for m, is_marked in sorted([*marked, *bare], key=lambda h: h[0].start()):
+        n = int(m.group(1) or m.group(2)) if is_marked else int(m.group(1))
+        last = headers[-1][0] if headers else 0
+        if 1 <= n <= count and (is_marked or n == last + 1):
+            headers.append((n, m.start(), m.end()))
     return headers
 
 
@@ -168,7 +165,7 @@ def parse_critiques(text: str, count: int, *, partial: bool = False) -> dict[int
     """Per-candidate reviews from blocks headed ``[n]`` (or "Candidate n"), keyed by 0-based index.
 
     A block without "Strengths:"/"Weaknesses:" headings is kept whole as the weaknesses part.
-    Unless ``partial``, every candidate must have a block.
+    Unless ``partial``, every candidate must have a block (see :func:`require_all_critiques`).
     """
     headers = _critique_headers(text, count)
     found: dict[int, ParsedCritique] = {}
@@ -181,12 +178,22 @@ def parse_critiques(text: str, count: int, *, partial: bool = False) -> dict[int
         if not strengths and not weaknesses:
             weaknesses = block
         found[n - 1] = ParsedCritique(strengths, weaknesses, block)
+    return found if partial else require_all_critiques(found, count)
+
+
+def require_all_critiques(
+    found: dict[int, ParsedCritique], count: int
+) -> dict[int, ParsedCritique]:
+    """``found`` when every candidate has a block; else :class:`Unparseable` naming the missing.
+
+    The problem asks for the missing blocks only: callers keep the blocks already read.
+    """
     missing = [i for i in range(count) if i not in found]
-    if missing and not partial:
+    if missing:
         names = ", ".join(f"[{i + 1}]" for i in missing)
         raise Unparseable(
-            f"there is no review block for candidate(s) {names}; "
-            "start each block with the candidate number in brackets on its own line"
+            f"there is no review block for candidate(s) {names}; write the blocks for these "
+            "candidates only, each starting with its number in brackets on its own line"
         )
     return found
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import RunContext
-from ponder.systems._parsing import ParsedCritique, Unparseable, parse_critiques
+from ponder.systems._parsing import ParsedCritique, parse_critiques, require_all_critiques
 from ponder.systems._prompts import render
 from ponder.systems._state import Critique, State, query_text
 from ponder.systems.components._common import chat, numbered, system_text, user_template
@@ -59,15 +59,7 @@ class Critic(Component[CritiqueConfig]):
         def parse(text: str) -> dict[int, ParsedCritique]:
             for i, parsed in parse_critiques(text, count, partial=True).items():
                 merged.setdefault(i, parsed)
-            missing = [i for i in range(count) if i not in merged]
-            if missing:
-                names = ", ".join(f"[{i + 1}]" for i in missing)
-                raise Unparseable(
-                    f"there is no review block for candidate(s) {names}; write the blocks for "
-                    "these candidates only, each starting with its number in brackets on its "
-                    "own line"
-                )
-            return dict(merged)
+            return require_all_critiques(dict(merged), count)
 
         asked = await ctx.ask(
             backend,
