@@ -41,7 +41,7 @@ from ponder.analysis._curves import coverage_curve, k_grid_log
 from ponder.analysis._data import ProblemSamples, RunData
 from ponder.analysis._select import _encoded, selection_curve
 from ponder.records import Problem, Sample, SamplingParams, Verdict
-from ponder.sampling import RunSpec, Store
+from ponder.store import RunSpec, Store
 
 WRONG_ANSWERS = 5
 

@@ -23,7 +23,8 @@ from ponder.backends import ScriptedBackend
 from ponder.cli import app
 from ponder.errors import StoreError
 from ponder.records import Problem, Sample
-from ponder.sampling import Store, system_run, system_spec
+from ponder.runs import system_run, system_spec
+from ponder.store import Store
 from ponder.systems import System
 from ponder.tasks import get_task
 

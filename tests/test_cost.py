@@ -12,7 +12,7 @@ from ponder.analysis._data import ProblemSamples, RunData
 from ponder.errors import UserError
 from ponder.models._registry import MODELS
 from ponder.records import SamplingParams
-from ponder.sampling import RunSpec
+from ponder.store import RunSpec
 
 SMOL = "llamacpp:smollm2-135m@b179c9523d0e"
 

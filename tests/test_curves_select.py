@@ -22,7 +22,7 @@ from ponder.analysis._data import ProblemSamples, RunData
 from ponder.analysis._passk import pass_at_k
 from ponder.analysis._select import gap_to_coverage, per_problem_selection, selection_curve
 from ponder.records import SamplingParams
-from ponder.sampling import RunSpec
+from ponder.store import RunSpec
 
 
 def problem(

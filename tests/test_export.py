@@ -20,7 +20,8 @@ from ponder.cli import app
 from ponder.errors import ConfigError, UserError
 from ponder.export import ExportReport, export_run, pick_pairs, prompt_builder
 from ponder.records import Message, Prompt, SamplingParams
-from ponder.sampling import Store, sample_run, verify_run
+from ponder.runs import sample_run, verify_run
+from ponder.store import Store
 from ponder.tasks import JsonlTask, Task, get_task, select_problems
 from ponder.verify import MathVerifier
 from tests._fakes import arithmetic

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from ponder.backends import ScriptedBackend
 from ponder.cli import app
 from ponder.records import SamplingParams
-from ponder.sampling import Store, sample_run, verify_run
+from ponder.runs import sample_run, verify_run
+from ponder.store import Store
 from ponder.tasks import get_task, select_problems
 from ponder.verify import MathVerifier
 

@@ -11,7 +11,8 @@ import pytest
 from ponder.backends import ScriptedBackend
 from ponder.errors import BackendError, ConfigError, NotFoundError, StoreError
 from ponder.records import SamplingParams, Verdict
-from ponder.sampling import Store, plan, request_seed, run_spec, sample_run
+from ponder.runs import plan, sample_run
+from ponder.store import Store, request_seed, run_spec
 from tests._fakes import arithmetic
 
 PARAMS = SamplingParams(temperature=0.5, max_tokens=50, seed=7)

@@ -13,7 +13,8 @@ from ponder.backends import ScriptedBackend
 from ponder.errors import ConfigError, DataError, NotFoundError
 from ponder.export import prompt_builder
 from ponder.records import SamplingParams
-from ponder.sampling import Store, sample_run, verify_run
+from ponder.runs import sample_run, verify_run
+from ponder.store import Store
 from ponder.tasks import get_task, select_problems, task_names
 from ponder.verify import make_verifier
 from ponder.verify.code import CodeReference

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ponder.errors import UserError
-from ponder.sampling import RunSpec, Store
+from ponder.store import RunSpec, Store
 
 
 @dataclass(frozen=True)

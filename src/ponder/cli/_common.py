@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from ponder.errors import ConfigError, PonderError, UserError
-from ponder.sampling import Store, default_db_path
+from ponder.store import Store, default_db_path
 
 console = Console()
 err_console = Console(stderr=True)

@@ -25,7 +25,8 @@ from ponder.cli._common import (
 )
 from ponder.cli._render import summary_table
 from ponder.errors import UserError
-from ponder.sampling import Store, is_system_spec
+from ponder.runs import is_system_spec
+from ponder.store import Store
 
 
 def _verifier_for(store: Store, run_id: str, verifier: str | None) -> str:

@@ -2,7 +2,7 @@
 
 The system's answers are stored as a run like any other (sample 0 of each problem, with the query's
 trace beside it), so `ponder runs`, `show`, `report` and `export` work on it; see
-:mod:`ponder.sampling._systems` for the run identity and the baseline.
+:mod:`ponder.runs._systems` for the run identity and the baseline.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from ponder.cli._common import (
 )
 from ponder.cli._sample import build_task, run_verify
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
-from ponder.sampling import (
+from ponder.runs import (
     RunStats,
     SamplingReport,
-    Store,
     SystemRunReport,
     baseline_run,
     baseline_settings,
@@ -48,6 +47,7 @@ from ponder.sampling import (
     run_stats,
     system_run,
 )
+from ponder.store import Store
 from ponder.tasks import Task, select_problems
 from ponder.verify import make_verifier
 

@@ -27,7 +27,8 @@ from ponder.cli._report import print_summary, summary_json
 from ponder.errors import ConfigError
 from ponder.models import DEFAULT_MODEL
 from ponder.records import SamplingParams
-from ponder.sampling import RunSpec, Store, run_spec, sample_run, verify_run
+from ponder.runs import sample_run, verify_run
+from ponder.store import RunSpec, Store, run_spec
 from ponder.tasks import Task, get_task, select_problems
 from ponder.verify import Verifier, make_verifier
 

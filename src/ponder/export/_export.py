@@ -23,7 +23,7 @@ from ponder.export._formats import (
 from ponder.export._prompts import PromptBuilder, PromptSource, prompt_builder
 from ponder.export._writers import write_jsonl, write_parquet
 from ponder.records import Sample
-from ponder.sampling import Store
+from ponder.store import Store
 
 ExportFormat = Literal["sft", "dpo", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ponder.export._prompts import PromptBuilder
 from ponder.records import Message, Problem, Sample, Verdict
-from ponder.sampling import RunSpec
+from ponder.store import RunSpec
 
 SKIP_REASONS: dict[str, str] = {
     "no_verified": "no verified sample",

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.sampling._sampler import ProgressFn, SamplingReport, sample_run
-from ponder.sampling._spec import RunSpec
-from ponder.sampling._store import Store
+from ponder.runs._sampler import ProgressFn, SamplingReport, sample_run
+from ponder.store import RunSpec, Store
 
 if TYPE_CHECKING:
     from ponder.backends import Backend

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ponder.errors import NotFoundError, StoreError
 from ponder.records import Problem, Sample, Verdict
-from ponder.sampling._spec import RunSpec
+from ponder.store._spec import RunSpec
 
 if TYPE_CHECKING:
     from ponder.systems import Trace

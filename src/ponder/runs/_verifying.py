@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ponder.sampling._store import Store
+from ponder.store import Store
 
 if TYPE_CHECKING:
     from ponder.verify import Verifier

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.sampling._spec import request_seed, run_spec
-from ponder.sampling._store import Store
+from ponder.store import Store, request_seed, run_spec
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
