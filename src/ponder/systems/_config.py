@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from ponder.errors import ConfigError, NotFoundError
+from ponder.errors import ConfigError, NotFoundError, UserError
 from ponder.systems._component import ComponentConfig, component_types
 from ponder.systems._extract import get_extractor
 from ponder.systems._models import ModelRef, ModelSpec
@@ -74,7 +74,7 @@ class SystemConfig(BaseModel):
     def _known_extractor(cls, value: str) -> str:
         try:
             get_extractor(value)
-        except ConfigError as exc:
+        except UserError as exc:  # unknown name, or its plugin failed to load
             raise ValueError(f"{exc.message}; {exc.hint}") from None
         return value
 
