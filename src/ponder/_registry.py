@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -119,6 +120,7 @@ class _State:
         )
 
 
+_log = logging.getLogger("ponder.plugins")
 _state = _State()
 # Re-entrant: loading a plugin imports modules that register (and may look up) names.
 _lock = threading.RLock()
@@ -309,9 +311,17 @@ def _load(kind: Kind, name: str, eps: list[EntryPoint]) -> None:
     outer, _state.loading = _state.loading, dist
     try:
         obj = ep.load()
-        if name not in _state.entries[kind] and not isinstance(obj, ModuleType):
+        existing = _state.entries[kind].get(name)
+        if isinstance(obj, ModuleType):
+            pass  # its import registered what it registers
+        elif existing is None:
             adopter = _state.adopters.get(kind)
             register(kind, name, adopter(name, obj) if adopter is not None else obj, source=obj)
+        elif existing.obj is not obj and existing.origin != _origin(obj)[0]:
+            raise DuplicateNameError(
+                f"{label} {name!r} is already registered by {_described(existing)}",
+                hint="the plugin must register under another name",
+            )
     # A plugin may raise anything while it is imported; it must break only its own names.
     except Exception as exc:  # noqa: BLE001
         error = PluginLoadError(
@@ -322,6 +332,8 @@ def _load(kind: Kind, name: str, eps: list[EntryPoint]) -> None:
             f"or uninstall it (pip uninstall {dist})",
         )
         _state.failures[kind][name] = _Failure(error, exc)
+        # Listing goes on without it; say so once, where a user can see it.
+        _log.warning("%s", error)
     finally:
         _state.loading = outer
 
