@@ -20,9 +20,16 @@ from pathlib import Path
 import pytest
 
 from ponder.backends import backend_config_type, backend_kinds, create_backend
-from ponder.errors import DuplicateNameError, NotFoundError, PluginLoadError, UnknownNameError
+from ponder.errors import (
+    ConfigError,
+    DuplicateNameError,
+    NotFoundError,
+    PluginLoadError,
+    UnknownNameError,
+)
 from ponder.plugins import ENTRY_POINT_GROUPS, KINDS, isolated, lookup, names, register, unregister
 from ponder.systems import (
+    SystemConfig,
     component_class,
     component_types,
     extractor_names,
@@ -215,6 +222,13 @@ def test_listing_does_not_import_lazy_builtins_and_lookup_does() -> None:
         assert backend_config_type("openai").__name__ == "OpenAIConfig"
         assert get_task("humaneval").name == "humaneval"
         assert "ponder.backends._openai" in sys.modules and "ponder.tasks._code" in sys.modules
+        # A lazy built-in first imported inside isolated() keeps its registration afterwards.
+        from ponder.plugins import isolated
+        from ponder.verify import make_verifier
+        with isolated():
+            make_verifier("code").close()
+        assert "ponder.verify.code" in sys.modules
+        make_verifier("code").close()
         print("ok")
         """
     )
@@ -368,6 +382,26 @@ def test_a_plugin_that_fails_to_load_breaks_only_its_own_names(
             get_extractor("shakey")
     monkeypatch.undo()
     assert "shaky" not in extractor_names()
+
+
+def test_a_system_config_names_the_failed_component_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_distribution(
+        tmp_path / "site",
+        "ponder-broken-components",
+        {"reg_broken_component": "raise RuntimeError('built for another Ponder')\n"},
+        {"ponder.components": {"tree_search": "reg_broken_component"}},
+    )
+    monkeypatch.syspath_prepend(str(root))
+    with isolated():
+        with pytest.raises(ConfigError) as info:
+            SystemConfig.from_data({"layers": [{"type": "generate"}, {"type": "tree_search"}]})
+        message = str(info.value)
+        assert "layers[1][0].type: component type 'tree_search' comes from" in message
+        assert "'ponder-broken-components'" in message and "another Ponder" in message
+        # Every other component still validates.
+        assert SystemConfig.from_data({"layers": [{"type": "generate"}, {"type": "vote"}]})
 
 
 def test_two_distributions_with_one_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

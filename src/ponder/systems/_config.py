@@ -36,7 +36,12 @@ from pydantic import (
 )
 
 from ponder.errors import ConfigError, NotFoundError, UserError
-from ponder.systems._component import ComponentConfig, component_types
+from ponder.systems._component import (
+    ComponentConfig,
+    component_class,
+    component_names,
+    component_types,
+)
 from ponder.systems._extract import get_extractor
 from ponder.systems._models import ModelRef, ModelSpec
 
@@ -262,6 +267,11 @@ def _problem(error: Any) -> str:
         message = f"unknown component type {tag!r}"
         message += f" (did you mean {close[0]!r}?)" if close else ""
         message += f"; choose one of: {names}"
+        if tag in component_names():  # listed but not loadable: its plugin failed to load
+            try:
+                component_class(tag)
+            except UserError as exc:
+                message = exc.message
     elif kind == "union_tag_not_found":
         message = f"a component needs a 'type' (one of: {names})"
     elif kind in ("model_type", "model_attributes_type", "dict_type") and "model-spec" in loc:
