@@ -224,27 +224,32 @@ def lookup(kind: Kind, name: str) -> object:
     kind = _check_kind(kind)
     with _lock:
         entry = _state.entries[kind].get(name)
-        if entry is not None:
-            return entry.obj
         module = _state.lazy[kind].get(name)
-        if module is not None:
-            importlib.import_module(module)
-            entry = _state.entries[kind].get(name)
-            if entry is None:
-                raise AssertionError(f"{module} does not register {kind} {name!r}")
-            return entry.obj
+    if entry is not None:
+        return entry.obj
+    if module is not None:
+        # Imported without holding the lock: another thread may be importing the module already,
+        # and its registration (which takes the lock) must be able to finish.
+        importlib.import_module(module)
+        entry = _state.entries[kind].get(name)
+        if entry is None:
+            raise AssertionError(f"{module} does not register {kind} {name!r}")
+        return entry.obj
+    # Plugins load under the lock, so that each loads once.
+    with _lock:
         eps = _discovered(kind).get(name)
         if eps is not None:
             _load(kind, name, eps)
         if name not in _state.entries[kind] and name not in _state.failures[kind]:
             _load_group(kind)
         entry = _state.entries[kind].get(name)
-        if entry is not None:
-            return entry.obj
         failure = _state.failures[kind].get(name)
-        if failure is not None:
-            raise failure.error from failure.cause
-        raise _unknown(kind, name)
+    if entry is not None:
+        return entry.obj
+    if failure is not None:
+        error = failure.error  # a fresh instance per raise, so tracebacks do not pile up
+        raise type(error)(error.message, hint=error.hint) from failure.cause
+    raise _unknown(kind, name)
 
 
 def names(kind: Kind) -> list[str]:
@@ -260,12 +265,10 @@ def loaded(kind: Kind) -> dict[str, object]:
     """Every ``kind`` plugin that loads, by name (lazy built-ins imported; plugins that failed to
     load left out, since listing must not break on them)."""
     kind = _check_kind(kind)
+    listed = names(kind)
     with _lock:
-        out: dict[str, object] = {}
-        for name in names(kind):
-            if name not in _state.failures[kind]:
-                out[name] = lookup(kind, name)
-        return out
+        failed = set(_state.failures[kind])
+    return {name: lookup(kind, name) for name in listed if name not in failed}
 
 
 def _discovered(kind: Kind) -> dict[str, list[EntryPoint]]:
