@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType, ModuleType
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from ponder.errors import DuplicateNameError, PluginLoadError, UnknownNameError, UserError
 
@@ -80,8 +80,20 @@ _LABELS: Mapping[Kind, str] = MappingProxyType(
 )
 
 Adopter = Callable[[str, object], object]
-"""``(name, object an entry point returned) -> what the kind registers``; raises (TypeError,
-ValueError or a UserError) saying why the object cannot be a plugin of the kind."""
+"""``(name, object) -> what the kind registers``: the kind's check of every registration (by its
+decorator or from an entry point); raises (TypeError, ValueError or a UserError) saying why the
+object cannot be a plugin of the kind."""
+
+
+def callable_adopter(what: str) -> Adopter:
+    """An adopter for kinds whose plugins are plain callables (``what`` names one in errors)."""
+
+    def adopt(name: str, obj: object) -> object:
+        if not callable(obj):
+            raise TypeError(f"{what} {name!r}: {obj!r} is not callable")
+        return obj
+
+    return adopt
 
 
 @dataclass(frozen=True)
@@ -180,7 +192,24 @@ def register(kind: Kind, name: str, obj: object, *, source: object | None = None
                 f"{origin} cannot take its name",
                 hint=f"register {origin} under another name",
             )
-        _state.entries[kind][name] = _Entry(obj, origin, module, _state.loading)
+        adopter = _state.adopters.get(kind)
+        adopted = adopter(name, obj) if adopter is not None else obj
+        _state.entries[kind][name] = _Entry(adopted, origin, module, _state.loading)
+
+
+T = TypeVar("T")
+
+
+def registering(kind: Kind, name: str) -> Callable[[T], T]:
+    """A decorator that registers what it decorates as the ``kind`` plugin ``name`` (see
+    :func:`register`); each kind's public decorator is this one."""
+    _check_name(_check_kind(kind), name)
+
+    def decorate(obj: T) -> T:
+        register(kind, name, obj)
+        return obj
+
+    return decorate
 
 
 def unregister(kind: Kind, name: str) -> None:
@@ -207,7 +236,7 @@ def register_lazy(kind: Kind, name: str, module: str) -> None:
 
 
 def set_adopter(kind: Kind, adopter: Adopter) -> None:
-    """How the kind turns an object an entry point returned into what it registers (see module doc)."""
+    """Set the kind's check of every registration (see :data:`Adopter`); set it before the first."""
     with _lock:
         _state.adopters[_check_kind(kind)] = adopter
 
@@ -318,8 +347,7 @@ def _load(kind: Kind, name: str, eps: list[EntryPoint]) -> None:
         if isinstance(obj, ModuleType):
             pass  # its import registered what it registers
         elif existing is None:
-            adopter = _state.adopters.get(kind)
-            register(kind, name, adopter(name, obj) if adopter is not None else obj, source=obj)
+            register(kind, name, obj)
         elif existing.obj is not obj and existing.origin != _origin(obj)[0]:
             raise DuplicateNameError(
                 f"{label} {name!r} is already registered by {_described(existing)}",

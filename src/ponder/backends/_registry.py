@@ -66,7 +66,10 @@ def register_backend(
 
 
 def _adopt(kind: str, obj: object) -> _BackendKind:
-    """A factory an entry point names: its first parameter's annotation is the config class."""
+    """What the decorator registers, or a bare factory (an entry point's object): its first
+    parameter's annotation is the config class."""
+    if isinstance(obj, _BackendKind):
+        return obj
     if not callable(obj):
         raise TypeError(f"{obj!r} is neither a module nor a backend factory")
     params = list(inspect.signature(obj, eval_str=True).parameters.values())

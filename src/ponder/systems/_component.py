@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ponder._registry import loaded, lookup, names, register, set_adopter
+from ponder._registry import loaded, lookup, names, registering, set_adopter
 from ponder.errors import ConfigError
 from ponder.records import SamplingParams
 from ponder.systems._models import ModelRef
@@ -195,12 +195,7 @@ def register_component(name: str) -> Callable[[C], C]:
         ConfigError: the class's ``config_type.type`` is not ``Literal[name]``.
         DuplicateNameError: another class already has the name.
     """
-
-    def deco(cls: C) -> C:
-        register("component", name, _adopt(name, cls))
-        return cls
-
-    return deco
+    return registering("component", name)
 
 
 def component_types() -> dict[str, type[Component[Any]]]:

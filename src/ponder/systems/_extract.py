@@ -11,20 +11,14 @@ import re
 from collections.abc import Callable
 from typing import cast
 
-from ponder._registry import lookup, names, register, set_adopter
+from ponder._registry import callable_adopter, lookup, names, registering, set_adopter
 from ponder.verify.math import extract_answer
 
 Extractor = Callable[[str], str | None]
 """Candidate text -> its answer, or None when it states none."""
 
 
-def _adopt(name: str, obj: object) -> Extractor:
-    if not callable(obj):
-        raise TypeError(f"answer extractor plugin {name!r}: {obj!r} is not callable")
-    return cast(Extractor, obj)
-
-
-set_adopter("extractor", _adopt)
+set_adopter("extractor", callable_adopter("answer extractor"))
 
 
 def register_extractor(name: str) -> Callable[[Extractor], Extractor]:
@@ -33,12 +27,7 @@ def register_extractor(name: str) -> Callable[[Extractor], Extractor]:
     Raises:
         DuplicateNameError: another extractor already has the name.
     """
-
-    def deco(fn: Extractor) -> Extractor:
-        register("extractor", name, _adopt(name, fn))
-        return fn
-
-    return deco
+    return registering("extractor", name)
 
 
 def extractor_names() -> list[str]:

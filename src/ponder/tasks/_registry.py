@@ -7,7 +7,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from ponder._registry import lookup, names, register, register_lazy, set_adopter
+from ponder._registry import (
+    callable_adopter,
+    lookup,
+    names,
+    register_lazy,
+    registering,
+    set_adopter,
+)
 from ponder.errors import ConfigError, UserError
 from ponder.tasks._base import Task
 
@@ -21,13 +28,7 @@ for _name in ("humaneval", "jsonl-code", "mbpp"):
     register_lazy("task", _name, "ponder.tasks._code")
 
 
-def _adopt(name: str, obj: object) -> object:
-    if not callable(obj):
-        raise TypeError(f"task plugin {name!r}: {obj!r} is not a callable task factory")
-    return obj
-
-
-set_adopter("task", _adopt)
+set_adopter("task", callable_adopter("task factory"))
 
 
 def register_task(name: str) -> Callable[[F], F]:
@@ -41,14 +42,7 @@ def register_task(name: str) -> Callable[[F], F]:
     Raises:
         DuplicateNameError: another factory already has the name.
     """
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise ValueError(f"invalid task name {name!r}")
-
-    def decorate(factory: F) -> F:
-        register("task", name, _adopt(name, factory))
-        return factory
-
-    return decorate
+    return registering("task", name)
 
 
 def task_names() -> list[str]:

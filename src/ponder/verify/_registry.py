@@ -7,19 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-from ponder._registry import lookup, names, register, set_adopter
+from ponder._registry import callable_adopter, lookup, names, registering, set_adopter
 from ponder.verify._base import Verifier
 
 VerifierFactory = Callable[[], Verifier]
 
 
-def _adopt(kind: str, obj: object) -> object:
-    if not callable(obj):
-        raise TypeError(f"verifier plugin {kind!r}: {obj!r} is not a callable verifier factory")
-    return obj
-
-
-set_adopter("verifier", _adopt)
+set_adopter("verifier", callable_adopter("verifier factory"))
 
 
 def register_verifier(kind: str) -> Callable[[VerifierFactory], VerifierFactory]:
@@ -28,12 +22,7 @@ def register_verifier(kind: str) -> Callable[[VerifierFactory], VerifierFactory]
     Raises:
         DuplicateNameError: another factory already has the kind.
     """
-
-    def deco(factory: VerifierFactory) -> VerifierFactory:
-        register("verifier", kind, _adopt(kind, factory))
-        return factory
-
-    return deco
+    return registering("verifier", kind)
 
 
 def verifier_kinds() -> list[str]:
