@@ -453,22 +453,29 @@ ADDER_PLUGIN = """
 
 @pytest.fixture
 def adder_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a `ponder` process with the adder plugin installed (on PYTHONPATH)."""
+    """The environment of a `ponder` process with the adder plugin installed (on PYTHONPATH), and
+    a backend plugin that fails to load."""
     root = make_distribution(
         tmp_path / "site",
         "ponder-adder",
         {"ponder_adder_plugin": ADDER_PLUGIN},
         {"ponder.backends": {"adder": "ponder_adder_plugin"}},
     )
-    path = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    broken = make_distribution(
+        tmp_path / "broken",
+        "ponder-gpu-backend",
+        {"ponder_gpu_backend": "import a_module_that_is_not_installed\n"},
+        {"ponder.backends": {"gpu": "ponder_gpu_backend"}},
+    )
+    path = os.pathsep.join([str(root), str(broken), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}
 
 
-def ponder(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def ponder(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [PONDER, *args], capture_output=True, text=True, env=env, timeout=300, check=False
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == code, result.stderr
     return result
 
 
@@ -506,5 +513,10 @@ def test_a_plugin_backend_works_from_the_cli_like_a_builtin(
     assert out["verification"]["system"]["statuses"] == {"correct": 2}
     assert out["baseline"]["model"] == "scripted:adder-2"
 
-    listed = ponder(adder_env, "models").stdout
-    assert "adder, llamacpp, openai, scripted" in listed
+    # The broken plugin breaks only its own name, and says which distribution to fix.
+    listed = ponder(adder_env, "models")
+    assert "adder, gpu, llamacpp, openai, scripted" in listed.stdout
+    assert "ponder-gpu-backend" in listed.stderr  # warned once, listing went on
+    failed = ponder(adder_env, "sample", "--backend", "gpu", *common, code=2)
+    assert "backend 'gpu' comes from the plugin distribution 'ponder-gpu-backend'" in failed.stderr
+    assert "a_module_that_is_not_installed" in failed.stderr

@@ -13,8 +13,7 @@ installed distribution through the kind's entry-point group::
     riddles = "riddles:make_task"    # an object, registered as task "riddles"
 
 The entry point's name is the registered name. The rules every kind shares (unique names, the
-unknown-name error, lazy loading, plugins that fail to load) are described in
-:mod:`ponder._registry`.
+unknown-name error, lazy loading, plugins that fail to load) are in docs/plugins.md.
 """
 
 from ponder._registry import (
