@@ -21,7 +21,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from ponder.backends._base import create_backend
+from ponder.backends import create_backend
 from ponder.backends._openai import OpenAIBackend, OpenAIConfig, _split_usage
 from ponder.errors import BackendError, BackendRequestError
 from ponder.records import Generation, Message, Prompt, SamplingParams

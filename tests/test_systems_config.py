@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from ponder.errors import ConfigError, NotFoundError
+from ponder.plugins import unregister
 from ponder.systems import (
     Component,
     ComponentConfig,
@@ -22,7 +23,6 @@ from ponder.systems import (
     looks_like_archon,
     register_component,
 )
-from ponder.systems._component import _REGISTRY
 from ponder.systems.components import GenerateConfig, RankConfig, VoteConfig
 from tests.test_systems_components import RANK, SCORE, answers, scripted
 
@@ -247,7 +247,7 @@ def shout() -> Iterator[None]:
             )
 
     yield
-    del _REGISTRY["shout"]
+    unregister("component", "shout")
 
 
 @pytest.mark.usefixtures("shout")

@@ -10,14 +10,14 @@ from typing import Literal
 
 import pytest
 
-from ponder.errors import ConfigError, DataError, NotFoundError
+from ponder.errors import ConfigError, DataError, DuplicateNameError, NotFoundError
+from ponder.plugins import isolated
 from ponder.records import Message, Problem
 from ponder.tasks import (
     Aime2025Task,
     Gsm8kTask,
     JsonlTask,
     Task,
-    _registry,
     get_task,
     register_task,
     select_problems,
@@ -297,28 +297,21 @@ def test_unknown_option_names_it_and_valid_ones(tmp_path: Path) -> None:
     assert "few_shot, system_prompt, template" in info.value.message
 
 
-def test_register_and_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_registry, "_FACTORIES", dict(_registry._FACTORIES))
+def test_register_task() -> None:
+    # Entry-point plugins are tested with a real installed distribution in test_registry.py.
+    with isolated():
 
-    @register_task("double")
-    def make_double(*, count: int = 2) -> Task:
-        return _Listed(count)
+        @register_task("double")
+        def make_double(*, count: int = 2) -> Task:
+            return _Listed(count)
 
-    assert "double" in task_names()
-    assert [p.id for p in get_task("double", count=3).problems()] == ["d/0", "d/1", "d/2"]
-    with pytest.raises(ConfigError, match=r"'size'.*valid options: count"):
-        get_task("double", size=3)
-
-    class FakeEntryPoint:
-        name = "plugged"
-        value = "somewhere:factory"
-
-        def load(self) -> object:
-            return make_double
-
-    monkeypatch.setattr(_registry, "_plugins", lambda: {"plugged": FakeEntryPoint()})
-    assert "plugged" in task_names()
-    assert len(get_task("plugged", count=1).problems()) == 1
+        assert "double" in task_names()
+        assert [p.id for p in get_task("double", count=3).problems()] == ["d/0", "d/1", "d/2"]
+        with pytest.raises(ConfigError, match=r"'size'.*valid options: count"):
+            get_task("double", size=3)
+        with pytest.raises(DuplicateNameError, match=r"task 'gsm8k' is already registered by"):
+            register_task("gsm8k")(make_double)
+    assert "double" not in task_names()
 
 
 class _Listed:

@@ -32,6 +32,32 @@ class NotFoundError(UserError):
     """A named thing (model, task, run, file) does not exist."""
 
 
+class UnknownNameError(NotFoundError):
+    """No plugin of a kind (backend, task, verifier, ...) is registered under a name.
+
+    The message lists the valid names and suggests the closest one.
+    """
+
+    def __init__(
+        self, message: str, *, kind: str, name: str, choices: list[str], hint: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.choices = choices
+        super().__init__(message, hint=hint)
+
+
+class DuplicateNameError(UserError):
+    """Two different objects claim one name of one plugin kind (an overwrite would hide one)."""
+
+
+class PluginLoadError(UserError):
+    """An installed plugin failed to load; only lookups of its own names fail.
+
+    The message names the distribution that provides it and the cause.
+    """
+
+
 class ModelNotInstalledError(UserError):
     """A registered model's package is missing; the hint is the exact install command."""
 

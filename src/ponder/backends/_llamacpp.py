@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.backends._base import register_backend
+from ponder.backends._registry import register_backend
 from ponder.errors import BackendError, BackendRequestError, RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
 from ponder.records import Completion, FinishReason, Generation, Prompt, SamplingParams

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ponder.backends._base import register_backend
+from ponder.backends._registry import register_backend
 from ponder.errors import BackendError, BackendRequestError
 from ponder.records import Completion, FinishReason, Generation, Prompt, SamplingParams
 

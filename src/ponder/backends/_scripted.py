@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.backends._base import register_backend
+from ponder.backends._registry import register_backend
 from ponder.records import Completion, Generation, Prompt, SamplingParams
 
 ScriptFn = Callable[[Prompt, int, SamplingParams], str]

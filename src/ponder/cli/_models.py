@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ponder.backends import backend_kinds
 from ponder.cli._common import JsonOpt, console, emit_json, reported_errors, setup_logging
 from ponder.errors import RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
@@ -52,6 +53,7 @@ def list_models(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         table.add_row(name, _size(int(r["size_bytes"])), "yes" if r["installed"] else "no", detail)
     console.print(table)
     console.print("Any local GGUF file works too: --model /path/to/model.gguf")
+    console.print(f"Backends (--backend, built-in and plugins): {', '.join(backend_kinds())}")
 
 
 @app.command("install")

@@ -336,7 +336,7 @@ def run(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Backend of --model: llamacpp (embedded) or openai.")
+        str, typer.Option(help="Backend of --model: llamacpp (embedded), openai, or a plugin's.")
     ] = "llamacpp",
     base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ponder.backends import Backend, LlamaCppConfig, backend_config_type, create_backend
+from ponder.backends import Backend, backend_config_type, create_backend
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
@@ -38,14 +38,6 @@ _PARAM_FLAGS = {
     "max_tokens": "--max-tokens",
     "stop": "--stop",
     "seed": "--seed",
-}
-_BACKEND_FLAGS = {
-    "model": "--model",
-    "n_parallel": "--parallel",
-    "base_url": "--base-url",
-    "api_key_env": "--api-key-env",
-    "n_mode": "--n-mode",
-    "max_concurrency": "--concurrency",
 }
 
 
@@ -90,6 +82,18 @@ def parse_task_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+# Backend options on the command line: flag -> the config fields it may set, first match wins.
+_BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "--model": ("model",),
+    "--base-url": ("base_url",),
+    "--api-key-env": ("api_key_env",),
+    "--n-mode": ("n_mode",),
+    "--concurrency": ("max_concurrency",),
+    "--parallel": ("n_parallel", "max_batch"),
+    "--verbose": ("verbose",),
+}
+
+
 def build_backend(
     kind: str,
     model: str,
@@ -100,33 +104,42 @@ def build_backend(
     parallel: int,
     verbose: bool,
 ) -> Backend:
-    if kind == "llamacpp":
-        if base_url is not None:
+    """The backend ``kind`` (any registered kind, plugins included) built from the CLI flags.
+
+    Each flag sets the field of the backend's config it names, where the config has one; a flag
+    given explicitly (``--base-url``) that the backend does not take is an error.
+    """
+    config_type = backend_config_type(kind)
+    fields = config_type.model_fields
+    given = {
+        "--model": model,
+        "--base-url": base_url,
+        "--api-key-env": api_key_env,
+        "--n-mode": n_mode,
+        "--concurrency": concurrency,
+        "--parallel": parallel,
+        "--verbose": verbose,
+    }
+    values: dict[str, Any] = {"kind": kind}
+    flags: dict[str, str] = {}
+    for flag, value in given.items():
+        field = next((f for f in _BACKEND_OPTIONS[flag] if f in fields), None)
+        if field is None and flag == "--base-url" and value is not None:
             raise ConfigError(
-                "--base-url is for --backend openai", hint="drop it or add --backend openai"
+                f"--base-url does not apply to --backend {kind}",
+                hint="drop it, or choose a backend that takes a server URL (e.g. --backend openai)",
             )
-        return create_backend(
-            validated(
-                LlamaCppConfig, _BACKEND_FLAGS, model=model, n_parallel=parallel, verbose=verbose
-            )
-        )
-    if kind == "openai":
-        if base_url is None:
+        if field is not None and value is not None:
+            values[field] = value
+            flags[field] = flag
+    for name, info in fields.items():
+        if info.is_required() and name not in values:
+            needed = next((f for f, names in _BACKEND_OPTIONS.items() if name in names), name)
             raise ConfigError(
-                "--backend openai needs --base-url", hint="e.g. --base-url http://127.0.0.1:8000/v1"
+                f"--backend {kind} needs {needed}",
+                hint="e.g. --base-url http://127.0.0.1:8000/v1" if needed == "--base-url" else None,
             )
-        values: dict[str, Any] = {
-            "base_url": base_url,
-            "model": model,
-            "api_key_env": api_key_env,
-            "n_mode": n_mode,
-            "max_batch": parallel,
-        }
-        if concurrency is not None:
-            values["max_concurrency"] = concurrency
-        config_type = backend_config_type("openai")
-        return create_backend(validated(config_type, _BACKEND_FLAGS, **values))
-    raise ConfigError(f"unknown backend {kind!r}", hint="choose one of: llamacpp, openai")
+    return create_backend(validated(config_type, flags, **values))
 
 
 def run_verify(
@@ -182,7 +195,11 @@ def sample(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="llamacpp (embedded) or openai (any compatible server).")
+        str,
+        typer.Option(
+            help="llamacpp (embedded), openai (any compatible server), or a backend an installed "
+            "plugin adds (`ponder models` lists them all)."
+        ),
     ] = "llamacpp",
     base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (

@@ -14,7 +14,8 @@ name it is registered under::
             changed = [ctx.revised(c, c.text.upper(), model=None) for c in state.candidates]
             return Delta(changed=changed)
 
-Plugins register from a module named in the ``ponder.components`` entry-point group.
+Plugins: the ``ponder.components`` entry-point group, named after the component type (a module that
+registers with :func:`register_component`, or the Component class itself).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ponder._registry import loaded, lookup, names, registering, set_adopter
 from ponder.errors import ConfigError
 from ponder.records import SamplingParams
 from ponder.systems._models import ModelRef
@@ -167,10 +168,24 @@ class Component(ABC, Generic[CfgT]):
         """Do the component's work on ``state``."""
 
 
-_REGISTRY: dict[str, type[Component[Any]]] = {}
-_plugins_loaded = False
-
 C = TypeVar("C", bound=type[Component[Any]])
+
+
+def _adopt(name: str, obj: object) -> type[Component[Any]]:
+    """Check that ``obj`` can be the component ``name``: a Component class whose
+    ``config_type.type`` is ``Literal[name]``."""
+    if not (isinstance(obj, type) and issubclass(obj, Component)):
+        raise ConfigError(f"component plugin {name!r}: {obj!r} is not a Component class")
+    annotation = obj.config_type.model_fields["type"].annotation
+    if get_args(annotation) != (name,):
+        raise ConfigError(
+            f"component {obj.__name__}: config_type.type must be Literal[{name!r}]",
+            hint=f'declare `type: Literal["{name}"] = "{name}"` on {obj.config_type.__name__}',
+        )
+    return obj
+
+
+set_adopter("component", _adopt)
 
 
 def register_component(name: str) -> Callable[[C], C]:
@@ -178,44 +193,26 @@ def register_component(name: str) -> Callable[[C], C]:
 
     Raises:
         ConfigError: the class's ``config_type.type`` is not ``Literal[name]``.
+        DuplicateNameError: another class already has the name.
     """
-
-    def deco(cls: C) -> C:
-        annotation = cls.config_type.model_fields["type"].annotation
-        if get_args(annotation) != (name,):
-            raise ConfigError(
-                f"component {cls.__name__}: config_type.type must be Literal[{name!r}]",
-                hint=f'declare `type: Literal["{name}"] = "{name}"` on {cls.config_type.__name__}',
-            )
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        for ep in entry_points(group="ponder.components"):
-            ep.load()
+    return registering("component", name)
 
 
 def component_types() -> dict[str, type[Component[Any]]]:
-    """All registered component classes by name (built-ins and plugins)."""
-    _load_plugins()
-    return dict(sorted(_REGISTRY.items()))
+    """All registered component classes by name (built-ins and plugins that load)."""
+    return cast(dict[str, type[Component[Any]]], loaded("component"))
+
+
+def component_names() -> list[str]:
+    """Names of all component types, including plugins that failed to load (their lookup says why)."""
+    return names("component")
 
 
 def component_class(name: str) -> type[Component[Any]]:
     """The component class registered as ``name``.
 
     Raises:
-        ConfigError: no such component.
+        UnknownNameError: no such component (the message lists the valid ones).
+        PluginLoadError: the plugin that provides it failed to load.
     """
-    types = component_types()
-    if name not in types:
-        raise ConfigError(
-            f"unknown component type {name!r}", hint=f"choose one of: {', '.join(types)}"
-        )
-    return types[name]
+    return cast(type[Component[Any]], lookup("component", name))

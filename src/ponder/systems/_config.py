@@ -35,8 +35,13 @@ from pydantic import (
     model_validator,
 )
 
-from ponder.errors import ConfigError, NotFoundError
-from ponder.systems._component import ComponentConfig, component_types
+from ponder.errors import ConfigError, NotFoundError, UserError
+from ponder.systems._component import (
+    ComponentConfig,
+    component_class,
+    component_names,
+    component_types,
+)
 from ponder.systems._extract import get_extractor
 from ponder.systems._models import ModelRef, ModelSpec
 
@@ -74,7 +79,7 @@ class SystemConfig(BaseModel):
     def _known_extractor(cls, value: str) -> str:
         try:
             get_extractor(value)
-        except ConfigError as exc:
+        except UserError as exc:  # unknown name, or its plugin failed to load
             raise ValueError(f"{exc.message}; {exc.hint}") from None
         return value
 
@@ -262,6 +267,11 @@ def _problem(error: Any) -> str:
         message = f"unknown component type {tag!r}"
         message += f" (did you mean {close[0]!r}?)" if close else ""
         message += f"; choose one of: {names}"
+        if tag in component_names():  # listed but not loadable: its plugin failed to load
+            try:
+                component_class(tag)
+            except UserError as exc:
+                message = exc.message
     elif kind == "union_tag_not_found":
         message = f"a component needs a 'type' (one of: {names})"
     elif kind in ("model_type", "model_attributes_type", "dict_type") and "model-spec" in loc:

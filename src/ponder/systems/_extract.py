@@ -1,49 +1,48 @@
 """Answer extractors: how a candidate's final answer is pulled out of its text (for voting).
 
 ``math`` (the default) is :func:`ponder.verify.math.extract_answer`. Register more with
-:func:`register_extractor`.
+:func:`register_extractor`, or from an installed plugin through the ``ponder.extractors`` entry-point
+group (named after the extractor; a module that registers it, or the function itself).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import cast
 
-from ponder.errors import ConfigError
+from ponder._registry import callable_adopter, lookup, names, registering, set_adopter
 from ponder.verify.math import extract_answer
 
 Extractor = Callable[[str], str | None]
 """Candidate text -> its answer, or None when it states none."""
 
-_EXTRACTORS: dict[str, Extractor] = {}
+
+set_adopter("extractor", callable_adopter("answer extractor"))
 
 
 def register_extractor(name: str) -> Callable[[Extractor], Extractor]:
-    """Register an answer extractor under ``name`` (decorator); configs name it in ``extractor``."""
+    """Register an answer extractor under ``name`` (decorator); configs name it in ``extractor``.
 
-    def deco(fn: Extractor) -> Extractor:
-        _EXTRACTORS[name] = fn
-        return fn
-
-    return deco
+    Raises:
+        DuplicateNameError: another extractor already has the name.
+    """
+    return registering("extractor", name)
 
 
 def extractor_names() -> list[str]:
-    return sorted(_EXTRACTORS)
+    """Names of all answer extractors (built-in and plugins), sorted."""
+    return names("extractor")
 
 
 def get_extractor(name: str) -> Extractor:
     """The extractor registered as ``name``.
 
     Raises:
-        ConfigError: no such extractor.
+        UnknownNameError: no such extractor (the message lists the valid ones).
+        PluginLoadError: the plugin that provides it failed to load.
     """
-    if name not in _EXTRACTORS:
-        raise ConfigError(
-            f"unknown answer extractor {name!r}",
-            hint=f"choose one of: {', '.join(extractor_names())}",
-        )
-    return _EXTRACTORS[name]
+    return cast(Extractor, lookup("extractor", name))
 
 
 @register_extractor("math")

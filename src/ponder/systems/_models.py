@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from ponder.backends import Backend, backend_config_type, backend_kinds, create_backend
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, UserError
 from ponder.models import DEFAULT_MODEL
 
 
@@ -66,7 +66,7 @@ class ModelSpec(BaseModel):
             raise ValueError("write the backend kind as 'backend', not 'kind'")
         try:
             config_type = backend_config_type(self.backend)
-        except ConfigError as exc:
+        except UserError as exc:  # unknown backend, or its plugin failed to load
             raise ValueError(f"{exc.message}; {exc.hint}") from None
         try:
             return config_type.model_validate({"kind": self.backend, **self.options})

@@ -1,15 +1,21 @@
-"""Task registry: built-in tasks, plus plugins from the ``ponder.tasks`` entry-point group."""
+"""Tasks on the shared plugin registry: built-in tasks, plus plugins from the ``ponder.tasks``
+entry-point group (``name = "module:factory"``, or a module that registers with :func:`register_task`)."""
 
 from __future__ import annotations
 
-import functools
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from ponder.errors import ConfigError, NotFoundError, UserError
+from ponder._registry import (
+    callable_adopter,
+    lookup,
+    names,
+    register_lazy,
+    registering,
+    set_adopter,
+)
+from ponder.errors import ConfigError, UserError
 from ponder.tasks._base import Task
 
 TaskFactory = Callable[..., Task]
@@ -17,17 +23,12 @@ TaskFactory = Callable[..., Task]
 
 F = TypeVar("F", bound=TaskFactory)
 
-ENTRY_POINT_GROUP = "ponder.tasks"
-"""Entry-point group of task plugins: ``name = "module:factory"``."""
+# The code tasks import the code verifier's types: load them when first asked for.
+for _name in ("humaneval", "jsonl-code", "mbpp"):
+    register_lazy("task", _name, "ponder.tasks._code")
 
-_BUILTIN_MODULES = (
-    "ponder.tasks._gsm8k",
-    "ponder.tasks._aime",
-    "ponder.tasks._jsonl",
-    "ponder.tasks._code",
-)
 
-_FACTORIES: dict[str, TaskFactory] = {}
+set_adopter("task", callable_adopter("task factory"))
 
 
 def register_task(name: str) -> Callable[[F], F]:
@@ -37,63 +38,20 @@ def register_task(name: str) -> Callable[[F], F]:
 
         @register_task("mytask")
         def make_my_task(*, few_shot: int = 0) -> Task: ...
+
+    Raises:
+        DuplicateNameError: another factory already has the name.
     """
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise ValueError(f"invalid task name {name!r}")
-
-    def decorate(factory: F) -> F:
-        existing = _FACTORIES.get(name)
-        if existing is not None and _qualname(existing) != _qualname(factory):
-            raise ValueError(f"task {name!r} is already registered by {_qualname(existing)}")
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorate
-
-
-def _qualname(obj: object) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-
-
-@functools.cache
-def _plugins() -> Mapping[str, EntryPoint]:
-    """Installed task plugins by name (loaded only when asked for)."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return registering("task", name)
 
 
 def task_names() -> list[str]:
     """Names of all available tasks (built-in and plugins), sorted."""
-    _load_builtins()
-    return sorted(set(_FACTORIES) | set(_plugins()))
+    return names("task")
 
 
 def _factory(name: str) -> TaskFactory:
-    _load_builtins()
-    factory = _FACTORIES.get(name)
-    if factory is not None:
-        return factory
-    ep = _plugins().get(name)
-    if ep is None:
-        raise NotFoundError(
-            f"unknown task {name!r}; choose one of: {', '.join(task_names())}",
-            hint=f"plugins add tasks through the {ENTRY_POINT_GROUP!r} entry-point group",
-        )
-    try:
-        loaded = ep.load()
-    except (ImportError, AttributeError) as exc:
-        raise UserError(
-            f"task plugin {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
-            hint="reinstall or uninstall the package that provides it",
-        ) from exc
-    if not callable(loaded):
-        raise UserError(f"task plugin {name!r} ({ep.value}) is not a callable task factory")
-    _FACTORIES.setdefault(name, loaded)
-    return _FACTORIES[name]
+    return cast(TaskFactory, lookup("task", name))
 
 
 def _check_options(name: str, factory: TaskFactory, options: Mapping[str, object]) -> None:
@@ -127,7 +85,8 @@ def get_task(name: str, /, **options: Any) -> Task:
     """Build the task registered as ``name`` with ``options``.
 
     Raises:
-        NotFoundError: no such task; the message lists the valid names.
+        UnknownNameError: no such task; the message lists the valid names.
+        PluginLoadError: the plugin that provides it failed to load.
         ConfigError: an option the task does not take, or a bad option value.
     """
     factory = _factory(name)

@@ -1,44 +1,43 @@
-"""Verifiers by kind: the task names a kind, the registry builds a verifier for it."""
+"""Verifiers by kind on the shared plugin registry: the task names a kind, the registry builds a
+verifier for it. Plugins: the ``ponder.verifiers`` entry-point group (a module that registers with
+:func:`register_verifier`, or a factory ``() -> Verifier``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from typing import cast
 
-from ponder.errors import ConfigError
+from ponder._registry import callable_adopter, lookup, names, registering, set_adopter
 from ponder.verify._base import Verifier
 
-_FACTORIES: dict[str, Callable[[], Verifier]] = {}
+VerifierFactory = Callable[[], Verifier]
 
 
-def register_verifier(kind: str) -> Callable[[Callable[[], Verifier]], Callable[[], Verifier]]:
+set_adopter("verifier", callable_adopter("verifier factory"))
+
+
+def register_verifier(kind: str) -> Callable[[VerifierFactory], VerifierFactory]:
     """Register a verifier factory for tasks whose ``verifier`` is ``kind`` (decorator).
 
-    Plugins register from a module named in the ``ponder.verifiers`` entry-point group.
+    Raises:
+        DuplicateNameError: another factory already has the kind.
     """
-
-    def deco(factory: Callable[[], Verifier]) -> Callable[[], Verifier]:
-        _FACTORIES[kind] = factory
-        return factory
-
-    return deco
+    return registering("verifier", kind)
 
 
 def verifier_kinds() -> list[str]:
-    for ep in entry_points(group="ponder.verifiers"):
-        ep.load()
-    return sorted(_FACTORIES)
+    """Names of all verifier kinds (built-in and plugins), sorted."""
+    return names("verifier")
 
 
 def make_verifier(kind: str) -> Verifier:
-    """A new verifier of ``kind`` (close it after use, or use it in a ``with`` block)."""
-    if kind not in _FACTORIES:
-        verifier_kinds()
-    if kind not in _FACTORIES:
-        raise ConfigError(
-            f"no verifier for kind {kind!r}", hint=f"known kinds: {', '.join(verifier_kinds())}"
-        )
-    return _FACTORIES[kind]()
+    """A new verifier of ``kind`` (close it after use, or use it in a ``with`` block).
+
+    Raises:
+        UnknownNameError: no such kind (the message lists the kinds).
+        PluginLoadError: the plugin that provides it failed to load.
+    """
+    return cast(VerifierFactory, lookup("verifier", kind))()
 
 
 @register_verifier("math")

@@ -45,7 +45,7 @@ class VoteConfig(ComponentConfig):
     @classmethod
     def _known_extractor(cls, value: str | None) -> str | None:
         if value is not None:
-            get_extractor(value)  # raises ConfigError naming the choices
+            get_extractor(value)  # raises UnknownNameError naming the choices
         return value
 
     def describe(self) -> str:
