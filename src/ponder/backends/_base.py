@@ -347,13 +347,17 @@ class Backend(ABC):
         finally:
             bound.release(slots)
 
-    def _emit(self, kind: EventKind, request: GenerationRequest, attempt: int, **extra: Any) -> None:
+    def _emit(
+        self, kind: EventKind, request: GenerationRequest, attempt: int, **extra: Any
+    ) -> None:
         event = BackendEvent(kind, self.identity, request.n, attempt, **extra)
         _log.debug("%s", event)
         for listener in self._listeners:
             listener(event)
 
-    def _retry_wait(self, exc: Exception, request: GenerationRequest, failures: int) -> float | None:
+    def _retry_wait(
+        self, exc: Exception, request: GenerationRequest, failures: int
+    ) -> float | None:
         """The wait before the next attempt after ``exc``; None: raise ``exc`` as it is.
 
         Raises:

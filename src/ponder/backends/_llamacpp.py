@@ -247,7 +247,11 @@ class LlamaCppBackend(Backend):
         )
 
     def _completion(
-        self, choice: dict[str, Any], usage: dict[str, Any], request: GenerationRequest, latency: float
+        self,
+        choice: dict[str, Any],
+        usage: dict[str, Any],
+        request: GenerationRequest,
+        latency: float,
     ) -> Completion:
         message = choice.get("message")
         if isinstance(message, dict):

@@ -233,7 +233,6 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return text[:500] or exc.message
 
 
-
 class OpenAIBackend(Backend):
     """Completions from an OpenAI-compatible server. Create with :func:`ponder.backends.create_backend`."""
 
@@ -385,7 +384,9 @@ class OpenAIBackend(Backend):
     async def _create(self, request: GenerationRequest, stream: bool) -> Any:
         """One HTTP request: a response (as plain data) or, with ``stream``, the client's open stream."""
         client = self._connection()
-        endpoint = client.completions if self._uses_completions(request) else client.chat.completions
+        endpoint = (
+            client.completions if self._uses_completions(request) else client.chat.completions
+        )
         while True:
             try:
                 result = await endpoint.create(**self._kwargs(request, stream))
@@ -524,7 +525,9 @@ class OpenAIBackend(Backend):
             hint=hint,
         )
 
-    def _parse(self, data: dict[str, Any], request: GenerationRequest, latency: float) -> Generation:
+    def _parse(
+        self, data: dict[str, Any], request: GenerationRequest, latency: float
+    ) -> Generation:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index") or 0)
         if not choices:
             raise BackendError(f"{self.config.base_url} returned no completions")
