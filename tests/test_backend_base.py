@@ -273,7 +273,8 @@ class IgnoresN(Tiny):
 def test_completions_the_engine_left_out_are_drawn_one_by_one() -> None:
     backend = IgnoresN(BackendPolicy())
     g = run(backend.generate("q", 3, PARAMS))
-    assert [(r.n, r.params.seed) for r in backend.requests][0] == (3, 100)
+    first = backend.requests[0]
+    assert (first.n, first.params.seed) == (3, 100)
     assert sorted(r.params.seed for r in backend.requests[1:]) == [101, 102]
     assert [c.text for c in g.completions] == ["s100", "s101", "s102"]
 
