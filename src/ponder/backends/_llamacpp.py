@@ -317,24 +317,11 @@ class LlamaCppBackend(Backend):
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
         future = loop.run_in_executor(self._executor(), run)
+        calls = _wire.ToolCallAssembler()
         try:
             while (chunk := await queue.get()) is not _END:
-                data = _raise_for_error(chunk)
-                for choice in data.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    reason = choice.get("finish_reason")
-                    yield StreamDelta(
-                        index=int(choice.get("index") or 0),
-                        text=str(delta.get("content") or choice.get("text") or ""),
-                        finish_reason=None if reason is None else _wire.finish_reason(reason),
-                        tool_calls=_wire.tool_calls(delta),
-                    )
-                usage = data.get("usage")
-                if usage:
-                    yield StreamDelta(
-                        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        completion_tokens=int(usage.get("completion_tokens") or 0),
-                    )
+                for delta in _wire.stream_deltas(_raise_for_error(chunk), calls):
+                    yield delta
             await future  # the engine's own error, if the call raised
         finally:
             stop.set()

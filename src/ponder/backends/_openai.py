@@ -428,47 +428,13 @@ class OpenAIBackend(Backend):
             )
         stream = await self._create(request, stream=True)
         calls = _wire.ToolCallAssembler()
-        # llama.cpp echoes nothing in streams; a server that echoed would do it in the first deltas.
-        echo = {i: request.prefix for i in range(request.n)}
         try:
             async for chunk in stream:
-                data = chunk.model_dump()
-                for choice in data.get("choices") or []:
-                    yield self._delta(choice, calls, echo)
-                usage = data.get("usage")
-                if usage:
-                    yield StreamDelta(
-                        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        completion_tokens=int(usage.get("completion_tokens") or 0),
-                    )
+                for delta in _wire.stream_deltas(chunk.model_dump(), calls):
+                    yield delta
         finally:
             # Closing the connection is what stops the server's generation.
             await stream.close()
-
-    @staticmethod
-    def _delta(
-        choice: dict[str, Any], calls: _wire.ToolCallAssembler, echo: dict[int, str]
-    ) -> StreamDelta:
-        index = int(choice.get("index") or 0)
-        delta = choice.get("delta") or {}
-        text = str(delta.get("content") or choice.get("text") or "")
-        prefix = echo.get(index, "")
-        if prefix and text:
-            # Drop an echoed prefix as it arrives (it may be split over several deltas).
-            shared = len(prefix) if text.startswith(prefix) else 0
-            if not shared and prefix.startswith(text):
-                shared = len(text)
-            text, echo[index] = text[shared:], prefix[shared:] if shared else ""
-        calls.add(index, delta)
-        reason = choice.get("finish_reason")
-        if reason is None:
-            return StreamDelta(index=index, text=text)
-        return StreamDelta(
-            index=index,
-            text=text,
-            finish_reason=_wire.finish_reason(reason),
-            tool_calls=calls.finish(index),
-        )
 
     # ---- what the server taught us -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 One implementation of: messages, tools and tool choice as request JSON; a choice's text, tool calls,
 finish reason and per-token log-probabilities as records (chat, ``/completions`` in llama.cpp's and the
-legacy OpenAI shape, and streamed chunks); stripping the echo of a continued assistant turn.
+legacy OpenAI shape); streamed chunks as deltas; stripping the echo of a continued assistant turn.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ponder.records import (
     FinishReason,
     Message,
     NamedToolChoice,
+    StreamDelta,
     TokenLogprob,
     ToolCall,
     ToolChoice,
@@ -174,3 +175,34 @@ class ToolCallAssembler:
             )
             for k in keys
         )
+
+
+def stream_deltas(chunk: dict[str, Any], calls: ToolCallAssembler) -> list[StreamDelta]:
+    """The deltas of one streamed chunk (chat or ``/completions``), and one for its usage if it has one.
+
+    Streams carry only new text, also of a continued turn (llama.cpp echoes the prefix only in whole
+    responses), so nothing is stripped. Tool calls come complete on the delta that finishes a choice.
+    """
+    out = []
+    for choice in chunk.get("choices") or []:
+        index = int(choice.get("index") or 0)
+        delta = choice.get("delta") or {}
+        calls.add(index, delta)
+        reason = choice.get("finish_reason")
+        out.append(
+            StreamDelta(
+                index=index,
+                text=str(delta.get("content") or choice.get("text") or ""),
+                finish_reason=None if reason is None else finish_reason(reason),
+                tool_calls=() if reason is None else calls.finish(index),
+            )
+        )
+    usage = chunk.get("usage")
+    if usage:
+        out.append(
+            StreamDelta(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        )
+    return out
