@@ -31,7 +31,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from ponder._aio import gather_all
 from ponder.errors import BackendError, BackendRequestError, ConfigError
 from ponder.records import (
     Completion,
@@ -160,18 +161,6 @@ class _Tally:
 
     def snapshot(self) -> Usage:
         return Usage.model_validate(self.values)
-
-
-async def gather_or_cancel(aws: Iterable[Awaitable[_T]]) -> list[_T]:
-    """Await all; when one fails, cancel the rest and raise that error itself (not an ExceptionGroup)."""
-    tasks = [asyncio.ensure_future(aw) for aw in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _merge(parts: list[Generation]) -> Generation:
@@ -306,7 +295,7 @@ class Backend(ABC):
         if n <= size:
             return await self._native(request)
         chunks = [(start, min(size, n - start)) for start in range(0, n, size)]
-        parts = await gather_or_cancel(
+        parts = await gather_all(
             self._native(request.with_n(k, seed + start)) for start, k in chunks
         )
         return [g for part in parts for g in part]
@@ -327,7 +316,7 @@ class Backend(ABC):
     async def _fanout(self, request: GenerationRequest, indices: range) -> list[Generation]:
         """One request per completion, concurrently; completion i uses seed ``seed + i``."""
         seed = request.params.seed
-        return await gather_or_cancel(self._attempt(request.with_n(1, seed + i)) for i in indices)
+        return await gather_all(self._attempt(request.with_n(1, seed + i)) for i in indices)
 
     @asynccontextmanager
     async def _bound(self, slots: int) -> AsyncIterator[None]:
@@ -431,6 +420,11 @@ class Backend(ABC):
         Closing the iterator (``aclose``, leaving ``async with contextlib.aclosing(...)``) or cancelling the
         task that consumes it stops the generation in the engine.
         """
+        limit = self.max_n_per_request
+        if limit is not None and request.n > limit:
+            raise BackendRequestError(
+                f"{self.name} streams at most {limit} completions per request"
+            )
         slots = self._slots_for(request)
         failures = 0
         while True:
