@@ -23,6 +23,7 @@ from ponder.records import (
     Message,
     SamplingParams,
     StreamDelta,
+    ToolCall,
     Usage,
 )
 
@@ -389,3 +390,47 @@ def test_generation_request_checks_its_fields() -> None:
     prompt = [Message(role="user", content="q"), Message(role="assistant", content="The")]
     assert GenerationRequest(prompt=prompt, continue_final_message=True).prefix == "The"
     assert GenerationRequest(prompt=prompt).prefix == ""
+
+
+class Stalls(Tiny):
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        yield StreamDelta(text="a")
+        await asyncio.sleep(60)  # the engine stops sending
+        yield StreamDelta(text="never")
+
+
+def test_a_stream_that_stalls_after_its_first_delta_fails_without_a_retry() -> None:
+    backend = Stalls(BackendPolicy(max_retries=3, timeout_s=0.05))
+
+    async def go() -> list[str]:
+        got: list[str] = []
+        with pytest.raises(BackendError, match=r"stopped streaming: timed out after 0\.05s"):
+            async for delta in backend.stream(GenerationRequest(prompt="q", params=PARAMS)):
+                got.append(delta.text)
+        return got
+
+    assert run(go()) == ["a"]
+    assert backend.usage.retries == 0 and backend.usage.requests == 1
+
+
+def test_records_serialise_as_before_and_accept_openai_shapes() -> None:
+    assert Message(role="user", content="hi").model_dump() == {"role": "user", "content": "hi"}
+    plain = Completion(text="x", finish_reason="stop", completion_tokens=1)
+    assert set(plain.model_dump()) == {
+        "text",
+        "finish_reason",
+        "completion_tokens",
+        "latency_s",
+        "mean_logprob",
+    }
+    call = ToolCall(id="c", name="f", arguments='{"x": 1}')
+    calling = Message.model_validate({"role": "assistant", "content": None, "tool_calls": [call]})
+    assert calling.content == "" and calling.wire_content is None  # str in Python, null on the wire
+    assert Message.model_validate(calling.model_dump()) == calling
+    assert Message(role="assistant", content="ok").wire_content == "ok"
+    with pytest.raises(ValueError, match="only assistant messages carry tool_calls"):
+        Message(role="user", content="q", tool_calls=(call,))
+    with pytest.raises(ValueError, match="tool_call_id"):
+        Message(role="tool", content="42")
+    with pytest.raises(ValueError, match="tool_call_id"):
+        Message(role="user", content="q", tool_call_id="c")

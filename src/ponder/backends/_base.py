@@ -32,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -417,6 +417,9 @@ class Backend(ABC):
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         """Stream ``request``'s completions as deltas (retried until the first delta arrives).
 
+        The timeout applies to the wait for each delta; a stream that stalls after its first delta raises
+        :class:`~ponder.errors.BackendError` (a retry would repeat text the consumer already has).
+
         Closing the iterator (``aclose``, leaving ``async with contextlib.aclosing(...)``) or cancelling the
         task that consumes it stops the generation in the engine.
         """
@@ -443,21 +446,41 @@ class Backend(ABC):
                         if wait is None:
                             raise
                     else:
-                        seen = _StreamTally()
-                        try:
-                            seen.add(first)
-                            yield first
-                            async for delta in inner:
-                                seen.add(delta)
+                        relay = self._relay(request, inner, first, start, failures + 1)
+                        async with aclosing(relay):
+                            async for delta in relay:
                                 yield delta
-                        finally:
-                            latency = time.perf_counter() - start
-                            self._tally.add(**seen.amounts(), requests=1, latency_s=latency)
-                            self._emit("stream", request, failures + 1, latency_s=latency)
                         return
                 finally:
                     await inner.aclose()
             await asyncio.sleep(wait)
+
+    async def _relay(
+        self,
+        request: GenerationRequest,
+        inner: AsyncGenerator[StreamDelta, None],
+        first: StreamDelta,
+        start: float,
+        attempt: int,
+    ) -> AsyncGenerator[StreamDelta, None]:
+        """``first`` and the rest of ``inner``, each delta within the timeout; accounted when it ends."""
+        seen = _StreamTally()
+        delta: StreamDelta | None = first
+        try:
+            while delta is not None:
+                seen.add(delta)
+                yield delta
+                try:
+                    delta = await self._timed(anext(inner))
+                except StopAsyncIteration:
+                    delta = None
+                except _AttemptTimeout as exc:
+                    # Not retried: the consumer already has part of the text.
+                    raise BackendError(f"{self.name} stopped streaming: {exc}") from exc
+        finally:
+            latency = time.perf_counter() - start
+            self._tally.add(**seen.amounts(), requests=1, latency_s=latency)
+            self._emit("stream", request, attempt, latency_s=latency)
 
 
 class _AttemptTimeout(Exception):
