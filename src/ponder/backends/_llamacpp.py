@@ -9,8 +9,10 @@ The :class:`~ponder.backends.Backend` base bounds concurrency in the engine's sl
 completions holds n of the ``n_parallel`` slots (more than ``n_parallel`` are split into requests of
 ``n_parallel``), so the engine never queues work of ours behind busy slots. A request in flight cannot be
 interrupted, so a cancelled ``generate`` keeps its slots until the engine has answered; a stream
-(``backend.stream``) can: its callback tells llama.cpp to stop decoding at the next token once the stream
-is closed or its consumer cancelled.
+(``backend.stream``) can: xllamacpp calls ``handle_chat_completions(body, callback)`` /
+``handle_completions(body, callback)`` with ``"stream": True`` once per chunk (a dict), and a callback that
+returns True makes llama.cpp stop decoding that request at the next token (measured: 3 tokens decoded of
+up to 400), which this backend does once the stream is closed or its consumer cancelled.
 
 A chat prompt that ends in an assistant message (``continue_final_message``) is continued; llama.cpp
 returns the prefilled text followed by the new text (its streams send only the new text), and the
