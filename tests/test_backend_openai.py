@@ -702,3 +702,32 @@ def test_streamed_tool_call_fragments_are_joined() -> None:
     assert last.finish_reason == "tool_calls"
     assert last.tool_calls == (ToolCall(id="call_3", name="add", arguments='{"a": 5}'),)
     assert all(not d.tool_calls for d in deltas[:-1])
+
+
+@pytest.mark.embedded  # the embedded engine's own llama.cpp HTTP server, whose counters we can read
+def test_cancelling_a_streams_consumer_stops_the_server(embedded: LlamaCppBackend) -> None:
+    b = backend(embedded.base_url)
+    long = GenerationRequest(
+        prompt="1, 2, 3, 4, 5, 6,", params=params(temperature=0.0, max_tokens=400)
+    )
+    seen: list[StreamDelta] = []
+
+    async def consume() -> None:
+        async for delta in b.stream(long):
+            seen.append(delta)
+            if len(seen) == 3:
+                await asyncio.sleep(3600)  # cancelled from outside
+
+    async def go() -> None:
+        task = asyncio.create_task(consume())
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    before = _idle(embedded)
+    asyncio.run(go())
+    assert 3 <= _idle(embedded) - before < 60  # of up to 400
+    assert not any(d.finish_reason for d in seen)
