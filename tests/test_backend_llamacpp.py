@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ponder.backends import LlamaCppBackend, LlamaCppConfig, create_backend
+from ponder.backends import BackendEvent, LlamaCppBackend, LlamaCppConfig, create_backend
 from ponder.errors import BackendRequestError, ModelNotInstalledError, NotFoundError, RunError
 from ponder.models import MODELS, ModelEntry, get_model, resolve_model
-from ponder.records import Message, SamplingParams
+from ponder.records import (
+    Generation,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    StreamDelta,
+    ToolCall,
+    ToolSpec,
+)
 
 pytestmark = pytest.mark.embedded
 
@@ -193,3 +204,175 @@ def test_model_logprobs_option_reports_untempered_probabilities() -> None:
     # greedy under truncation, yet the model's own probability of those tokens is below 1
     assert all(c.mean_logprob is not None and c.mean_logprob < 0 for c in g.completions)
     assert all(c.completion_tokens >= 1 for c in g.completions)
+
+
+# ----- the policy of the Backend base on the real engine ------------------------------------------
+
+
+def stream_all(backend: LlamaCppBackend, request: GenerationRequest) -> list[StreamDelta]:
+    async def go() -> list[StreamDelta]:
+        return [d async for d in backend.stream(request)]
+
+    return asyncio.run(go())
+
+
+def wait_until_idle(backend: LlamaCppBackend) -> None:
+    """Until the engine processes no request (so its counters are final)."""
+    for _ in range(600):
+        if backend.metrics()["requests_processing"] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the engine is still busy")
+
+
+def test_concurrent_requests_never_hold_more_than_the_slots() -> None:
+    backend = LlamaCppBackend(
+        LlamaCppConfig(model="smollm2-135m", n_parallel=2, ctx_per_sequence=512)
+    )
+    in_use = peak = 0
+
+    def watch(event: BackendEvent) -> None:
+        nonlocal in_use, peak
+        in_use += (
+            event.slots if event.kind == "send" else -event.slots if event.kind == "done" else 0
+        )
+        peak = max(peak, in_use)
+
+    backend.add_listener(watch)
+
+    async def go() -> list[Generation]:
+        params = SamplingParams(temperature=0.8, max_tokens=3, seed=4)
+        return await asyncio.gather(*(backend.generate(Q, n, params) for n in (1, 2, 1, 1, 2, 1)))
+
+    try:
+        gens = asyncio.run(go())
+        workers = {t.name for t in threading.enumerate() if t.name.startswith("ponder-llamacpp")}
+    finally:
+        backend.close()
+    assert [len(g.completions) for g in gens] == [1, 2, 1, 1, 2, 1]
+    assert peak == 2 and in_use == 0  # the engine's 2 slots were used, never more
+    assert 1 <= len(workers) <= 2  # its own executor, one thread per slot
+    usage = backend.usage
+    assert usage.requests == 6 and usage.completions == 8
+    assert usage.completion_tokens == sum(c.completion_tokens for g in gens for c in g.completions)
+    assert usage.prompt_tokens == sum(g.prompt_tokens for g in gens) > 0
+
+
+def test_stream_gives_the_same_text_as_generate(embedded: LlamaCppBackend) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=8, seed=2)
+    whole = gen(embedded, Q, 1, temperature=0.0, max_tokens=8, seed=2).completions[0]
+    before = embedded.usage
+    deltas = stream_all(embedded, GenerationRequest(prompt=Q, params=params))
+    assert "".join(d.text for d in deltas) == whole.text
+    assert [d.finish_reason for d in deltas if d.finish_reason] == [whole.finish_reason]
+    after = embedded.usage
+    assert after.requests == before.requests + 1
+    assert after.completion_tokens - before.completion_tokens == whole.completion_tokens
+
+
+def _decoded_after(embedded: LlamaCppBackend, stop: str) -> tuple[int, int]:
+    """Stream a long greedy count, stop it after 3 deltas by ``stop``; (deltas seen, tokens decoded)."""
+    request = GenerationRequest(
+        prompt="1, 2, 3, 4, 5, 6,", params=SamplingParams(temperature=0.0, max_tokens=400)
+    )
+    wait_until_idle(embedded)
+    before = embedded.metrics()["tokens_predicted_total"]
+    seen: list[StreamDelta] = []
+
+    async def consume() -> None:
+        async for delta in embedded.stream(request):
+            seen.append(delta)
+            if len(seen) == 3:
+                await asyncio.sleep(3600)  # cancelled from outside
+
+    async def go() -> None:
+        if stop == "close":
+            stream = embedded.stream(request)
+            async with aclosing(stream):
+                async for delta in stream:
+                    seen.append(delta)
+                    if len(seen) == 3:
+                        break
+            return
+        task = asyncio.create_task(consume())
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    wait_until_idle(embedded)
+    return len(seen), int(embedded.metrics()["tokens_predicted_total"] - before)
+
+
+@pytest.mark.parametrize("stop", ["close", "cancel"])
+def test_stopping_a_stream_stops_decoding(embedded: LlamaCppBackend, stop: str) -> None:
+    seen, decoded = _decoded_after(embedded, stop)
+    assert seen == 3
+    assert 3 <= decoded < 40  # of up to 400: llama.cpp stopped at the next token
+
+
+def test_continuing_an_assistant_turn_returns_only_the_new_text(embedded: LlamaCppBackend) -> None:
+    prefix = "The capital of France is"
+    prompt = [
+        Message(role="user", content="What is the capital of France?"),
+        Message(role="assistant", content=prefix),
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    request = GenerationRequest(prompt=prompt, n=2, params=params, continue_final_message=True)
+    g = asyncio.run(embedded.complete(request))
+    # the engine itself echoes the prefix, then continues it
+    raw = embedded.engine.handle_chat_completions(
+        {"messages": [m.model_dump() for m in prompt], "temperature": 0.0, "max_tokens": 8}
+    )
+    echoed = raw["choices"][0]["message"]["content"]
+    assert echoed.startswith(prefix)
+    for c in g.completions:
+        assert c.text == echoed[len(prefix) :] and c.text.strip()
+    streamed = stream_all(embedded, request.model_copy(update={"n": 1}))
+    assert "".join(d.text for d in streamed) == g.completions[0].text
+
+
+def test_top_logprobs_list_alternatives_per_token(embedded: LlamaCppBackend) -> None:
+    request = GenerationRequest(
+        prompt=Q, params=SamplingParams(temperature=0.0, max_tokens=5), top_logprobs=3
+    )
+    c = asyncio.run(embedded.complete(request)).completions[0]
+    assert c.logprobs is not None and len(c.logprobs) == c.completion_tokens
+    assert "".join(t.token for t in c.logprobs) == c.text
+    for t in c.logprobs:
+        assert len(t.top) == 3
+        assert [a.logprob for a in t.top] == sorted((a.logprob for a in t.top), reverse=True)
+        assert t.top[0].token == t.token  # greedy: the chosen token is the most likely
+    assert c.mean_logprob is not None and c.mean_logprob <= 0
+    # without asking, completions carry none (and serialise as before)
+    plain = gen(embedded, Q, 1, temperature=0.0, max_tokens=3).completions[0]
+    assert plain.logprobs is None and "logprobs" not in plain.model_dump()
+
+
+def test_tool_messages_and_tools_reach_the_engine(embedded: LlamaCppBackend) -> None:
+    call = ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}')
+    prompt = [
+        Message(role="user", content="Weather in Paris?"),
+        Message(role="assistant", content=None, tool_calls=(call,)),  # type: ignore[arg-type]
+        Message(role="tool", tool_call_id="c1", content="sunny, 21C"),
+    ]
+    tool = ToolSpec(
+        name="get_weather",
+        description="Current weather of a city",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+    )
+    request = GenerationRequest(
+        prompt=prompt,
+        params=SamplingParams(temperature=0.0, max_tokens=6),
+        tools=(tool,),
+        tool_choice="auto",
+    )
+    g = asyncio.run(embedded.complete(request))
+    c = g.completions[0]
+    assert c.finish_reason in ("stop", "length", "tool_calls")
+    assert c.text or c.tool_calls
+    # the call and its result were part of the prompt the engine evaluated
+    plain = GenerationRequest(prompt=prompt[:1], params=request.params, tools=(tool,))
+    assert g.prompt_tokens > asyncio.run(embedded.complete(plain)).prompt_tokens

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,10 +22,25 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from ponder.backends import create_backend
-from ponder.backends._openai import OpenAIBackend, OpenAIConfig, _split_usage
+from ponder.backends import (
+    LlamaCppBackend,
+    OpenAIBackend,
+    OpenAIConfig,
+    create_backend,
+)
+from ponder.backends._openai import _split_usage  # no public name: the heuristic itself is tested
 from ponder.errors import BackendError, BackendRequestError
-from ponder.records import Generation, Message, Prompt, SamplingParams
+from ponder.records import (
+    Generation,
+    GenerationRequest,
+    Message,
+    NamedToolChoice,
+    Prompt,
+    SamplingParams,
+    StreamDelta,
+    ToolCall,
+    ToolSpec,
+)
 
 Q = [Message(role="user", content="Name a colour.")]
 
@@ -32,8 +48,8 @@ Q = [Message(role="user", content="Name a colour.")]
 # Test servers
 # --------------------------------------------------------------------------------------------------------
 
-Reply = tuple[int, dict[str, Any], dict[str, str]]
-"""(status, JSON body, extra headers) that a stub sends back."""
+Reply = tuple[int, dict[str, Any] | str, dict[str, str]]
+"""(status, JSON body or raw text, extra headers) that a stub sends back."""
 
 Handle = Callable[[int, str, dict[str, Any]], Reply | None]
 """(1-based request number, path, JSON body) -> a reply, or None to forward the request upstream."""
@@ -80,7 +96,10 @@ class Stub:
             reply = self.handle(number, path, body)
             if reply is not None:
                 status, payload, headers = reply
-                return status, json.dumps(payload).encode(), headers
+                raw = (
+                    payload if isinstance(payload, str) else json.dumps(payload)
+                )  # str: sent as is
+                return status, raw.encode(), headers
             assert self.upstream is not None, "stub has nothing to forward to"
             r = httpx.post(self.upstream + path, json=body, timeout=120)
             if r.status_code == 200:
@@ -103,7 +122,7 @@ class Stub:
                     stub.auth.append(self.headers.get("Authorization", ""))
                 status, payload, headers = stub._respond(self.path, json.loads(raw))
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
                 self.send_header("Content-Length", str(len(payload)))
                 for key, value in headers.items():
                     self.send_header(key, value)
@@ -402,11 +421,13 @@ def test_retry_after_is_honoured_and_capped() -> None:
         return chat_ok()
 
     with Stub(once) as stub:
-        start = time.perf_counter()
-        generate(backend(stub.url, backoff_base_s=0.0, backoff_max_s=0.5), Q, 1)
-        elapsed = time.perf_counter() - start
+        b = backend(stub.url, backoff_base_s=0.0, backoff_max_s=0.5)
+        waits: list[float] = []
+        b.add_listener(lambda e: waits.append(e.wait_s) if e.kind == "retry" else None)
+        generate(b, Q, 1)
     assert stub.count == 3
-    assert 0.4 + 0.5 <= elapsed < 5  # waited as asked, but never past backoff_max_s
+    assert waits == [0.4, 0.5]  # waited as asked, but never past backoff_max_s
+    assert b.usage.retries == 2 and b.usage.requests == 1
 
 
 @pytest.mark.parametrize("key_set", [True, False])
@@ -492,3 +513,221 @@ def test_concurrency_is_bounded_across_calls() -> None:
     assert stub.max_in_flight == 2
     assert [len(g.completions) for g in gens] == [6, 3, 3]
     assert gens[0].prompt_tokens == 6 * 7  # one prompt evaluation per request
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tools, top logprobs, continuing a turn, streaming
+# --------------------------------------------------------------------------------------------------------
+
+
+def complete(b: OpenAIBackend, request: GenerationRequest) -> Generation:
+    async def go() -> Generation:
+        try:
+            return await b.complete(request)
+        finally:
+            await b.aclose()
+
+    return asyncio.run(go())
+
+
+def test_tool_calls_go_out_and_come_back() -> None:
+    call = {
+        "id": "call_7",
+        "type": "function",
+        "function": {"name": "add", "arguments": '{"a": 2}'},
+    }
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+    }
+    earlier = ToolCall(id="call_1", name="add", arguments='{"a": 1}')
+    prompt = [
+        Message(role="user", content="Add."),
+        Message(role="assistant", tool_calls=(earlier,)),
+        Message(role="tool", tool_call_id="call_1", content="1"),
+    ]
+    tool = ToolSpec(
+        name="add", parameters={"type": "object", "properties": {"a": {"type": "integer"}}}
+    )
+    request = GenerationRequest(
+        prompt=prompt, params=params(), tools=(tool,), tool_choice=NamedToolChoice(name="add")
+    )
+    with Stub(lambda *_: (200, reply, {})) as stub:
+        g = complete(backend(stub.url, logprobs=False), request)
+    sent = stub.bodies[0]
+    assert sent["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "add", "arguments": '{"a": 1}'},
+            }
+        ],
+    }
+    assert sent["messages"][2] == {"role": "tool", "content": "1", "tool_call_id": "call_1"}
+    assert sent["tools"][0]["function"]["name"] == "add"
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "add"}}
+    c = g.completions[0]
+    assert c.finish_reason == "tool_calls" and c.text == ""
+    assert c.tool_calls == (ToolCall(id="call_7", name="add", arguments='{"a": 2}'),)
+    assert c.tool_calls[0].parsed_arguments() == {"a": 2}
+
+
+@pytest.mark.embedded  # the real llama.cpp server
+def test_continuing_a_turn_and_top_logprobs_over_http(llama: str) -> None:
+    prefix = "The capital of France is"
+    prompt = [
+        Message(role="user", content="What is the capital of France?"),
+        Message(role="assistant", content=prefix),
+    ]
+    request = GenerationRequest(
+        prompt=prompt,
+        params=params(temperature=0.0, max_tokens=6),
+        continue_final_message=True,
+        top_logprobs=2,
+    )
+    with Stub(lambda *_: None, upstream=llama) as proxy:
+        c = complete(backend(proxy.url), request).completions[0]
+    sent, answered = proxy.bodies[0], proxy.upstream_replies[0]
+    assert sent["continue_final_message"] is True and sent["top_logprobs"] == 2
+    echoed = answered["choices"][0]["message"]["content"]
+    assert echoed.startswith(prefix)  # llama.cpp repeats the prefix...
+    assert c.text == echoed[len(prefix) :] and c.text.strip()  # ...the completion does not
+    assert c.logprobs is not None and len(c.logprobs) == c.completion_tokens
+    assert "".join(t.token for t in c.logprobs) == c.text
+    assert all(len(t.top) == 2 and t.top[0].token == t.token for t in c.logprobs)
+
+
+def _idle(engine: LlamaCppBackend) -> float:
+    """Tokens the engine has decoded so far, once it is processing nothing."""
+    for _ in range(600):
+        metrics = engine.metrics()
+        if metrics["requests_processing"] == 0:
+            return metrics["tokens_predicted_total"]
+        time.sleep(0.05)
+    raise AssertionError("the engine is still busy")
+
+
+@pytest.mark.embedded  # the embedded engine's own llama.cpp HTTP server, whose counters we can read
+def test_stream_over_http_matches_and_closing_it_stops_the_server(
+    embedded: LlamaCppBackend,
+) -> None:
+    b = backend(embedded.base_url)
+    short = GenerationRequest(prompt=Q, params=params(temperature=0.0, max_tokens=8))
+    long = GenerationRequest(
+        prompt="1, 2, 3, 4, 5, 6,", params=params(temperature=0.0, max_tokens=400)
+    )
+
+    async def go() -> tuple[Generation, list[StreamDelta], int, float]:
+        whole = await b.complete(short)
+        deltas = [d async for d in b.stream(short)]
+        before = _idle(embedded)
+        got = 0
+        async with aclosing(b.stream(long)) as stream:
+            async for _ in stream:
+                got += 1
+                if got == 3:
+                    break
+        await b.aclose()
+        return whole, deltas, got, before
+
+    whole, deltas, got, before = asyncio.run(go())
+    assert "".join(d.text for d in deltas) == whole.completions[0].text
+    assert [d.finish_reason for d in deltas if d.finish_reason] == [
+        whole.completions[0].finish_reason
+    ]
+    # the final delta carries the server's usage, which the backend's usage sums
+    assert sum(d.completion_tokens or 0 for d in deltas) == whole.completions[0].completion_tokens
+    assert got == 3
+    decoded = _idle(embedded) - before
+    assert 3 <= decoded < 60  # of up to 400: the server stopped when the connection closed
+    assert b.usage.requests == 3
+
+
+def test_streamed_tool_call_fragments_are_joined() -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        body = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    def fragment(**function: str) -> dict[str, Any]:
+        return {"tool_calls": [{"index": 0, "function": function}]}
+
+    first = {
+        "tool_calls": [
+            {"index": 0, "id": "call_3", "type": "function", "function": {"name": "add"}}
+        ]
+    }
+    sse = "".join(
+        [
+            chunk({"role": "assistant", "content": None}),
+            chunk(first),
+            chunk(fragment(arguments='{"a"')),
+            chunk(fragment(arguments=": 5}")),
+            chunk({}, finish="tool_calls"),
+            "data: [DONE]\n\n",
+        ]
+    )
+    tool = ToolSpec(name="add")
+    request = GenerationRequest(prompt=Q, params=params(), tools=(tool,), tool_choice="required")
+
+    async def go(url: str) -> list[StreamDelta]:
+        b = backend(url)
+        try:
+            return [d async for d in b.stream(request)]
+        finally:
+            await b.aclose()
+
+    with Stub(lambda *_: (200, sse, {"Content-Type": "text/event-stream"})) as stub:
+        deltas = asyncio.run(go(stub.url))
+    assert stub.bodies[0]["stream"] is True and stub.bodies[0]["tool_choice"] == "required"
+    last = deltas[-1]
+    assert last.finish_reason == "tool_calls"
+    assert last.tool_calls == (ToolCall(id="call_3", name="add", arguments='{"a": 5}'),)
+    assert all(not d.tool_calls for d in deltas[:-1])
+
+
+@pytest.mark.embedded  # the embedded engine's own llama.cpp HTTP server, whose counters we can read
+def test_cancelling_a_streams_consumer_stops_the_server(embedded: LlamaCppBackend) -> None:
+    b = backend(embedded.base_url)
+    long = GenerationRequest(
+        prompt="1, 2, 3, 4, 5, 6,", params=params(temperature=0.0, max_tokens=400)
+    )
+    seen: list[StreamDelta] = []
+
+    async def consume() -> None:
+        async for delta in b.stream(long):
+            seen.append(delta)
+            if len(seen) == 3:
+                await asyncio.sleep(3600)  # cancelled from outside
+
+    async def go() -> None:
+        task = asyncio.create_task(consume())
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    before = _idle(embedded)
+    asyncio.run(go())
+    assert 3 <= _idle(embedded) - before < 60  # of up to 400
+    assert not any(d.finish_reason for d in seen)

@@ -5,11 +5,15 @@
 * ``scripted`` — a deterministic test double for logic tests.
 
 More come from installed plugins (the ``ponder.backends`` entry-point group; see :mod:`ponder.plugins`).
+
+Every backend subclasses :class:`Backend`, which owns the policy (retries with backoff and jitter, the
+concurrency bound, timeouts, usage accounting, tracing) as described by :class:`BackendPolicy`; a backend
+implements only sending one request for n completions and saying which errors may succeed later.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ponder.backends._base import Backend
+from ponder.backends._base import Backend, BackendEvent, BackendPolicy
 from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
 from ponder.backends._registry import (
     backend_config_type,
@@ -34,6 +38,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Backend",
+    "BackendEvent",
+    "BackendPolicy",
     "LlamaCppBackend",
     "LlamaCppConfig",
     "OpenAIBackend",

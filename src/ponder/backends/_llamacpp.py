@@ -2,26 +2,48 @@
 
 One request for n completions evaluates the prompt once; llama.cpp runs the extra sequences as child slots
 that share the prompt's KV cells and decodes all of them in one batch. The request handlers block, so they
-run in worker threads; the engine is thread-safe across concurrent requests.
+run in this backend's own worker threads (``n_parallel`` of them); the engine is thread-safe across
+concurrent requests.
+
+The :class:`~ponder.backends.Backend` base bounds concurrency in the engine's slots: a request for n
+completions holds n of the ``n_parallel`` slots (more than ``n_parallel`` are split into requests of
+``n_parallel``), so the engine never queues work of ours behind busy slots. A request in flight cannot be
+interrupted, so a cancelled ``generate`` keeps its slots until the engine has answered; a stream
+(``backend.stream``) can: xllamacpp calls ``handle_chat_completions(body, callback)`` /
+``handle_completions(body, callback)`` with ``"stream": True`` once per chunk (a dict), and a callback that
+returns True makes llama.cpp stop decoding that request at the next token (measured: 3 tokens decoded of
+up to 400), which this backend does once the stream is closed or its consumer cancelled.
+
+A chat prompt that ends in an assistant message (``continue_final_message``) is continued; llama.cpp
+returns the prefilled text followed by the new text (its streams send only the new text), and the
+completion holds only the new text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import threading
 import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.backends import _wire
+from ponder.backends._base import Backend, BackendPolicy
 from ponder.backends._registry import register_backend
 from ponder.errors import BackendError, BackendRequestError, RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
-from ponder.records import Completion, FinishReason, Generation, Prompt, SamplingParams
+from ponder.records import Completion, Generation, GenerationRequest, StreamDelta
+
+_T = TypeVar("_T")
+
+_END = object()
+"""Put on a stream's queue when the engine call has returned."""
 
 
 class LlamaCppConfig(BaseModel):
@@ -55,28 +77,29 @@ class LlamaCppConfig(BaseModel):
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
 
-def _token_logprob(token: dict[str, Any]) -> float:
-    """A token's log-probability: llama.cpp sends ``logprob``, or ``prob`` for post-sampling probabilities."""
-    if "logprob" in token:
-        return float(token["logprob"])
-    prob = float(token.get("prob", 0.0))
-    return math.log(prob) if prob > 0 else -math.inf
+def _raise_for_error(result: object) -> dict[str, Any]:
+    """``result`` as a response object, or the engine's error as a Ponder error."""
+    if not isinstance(result, dict):
+        raise BackendError(f"llama.cpp returned {type(result).__name__}, expected a JSON object")
+    if "error" in result:
+        err = result["error"]
+        code = int(err.get("code", 500)) if isinstance(err, dict) else 500
+        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        cls = BackendRequestError if 400 <= code < 500 else BackendError
+        raise cls(f"llama.cpp error {code}: {msg}", status_code=code)
+    return result
 
 
-def _finish(reason: object) -> FinishReason:
-    if reason == "stop":
-        return "stop"
-    return "length" if reason == "length" else "unknown"
-
-
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     """In-process llama.cpp. Create with :func:`ponder.backends.create_backend` or directly."""
 
     def __init__(self, config: LlamaCppConfig | None = None) -> None:
         self.config = config or LlamaCppConfig()
+        super().__init__(BackendPolicy(max_concurrency=self.config.n_parallel))
         self.path: Path = resolve_model(self.config.model)
         self._server: Any = None
         self._http: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
         # Re-entrant: base_url (used under the lock by _count_tokens) loads the engine under it too.
         self._lock = threading.RLock()
 
@@ -89,6 +112,13 @@ class LlamaCppBackend:
     @property
     def max_batch(self) -> int:
         return self.config.n_parallel
+
+    @property
+    def max_n_per_request(self) -> int:
+        return self.config.n_parallel
+
+    def _slots_for(self, request: GenerationRequest) -> int:
+        return request.n  # one engine slot per sequence
 
     def _engine(self) -> Any:
         with self._lock:
@@ -140,9 +170,10 @@ class LlamaCppBackend:
                 out[key.split(":", 1)[-1]] = float(value)
         return out
 
-    def _body(self, prompt: Prompt, n: int, params: SamplingParams) -> dict[str, Any]:
+    def _body(self, request: GenerationRequest, stream: bool = False) -> dict[str, Any]:
+        params = request.params
         body: dict[str, Any] = {
-            "n": n,
+            "n": request.n,
             "temperature": params.temperature,
             "top_p": params.top_p,
             # Explicit, so llama.cpp's own defaults (top_k 40, min_p 0.05) do not silently narrow the
@@ -153,17 +184,27 @@ class LlamaCppBackend:
             "seed": params.seed,
             "cache_prompt": self.config.reuse_prompt_cache,
         }
-        if self.config.logprobs != "off":
-            body["logprobs"] = True if not isinstance(prompt, str) else 1
+        top = request.top_logprobs
+        if self.config.logprobs != "off" or top:
             body["post_sampling_probs"] = self.config.logprobs == "sampling"
-        if not isinstance(prompt, str):
-            body["messages"] = [m.model_dump() for m in prompt]
-            if self.config.logprobs != "off":
-                body["top_logprobs"] = 1
+        if isinstance(request.prompt, str):
+            body["prompt"] = request.prompt
+            if self.config.logprobs != "off" or top:
+                body["logprobs"] = max(top, 1)
         else:
-            body["prompt"] = prompt
+            body["messages"] = [_wire.message_json(m) for m in request.prompt]
+            if self.config.logprobs != "off" or top:
+                body["logprobs"] = True
+                body["top_logprobs"] = max(top, 1)
+            if request.tools:
+                body["tools"] = _wire.tools_json(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = _wire.tool_choice_json(request.tool_choice)
         if params.stop:
             body["stop"] = list(params.stop)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         return body
 
     def _count_tokens(self, text: str) -> int:
@@ -185,84 +226,111 @@ class LlamaCppBackend:
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             raise BackendError(f"llama.cpp could not tokenize a completion: {exc}") from exc
 
-    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, body: dict[str, Any], callback: Callable[[Any], bool] | None = None) -> Any:
         engine = self._engine()
+        handle = engine.handle_chat_completions if "messages" in body else engine.handle_completions
         try:
-            if "messages" in body:
-                result = engine.handle_chat_completions(body)
-            else:
-                result = engine.handle_completions(body)
+            return handle(body) if callback is None else handle(body, callback)
         except ValueError as exc:
             raise BackendRequestError(f"llama.cpp rejected the request: {exc}") from exc
-        if not isinstance(result, dict):
-            raise BackendError(
-                f"llama.cpp returned {type(result).__name__}, expected a JSON object"
-            )
-        if "error" in result:
-            err = result["error"]
-            code = int(err.get("code", 500)) if isinstance(err, dict) else 500
-            msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            cls = BackendRequestError if 400 <= code < 500 else BackendError
-            raise cls(f"llama.cpp error {code}: {msg}", status_code=code)
-        return result
 
-    def _generate_sync(self, prompt: Prompt, n: int, params: SamplingParams) -> Generation:
+    def _generate_sync(self, request: GenerationRequest) -> Generation:
         start = time.perf_counter()
-        result = self._call(self._body(prompt, n, params))
+        result = _raise_for_error(self._call(self._body(request)))
         latency = time.perf_counter() - start
         usage = result.get("usage") or {}
-        completions = []
-        for choice in sorted(result["choices"], key=lambda c: c.get("index", 0)):
-            text = (
-                choice["message"]["content"] if "message" in choice else choice.get("text")
-            ) or ""
-            finish = _finish(choice.get("finish_reason"))
-            tokens = (choice.get("logprobs") or {}).get("content") or []
-            logps = [_token_logprob(t) for t in tokens]
-            if tokens:
-                count = len(tokens)
-            elif finish == "length":
-                count = params.max_tokens
-            elif choice.get("index", 0) == 0 and "completion_tokens" in usage:
-                # With n > 1 llama.cpp's usage covers the first sequence only; for it, it is exact.
-                count = int(usage["completion_tokens"])
-            else:
-                count = self._count_tokens(text) + (1 if finish == "stop" else 0)
-            completions.append(
-                Completion(
-                    text=text,
-                    finish_reason=finish,
-                    completion_tokens=count,
-                    latency_s=latency,
-                    mean_logprob=sum(logps) / len(logps) if logps else None,
-                )
-            )
-        if len(completions) != n:
-            raise BackendError(f"llama.cpp returned {len(completions)} completions, asked for {n}")
+        completions = [
+            self._completion(choice, usage, request, latency)
+            for choice in sorted(result["choices"], key=lambda c: c.get("index", 0))
+        ]
         return Generation(
             completions=completions,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             latency_s=latency,
         )
 
-    async def generate(self, prompt: Prompt, n: int, params: SamplingParams) -> Generation:
-        if n < 1:
-            raise BackendRequestError(f"n must be >= 1, got {n}")
-        if n <= self.config.n_parallel:
-            return await asyncio.to_thread(self._generate_sync, prompt, n, params)
-        # More sequences than slots: split into full batches, each with its own seed.
-        parts: list[Generation] = []
-        done = 0
-        while done < n:
-            m = min(self.config.n_parallel, n - done)
-            sub = params.model_copy(update={"seed": (params.seed + done) % 2**31})
-            parts.append(await asyncio.to_thread(self._generate_sync, prompt, m, sub))
-            done += m
-        return Generation(
-            completions=[c for g in parts for c in g.completions],
-            prompt_tokens=sum(g.prompt_tokens for g in parts),
-            latency_s=sum(g.latency_s for g in parts),
+    def _completion(
+        self,
+        choice: dict[str, Any],
+        usage: dict[str, Any],
+        request: GenerationRequest,
+        latency: float,
+    ) -> Completion:
+        message = choice.get("message")
+        if isinstance(message, dict):
+            text = _wire.strip_echo(message.get("content") or "", request.prefix)
+        else:
+            text = choice.get("text") or ""
+        finish = _wire.finish_reason(choice.get("finish_reason"))
+        tokens = _wire.token_logprobs(choice)
+        if tokens:
+            count = len(tokens)
+        elif finish == "length":
+            count = request.params.max_tokens
+        elif choice.get("index", 0) == 0 and "completion_tokens" in usage:
+            # With n > 1 llama.cpp's usage covers the first sequence only; for it, it is exact.
+            count = int(usage["completion_tokens"])
+        else:
+            count = self._count_tokens(text) + (1 if finish == "stop" else 0)
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            completion_tokens=count,
+            latency_s=latency,
+            mean_logprob=_wire.mean_logprob(tokens),
+            tool_calls=_wire.tool_calls(message),
+            logprobs=_wire.with_top(tokens, request.top_logprobs),
         )
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # One thread per slot: the bound, not a default pool's size, decides what runs at once.
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.config.n_parallel, thread_name_prefix="ponder-llamacpp"
+                )
+            return self._pool
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        future = asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The engine call cannot be interrupted: keep the slots until it has answered, so the bound
+            # stays true, then let the cancellation through.
+            await asyncio.wait([future])
+            raise
+
+    async def _send(self, request: GenerationRequest) -> Generation:
+        return await self._in_thread(self._generate_sync, request)
+
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: Any) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return stop.is_set()  # True makes llama.cpp stop decoding this request
+
+        def run() -> None:
+            try:
+                self._call(self._body(request, stream=True), on_chunk)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        future = loop.run_in_executor(self._executor(), run)
+        calls = _wire.ToolCallAssembler()
+        try:
+            while (chunk := await queue.get()) is not _END:
+                for delta in _wire.stream_deltas(_raise_for_error(chunk), calls):
+                    yield delta
+            await future  # the engine's own error, if the call raised
+        finally:
+            stop.set()
+            if not future.done():
+                # Stops at the next token; the slots stay held until then.
+                await asyncio.wait([future])
 
     async def aclose(self) -> None:
         self.close()
@@ -272,6 +340,9 @@ class LlamaCppBackend:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             # Dropping the last reference stops llama.cpp's loop and frees the model.
             self._server = None
 

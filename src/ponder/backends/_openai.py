@@ -1,11 +1,15 @@
 """The ``openai`` backend: any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs).
 
-Requests go through the official ``openai`` client with its own retries switched off: Ponder retries itself
-so that it can tell what may succeed on a second try (429, 5xx, timeouts, lost connections) from what cannot
-(any other 4xx), and so that a 400 can teach the backend what the server does not support:
+Requests go through the official ``openai`` client with its own retries and timeout switched off: the
+:class:`~ponder.backends.Backend` base retries, bounds and times out every request (``max_retries``,
+``backoff_*``, ``max_concurrency`` and ``timeout_s`` of the config are its policy). This module only says
+what may succeed on a second try (429, 408, 5xx, timeouts, lost connections; never any other 4xx), how long
+the server asked to wait (``Retry-After``), and what a 400 teaches about the server:
 
-* ``n`` > 1 (``n_mode="auto"``): the backend switches to one request per completion for the rest of its life;
-* ``logprobs``: the backend stops asking for them for the rest of its life and estimates token counts.
+* ``n`` > 1 (``n_mode="auto"``): the backend switches to one request per completion for the rest of its life
+  (a server that answers ``n`` with fewer completions is treated the same way);
+* ``logprobs``: the backend stops asking for them for the rest of its life and estimates token counts
+  (:func:`_split_usage`).
 
 The API key is read from the environment variable named by ``api_key_env``; it is never stored in the
 config, logged, or put into an error message.
@@ -18,40 +22,39 @@ import email.utils
 import logging
 import math
 import os
-import random
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ponder.backends import _wire
+from ponder.backends._base import Backend, BackendPolicy, NUnsupportedError
 from ponder.backends._registry import register_backend
 from ponder.errors import BackendError, BackendRequestError
-from ponder.records import Completion, FinishReason, Generation, Prompt, SamplingParams
-
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
+from ponder.records import (
+    Completion,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    Message,
+    StreamDelta,
+)
 
 _log = logging.getLogger("ponder.backends.openai")
 
 _PLACEHOLDER_KEY = "EMPTY"
 """Sent when the key variable is unset: local servers accept any key, and the header must not be empty."""
 
-_SEED_MOD = 2**31
-
 # A standalone token "n" (as in "n must be 1", "'n' is not supported", "Unsupported parameter: 'n'",
 # "Only n=1 is supported"), not the letter inside a word, "n_probs", "n-gram" or an escaped "\n".
 _MENTIONS_N = re.compile(r"(?<![\w\\-])n(?![\w-])")
 _MENTIONS_LOGPROBS = re.compile(r"logprob", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-# Finish reasons that mean "the model ended the text itself" across servers (TGI says eos_token and
-# stop_sequence); anything else but "length" is not something Ponder can interpret.
-_STOP_REASONS = frozenset({"stop", "eos", "eos_token", "stop_sequence"})
 
 # Typical characters per token of a BPE tokenizer on English and code; used only by the token-count
 # heuristic when the server gives no logprobs (see _split_usage).
@@ -82,9 +85,9 @@ class OpenAIConfig(BaseModel):
     )
     max_concurrency: int = Field(8, ge=1, description="HTTP requests in flight at once, in all.")
     max_retries: int = Field(
-        5, ge=0, description="Retries after a 429, 5xx, timeout or lost connection."
+        5, ge=0, description="Retries after a 429, 408, 5xx, timeout or lost connection."
     )
-    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request.")
+    timeout_s: float = Field(300.0, gt=0, description="Timeout of one HTTP request (one attempt).")
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0, description="Cap on one wait, Retry-After included.")
     max_batch: int = Field(
@@ -124,13 +127,7 @@ class OpenAIConfig(BaseModel):
         return value
 
 
-def _finish(reason: object) -> FinishReason:
-    if reason in _STOP_REASONS:
-        return "stop"
-    return "length" if reason == "length" else "unknown"
-
-
-def _render_plain(messages: list[Any]) -> str:
+def _render_plain(messages: list[Message]) -> str:
     """Messages as plain text for the /completions endpoint (base models, no chat template).
 
     Contents are separated by blank lines (role names would be noise to a base model; Ponder's task
@@ -141,24 +138,6 @@ def _render_plain(messages: list[Any]) -> str:
     if messages and messages[-1].role == "user":
         text += "\n\n"
     return text
-
-
-def _token_logprobs(choice: dict[str, Any]) -> list[float] | None:
-    """The sampled tokens' logprobs of one choice, or None when the server sent none.
-
-    Chat responses (and llama.cpp's /completions) use ``logprobs.content[].logprob``; the legacy
-    /completions shape (OpenAI, vLLM) uses ``logprobs.token_logprobs``.
-    """
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
-        return None
-    content = logprobs.get("content")
-    if isinstance(content, list):
-        return [float(t["logprob"]) for t in content if isinstance(t, dict) and "logprob" in t]
-    legacy = logprobs.get("token_logprobs")
-    if isinstance(legacy, list):
-        return [float(x) for x in legacy if x is not None]
-    return None
 
 
 def _split_usage(
@@ -255,34 +234,34 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return text[:500] or exc.message
 
 
-class _NUnsupported(Exception):
-    """Internal signal: the server rejected n > 1 (only raised while n_mode is auto)."""
-
-
-@dataclass
-class _Reply:
-    """One successful HTTP request, parsed."""
-
-    completions: list[Completion]
-    prompt_tokens: int
-
-
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     """Completions from an OpenAI-compatible server. Create with :func:`ponder.backends.create_backend`."""
 
     def __init__(self, config: OpenAIConfig) -> None:
+        super().__init__(
+            BackendPolicy(
+                max_concurrency=config.max_concurrency,
+                max_retries=config.max_retries,
+                backoff_base_s=config.backoff_base_s,
+                backoff_max_s=config.backoff_max_s,
+                timeout_s=config.timeout_s,
+            )
+        )
         self.config = config
         # Both are learned from the server's 400s and never revert: retrying a rejected feature cannot help.
         self._n_mode: Literal["auto", "native", "fanout"] = config.n_mode
         self._logprobs = config.logprobs
         self._client: openai.AsyncOpenAI | None = None
-        self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api_key = _PLACEHOLDER_KEY
 
     @property
     def identity(self) -> str:
         return f"openai:{self.config.base_url}:{self.config.model}"
+
+    @property
+    def name(self) -> str:
+        return self.config.base_url
 
     @property
     def max_batch(self) -> int:
@@ -294,26 +273,55 @@ class OpenAIBackend:
         return self._n_mode
 
     @property
+    def draws_n_natively(self) -> bool:
+        return self._n_mode != "fanout"
+
+    @property
     def logprobs(self) -> bool:
         """Whether logprobs are still requested (False once the server has rejected them)."""
         return self._logprobs
 
-    def _connection(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+    # ---- what the base asks ------------------------------------------------------------------------
+
+    def should_retry(self, exc: Exception) -> bool:
+        if isinstance(exc, openai.APIStatusError):
+            # 408 is the server saying the request timed out: as transient as our own timeout.
+            return exc.status_code in (408, 429) or exc.status_code >= 500
+        # APITimeoutError is an APIConnectionError: both may work on a second try.
+        return isinstance(exc, openai.APIConnectionError)
+
+    def retry_after(self, exc: Exception) -> float | None:
+        if isinstance(exc, openai.APIStatusError):
+            return _retry_after_s(exc.response.headers)
+        return None
+
+    def describe_error(self, exc: Exception) -> str:
+        if isinstance(exc, openai.APIStatusError):
+            return f"HTTP {exc.status_code}: {self._redact(_server_message(exc))}"
+        if isinstance(exc, openai.APITimeoutError):
+            return "timed out"
+        if isinstance(exc, openai.APIConnectionError):
+            detail = exc.__cause__ if exc.__cause__ is not None else exc
+            return f"connection failed: {self._redact(str(detail))}"
+        return self._redact(super().describe_error(exc))
+
+    # ---- one request ---------------------------------------------------------------------------------
+
+    def _connection(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._semaphore is None or self._loop is not loop:
-            # Connection pools and semaphores belong to one event loop; a backend reused from another loop
-            # (e.g. successive asyncio.run calls) gets fresh ones. The old pool's loop is gone, so it
-            # cannot be closed from here; its sockets are released when it is collected.
+        if self._client is None or self._loop is not loop:
+            # A connection pool belongs to one event loop; a backend reused from another loop (e.g.
+            # successive asyncio.run calls) gets a fresh one. The old pool's loop is gone, so it cannot
+            # be closed from here; its sockets are released when it is collected.
             self._api_key = os.environ.get(self.config.api_key_env) or _PLACEHOLDER_KEY
             self._client = openai.AsyncOpenAI(
                 api_key=self._api_key,
                 base_url=self.config.base_url,
-                timeout=self.config.timeout_s,
+                timeout=None,  # the base times out each attempt (one place for timeouts)
                 max_retries=0,
             )
-            self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
             self._loop = loop
-        return self._client, self._semaphore
+        return self._client
 
     def _redact(self, text: str) -> str:
         # Servers sometimes echo the key they rejected; never let it reach a log or an error message.
@@ -321,63 +329,115 @@ class OpenAIBackend:
             text = text.replace(self._api_key, "***")
         return text
 
-    async def generate(self, prompt: Prompt, n: int, params: SamplingParams) -> Generation:
-        """Return ``n`` completions of ``prompt`` (see the module docstring for ``n_mode``)."""
-        if n < 1:
-            raise BackendRequestError(f"n must be >= 1, got {n}")
-        start = time.perf_counter()
-        if n == 1 or self._n_mode == "fanout":
-            replies = await self._fanout(prompt, range(n), params)
+    def _uses_completions(self, request: GenerationRequest) -> bool:
+        return isinstance(request.prompt, str) or self.config.endpoint == "completions"
+
+    def _kwargs(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
+        """The client arguments of ``request`` (chat or /completions)."""
+        params = request.params
+        # top_k / min_p are not OpenAI parameters (hosted APIs reject them); vLLM, SGLang and llama.cpp
+        # accept them, so they are sent only when the user set them.
+        extra: dict[str, Any] = {}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        if params.min_p:
+            extra["min_p"] = params.min_p
+        kwargs: dict[str, Any] = {
+            "model": self.config.model,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "seed": params.seed,
+        }
+        if request.n > 1:  # some servers reject the parameter itself, even n=1
+            kwargs["n"] = request.n
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        if stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        # 1 (not 0): llama.cpp sends no token logprobs at all for 0.
+        top = max(request.top_logprobs, 1)
+        wants_logprobs = request.top_logprobs > 0 or (self._logprobs and not stream)
+        if self._uses_completions(request):
+            prompt = request.prompt
+            kwargs["prompt"] = prompt if isinstance(prompt, str) else _render_plain(prompt)
+            if wants_logprobs:
+                kwargs["logprobs"] = top
         else:
-            replies = await self._native(prompt, n, params)
-        completions = [c for r in replies for c in r.completions]
-        if len(completions) != n:
-            raise BackendError(
-                f"{self.config.base_url} returned {len(completions)} completions, asked for {n}"
-            )
-        return Generation(
-            completions=completions,
-            # Each request evaluates the prompt, so fanout pays for it once per request.
-            prompt_tokens=sum(r.prompt_tokens for r in replies),
-            latency_s=time.perf_counter() - start,
+            assert not isinstance(request.prompt, str)
+            kwargs["messages"] = [_wire.message_json(m) for m in request.prompt]
+            if wants_logprobs:
+                kwargs["logprobs"] = True
+                kwargs["top_logprobs"] = top
+            if request.tools:
+                kwargs["tools"] = _wire.tools_json(request.tools)
+            if request.tool_choice is not None:
+                kwargs["tool_choice"] = _wire.tool_choice_json(request.tool_choice)
+            if request.continue_final_message:
+                # vLLM's names; llama.cpp continues a final assistant message without being asked.
+                extra["continue_final_message"] = True
+                extra["add_generation_prompt"] = False
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    async def _create(self, request: GenerationRequest, stream: bool) -> Any:
+        """One HTTP request: a response (as plain data) or, with ``stream``, the client's open stream."""
+        client = self._connection()
+        endpoint = (
+            client.completions if self._uses_completions(request) else client.chat.completions
         )
+        while True:
+            try:
+                result = await endpoint.create(**self._kwargs(request, stream))
+                return result if stream else result.model_dump()
+            except openai.APIStatusError as exc:
+                if self.should_retry(exc):
+                    raise
+                status, message = exc.status_code, self._redact(_server_message(exc))
+                if status == 400 and self._is_about_n(exc, message, request.n):
+                    self._switch_to_fanout(f"it rejected n={request.n}: {message}")
+                    raise NUnsupportedError(message) from exc
+                if status == 400 and self._logprobs and self._is_about_logprobs(exc, message):
+                    # A different request, not a retry of the same one: it does not use up a retry.
+                    self._disable_logprobs(message)
+                    if request.top_logprobs == 0:
+                        continue
+                raise self._request_error(status, message, request.n) from exc
 
-    async def _native(self, prompt: Prompt, n: int, params: SamplingParams) -> list[_Reply]:
-        try:
-            reply = await self._request(prompt, n, params, params.seed)
-        except _NUnsupported as exc:
-            self._switch_to_fanout(f"it rejected n={n}: {exc}")
-            return await self._fanout(prompt, range(n), params)
-        got = len(reply.completions)
-        if got >= n:
-            return [reply]
-        # Some servers (e.g. Ollama) ignore n and answer with one choice.
-        if self._n_mode == "native":
-            raise BackendError(
-                f"{self.config.base_url} returned {got} completions for n={n}",
-                hint="the server seems to ignore n; set n_mode to 'fanout' (or 'auto')",
+    async def _send(self, request: GenerationRequest) -> Generation:
+        start = time.perf_counter()
+        data = await self._create(request, stream=False)
+        latency = time.perf_counter() - start
+        generation = self._parse(data, request, latency)
+        got = len(generation.completions)
+        if got < request.n:
+            # Some servers (e.g. Ollama) ignore n and answer with one choice.
+            if self._n_mode == "native":
+                raise BackendError(
+                    f"{self.config.base_url} returned {got} completions for n={request.n}",
+                    hint="the server seems to ignore n; set n_mode to 'fanout' (or 'auto')",
+                )
+            self._switch_to_fanout(f"it answered n={request.n} with {got} completion(s)")
+        return generation
+
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        if request.n > 1 and not self.draws_n_natively:
+            raise BackendRequestError(
+                f"{self.config.base_url} draws one completion per request; stream n=1 requests"
             )
-        self._switch_to_fanout(f"it answered n={n} with {got} completion(s)")
-        return [reply, *await self._fanout(prompt, range(got, n), params)]
-
-    async def _fanout(self, prompt: Prompt, indices: range, params: SamplingParams) -> list[_Reply]:
-        """One request per completion, concurrently; completion i uses seed ``params.seed + i``."""
-        if len(indices) == 1:
-            i = indices[0]
-            return [await self._request(prompt, 1, params, (params.seed + i) % _SEED_MOD)]
-        tasks = [
-            asyncio.ensure_future(self._request(prompt, 1, params, (params.seed + i) % _SEED_MOD))
-            for i in indices
-        ]
+        stream = await self._create(request, stream=True)
+        calls = _wire.ToolCallAssembler()
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            # One request failed for good (or we were cancelled): the siblings' results are of no use.
-            # (Not a TaskGroup: callers get the Ponder error itself, not an ExceptionGroup.)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            async for chunk in stream:
+                for delta in _wire.stream_deltas(chunk.model_dump(), calls):
+                    yield delta
+        finally:
+            # Closing the connection is what stops the server's generation.
+            await stream.close()
+
+    # ---- what the server taught us -----------------------------------------------------------------
 
     def _switch_to_fanout(self, why: str) -> None:
         # Concurrent requests may all learn this at once; log it once.
@@ -398,105 +458,6 @@ class OpenAIBackend:
                 "counts are estimated from usage",
                 self.config.base_url,
                 self._redact(why),
-            )
-
-    async def _post(
-        self, client: openai.AsyncOpenAI, prompt: Prompt, n: int, params: SamplingParams, seed: int
-    ) -> dict[str, Any]:
-        """One HTTP request; returns the response as plain data (shapes vary across servers)."""
-        n_arg = n if n > 1 else openai.omit  # some servers reject the parameter itself, even n=1
-        stop = list(params.stop) if params.stop else openai.omit
-        # top_k / min_p are not OpenAI parameters (hosted APIs reject them); vLLM, SGLang and llama.cpp
-        # accept them, so they are sent only when the user set them.
-        extra: dict[str, Any] = {}
-        if params.top_k:
-            extra["top_k"] = params.top_k
-        if params.min_p:
-            extra["min_p"] = params.min_p
-        extra_body = extra or None
-        if isinstance(prompt, str) or self.config.endpoint == "completions":
-            text = prompt if isinstance(prompt, str) else _render_plain(prompt)
-            completion = await client.completions.create(
-                model=self.config.model,
-                prompt=text,
-                n=n_arg,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_tokens,
-                stop=stop,
-                seed=seed,
-                # 1 (not 0): llama.cpp returns no logprobs at all for 0.
-                logprobs=1 if self._logprobs else openai.omit,
-                extra_body=extra_body,
-            )
-            return completion.model_dump()
-        chat = await client.chat.completions.create(
-            model=self.config.model,
-            messages=cast(
-                "list[ChatCompletionMessageParam]",
-                [{"role": m.role, "content": m.content} for m in prompt],
-            ),
-            n=n_arg,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=stop,
-            seed=seed,
-            logprobs=True if self._logprobs else openai.omit,
-            # 1 (not 0): llama.cpp sends no token logprobs for top_logprobs=0.
-            top_logprobs=1 if self._logprobs else openai.omit,
-            extra_body=extra_body,
-        )
-        return chat.model_dump()
-
-    async def _request(self, prompt: Prompt, n: int, params: SamplingParams, seed: int) -> _Reply:
-        """One logical request with retries on transient failures."""
-        client, semaphore = self._connection()
-        failures = 0
-        cause: str = ""
-        last_exc: Exception | None = None
-        while True:
-            wait: float | None = None
-            try:
-                # The slot is held for the HTTP exchange only, not while backing off.
-                async with semaphore:
-                    start = time.perf_counter()
-                    data = await self._post(client, prompt, n, params, seed)
-                    latency = time.perf_counter() - start
-                return self._parse(data, n, params.max_tokens, latency)
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                message = self._redact(_server_message(exc))
-                # 408 is the server saying the request timed out: as transient as our own timeout.
-                if status in (408, 429) or status >= 500:
-                    cause, last_exc = f"HTTP {status}: {message}", exc
-                    wait = _retry_after_s(exc.response.headers)
-                elif status == 400 and self._is_about_n(exc, message, n):
-                    raise _NUnsupported(message) from exc
-                elif status == 400 and self._logprobs and self._is_about_logprobs(exc, message):
-                    # A different request, not a retry of the same one: it does not use up a retry.
-                    self._disable_logprobs(message)
-                    continue
-                else:
-                    raise self._request_error(status, message, n) from exc
-            except openai.APITimeoutError as exc:
-                cause, last_exc = f"timed out after {self.config.timeout_s:g}s", exc
-            except openai.APIConnectionError as exc:
-                detail = exc.__cause__ if exc.__cause__ is not None else exc
-                cause, last_exc = f"connection failed: {self._redact(str(detail))}", exc
-            failures += 1
-            if failures > self.config.max_retries:
-                raise BackendError(
-                    f"{self.config.base_url} failed after {failures} attempts; last error: {cause}",
-                    status_code=getattr(last_exc, "status_code", None),
-                    hint="the server may be down or overloaded; raise max_retries or lower "
-                    "max_concurrency",
-                ) from last_exc
-            backoff = random.uniform(
-                0, min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (failures - 1))
-            )
-            await asyncio.sleep(
-                min(wait, self.config.backoff_max_s) if wait is not None else backoff
             )
 
     def _is_about_n(self, exc: openai.APIStatusError, message: str, n: int) -> bool:
@@ -531,27 +492,31 @@ class OpenAIBackend:
             hint=hint,
         )
 
-    def _parse(self, data: dict[str, Any], n: int, max_tokens: int, latency: float) -> _Reply:
+    def _parse(
+        self, data: dict[str, Any], request: GenerationRequest, latency: float
+    ) -> Generation:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index") or 0)
         if not choices:
             raise BackendError(f"{self.config.base_url} returned no completions")
-        if len(choices) > n:
+        if len(choices) > request.n:
             raise BackendError(
-                f"{self.config.base_url} returned {len(choices)} completions, asked for {n}"
+                f"{self.config.base_url} returned {len(choices)} completions, asked for {request.n}"
             )
+        chat = not self._uses_completions(request)
         texts: list[str] = []
         finishes: list[FinishReason] = []
-        logprobs: list[list[float] | None] = []
+        tokens = []
         for choice in choices:
             message = choice.get("message")
             text = message.get("content") if isinstance(message, dict) else choice.get("text")
-            texts.append(text or "")
-            finishes.append(_finish(choice.get("finish_reason")))
-            logprobs.append(_token_logprobs(choice))
+            texts.append(_wire.strip_echo(text or "", request.prefix) if chat else text or "")
+            finishes.append(_wire.finish_reason(choice.get("finish_reason")))
+            tokens.append(_wire.token_logprobs(choice))
         usage = data.get("usage") or {}
-        if all(lp is not None for lp in logprobs):
+        max_tokens = request.params.max_tokens
+        if all(t is not None for t in tokens):
             # Exact: one logprob per decoded token. (usage covers one sample on some servers when n > 1.)
-            counts = [len(lp or []) for lp in logprobs]
+            counts = [len(t or []) for t in tokens]
         else:
             counts = _split_usage(texts, finishes, usage.get("completion_tokens"), max_tokens)
         completions = [
@@ -560,16 +525,24 @@ class OpenAIBackend:
                 finish_reason=finish,
                 completion_tokens=count,
                 latency_s=latency,
-                mean_logprob=sum(lp) / len(lp) if lp else None,
+                mean_logprob=_wire.mean_logprob(toks),
+                tool_calls=_wire.tool_calls(choice.get("message")),
+                logprobs=_wire.with_top(toks, request.top_logprobs),
             )
-            for text, finish, count, lp in zip(texts, finishes, counts, logprobs, strict=True)
+            for text, finish, count, toks, choice in zip(
+                texts, finishes, counts, tokens, choices, strict=True
+            )
         ]
-        return _Reply(completions, int(usage.get("prompt_tokens") or 0))
+        return Generation(
+            completions=completions,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            latency_s=latency,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client (when it belongs to the running event loop)."""
         client, loop = self._client, self._loop
-        self._client, self._semaphore, self._loop = None, None, None
+        self._client, self._loop = None, None
         if client is not None and asyncio.get_running_loop() is loop:
             await client.close()
 

@@ -1,7 +1,8 @@
 """A deterministic backend for tests of logic (like inspect_ai's mockllm).
 
 It never replaces tests of the real backends; it makes scheduling, storage and selection logic testable
-without a model.
+without a model. Like every backend it implements only ``_send``; the policy (usage, tracing, streaming by
+whole completions) comes from :class:`~ponder.backends.Backend`, with no concurrency bound or retries.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.backends._base import Backend
 from ponder.backends._registry import register_backend
-from ponder.records import Completion, Generation, Prompt, SamplingParams
+from ponder.records import Completion, Generation, GenerationRequest, Prompt, SamplingParams
 
 ScriptFn = Callable[[Prompt, int, SamplingParams], str]
 """(prompt, index within request, params) -> completion text."""
@@ -44,8 +46,8 @@ def _prompt_text(prompt: Prompt) -> str:
     return "\n".join(f"{m.role}: {m.content}" for m in prompt)
 
 
-@dataclass
-class ScriptedBackend:
+@dataclass(eq=False)
+class ScriptedBackend(Backend):
     """Returns scripted completions.
 
     Exactly one source is used, in this order: ``fn`` (a function of prompt, index and params), ``outputs``
@@ -64,6 +66,9 @@ class ScriptedBackend:
     _cursor: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__()
 
     @property
     def identity(self) -> str:
@@ -86,7 +91,8 @@ class ScriptedBackend:
             return rng.choice(list(self.choices))
         return ""
 
-    async def generate(self, prompt: Prompt, n: int, params: SamplingParams) -> Generation:
+    async def _send(self, request: GenerationRequest) -> Generation:
+        prompt, n, params = request.prompt, request.n, request.params
         self.calls.append((prompt, n, params))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -119,9 +125,6 @@ class ScriptedBackend:
             prompt_tokens=len(_prompt_text(prompt).split()),
             latency_s=latency,
         )
-
-    async def aclose(self) -> None:
-        return None
 
 
 @register_backend("scripted", ScriptedConfig)

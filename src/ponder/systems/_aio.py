@@ -1,25 +1,5 @@
-"""asyncio helpers."""
+"""asyncio helpers (one implementation, in :mod:`ponder._aio`, shared with the backends)."""
 
-from __future__ import annotations
+from ponder._aio import gather_all
 
-import asyncio
-from collections.abc import Awaitable, Iterable
-from typing import TypeVar
-
-T = TypeVar("T")
-
-
-async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Run awaitables concurrently and return their results in order.
-
-    Unlike a plain :func:`asyncio.gather`, the first failure cancels the others (and waits for them),
-    so no backend call is left running for a run that already failed; the failure is re-raised.
-    """
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+__all__ = ["gather_all"]
