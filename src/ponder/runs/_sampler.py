@@ -1,20 +1,25 @@
-"""Draw the missing samples of a run: batched per problem, bounded concurrency, committed per request."""
+"""Draw the missing samples of a run: batched per problem, bounded concurrency, committed per request,
+claimed in the store so that several processes can sample one run together."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, StoreError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.store import Store, request_seed, run_spec
+from ponder.store import HEARTBEAT_S, Owner, Store, request_seed, run_spec
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
     from ponder.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """Called after each committed request with (new samples, new completion tokens)."""
@@ -36,6 +41,9 @@ class SamplingReport:
     """Samples the run should hold after this call (problems x n)."""
     already_present: int
     drawn: int
+    """Samples this call drew and stored."""
+    drawn_elsewhere: int
+    """Samples another process sampling the same run stored while this call ran."""
     requests: int
     prompt_tokens: int
     completion_tokens: int
@@ -72,16 +80,26 @@ async def sample_run(
     batch: int | None = None,
     concurrency: int | None = None,
     on_progress: ProgressFn | None = None,
+    poll_s: float = 1.0,
 ) -> SamplingReport:
     """Make the run (backend, task, params) hold ``n`` samples for each problem.
 
     Samples already stored are kept; only missing indices are drawn. Each request's samples are committed in
-    one transaction as soon as it returns, so a killed run loses at most the requests in flight.
+    one transaction as soon as it returns, so a killed run loses at most the requests in flight. Each
+    problem's prompt is rendered once, stored with the problem, and sent as stored.
+
+    Several processes may sample the same run at once (the same command started twice, or on several
+    machines sharing the file): before each request a process claims its sample indices in the store, so no
+    index is drawn twice. Indices that another live process is drawing are skipped; once nothing else is left
+    this call waits for them (polling every ``poll_s`` seconds, logging who it waits for) and draws them itself
+    if that process dies. The claims of a process killed outright stop counting as soon as it is seen dead
+    (see :mod:`ponder.store`).
 
     Args:
         batch: samples per request (default: ``min(n, backend.max_batch)``); all samples of a request share
             the prompt's evaluation.
         concurrency: requests in flight (default: enough to fill the backend's batch slots).
+        poll_s: how often to look again while waiting for another process's samples.
     """
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}", hint="pass --n 1 or more")
@@ -94,29 +112,36 @@ async def sample_run(
 
     spec = run_spec(backend, task, params)
     run = store.ensure_run(spec)
-    store.add_problems(run.id, problems)
-    existing = store.existing_indices(run.id)
-    already = sum(len({i for i in existing.get(p.id, set()) if i < n}) for p in problems)
-    units = plan(problems, n, existing, batch)
+    prompts = [task.prompt(p) for p in problems]
+    store.add_problems(run.id, problems, prompts)
+    prompt_of = {p.id: prompt for p, prompt in zip(problems, prompts, strict=True)}
+    wanted = {p.id for p in problems}
 
-    queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
-    for u in units:
-        queue.put_nowait(u)
+    def present() -> int:
+        existing = store.existing_indices(run.id)
+        return sum(len({i for i in existing.get(p.id, set()) if i < n}) for p in problems)
+
+    already = present()
     totals = {"drawn": 0, "prompt": 0, "completion": 0, "requests": 0}
+    owner = store.register_owner()
 
-    async def worker() -> None:
+    async def worker(queue: asyncio.Queue[WorkUnit]) -> None:
         while True:
             try:
                 unit = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            seed = request_seed(params.seed, unit.problem.id, unit.indices[0])
+            # Another process may have claimed or stored some of these indices since the plan.
+            indices = tuple(store.claim(run.id, owner, unit.problem.id, unit.indices))
+            if not indices:
+                continue
+            seed = request_seed(params.seed, unit.problem.id, indices[0])
             gen = await backend.generate(
-                task.prompt(unit.problem),
-                len(unit.indices),
+                prompt_of[unit.problem.id],
+                len(indices),
                 params.model_copy(update={"seed": seed}),
             )
-            shares = _split(gen.prompt_tokens, len(unit.indices))
+            shares = _split(gen.prompt_tokens, len(indices))
             samples = [
                 Sample(
                     run_id=run.id,
@@ -130,34 +155,101 @@ async def sample_run(
                     seed=seed,
                     mean_logprob=c.mean_logprob,
                 )
-                for idx, c, share in zip(unit.indices, gen.completions, shares, strict=True)
+                for idx, c, share in zip(indices, gen.completions, shares, strict=True)
             ]
-            store.add_samples(samples)
+            stored = len(store.add_samples(samples, owner=owner))
             tokens = sum(c.completion_tokens for c in gen.completions)
-            totals["drawn"] += len(samples)
+            totals["drawn"] += stored
             totals["prompt"] += gen.prompt_tokens
             totals["completion"] += tokens
             totals["requests"] += 1
             if on_progress is not None:
-                on_progress(len(samples), tokens)
+                on_progress(stored, tokens)
+
+    async def draw(units: list[WorkUnit]) -> None:
+        queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
+        for u in units:
+            queue.put_nowait(u)
+        workers = [asyncio.create_task(worker(queue)) for _ in range(min(concurrency, len(units)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            # On the first failure stop the others; what they committed stays committed.
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
     start = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(units)))]
+    beat = asyncio.create_task(_heartbeat(store, owner))
+    waited_for: set[int] = set()
     try:
-        await asyncio.gather(*workers)
+        while True:
+            others = {
+                pid: claimed
+                for pid, claimed in store.claims(run.id, exclude=owner).items()
+                if pid in wanted
+            }
+            busy = store.existing_indices(run.id)
+            for pid, claimed in others.items():
+                busy[pid] = busy.get(pid, set()) | set(claimed)
+            units = plan(problems, n, busy, batch)
+            if units:
+                await draw(units)
+                continue
+            pending = [o for claimed in others.values() for i, o in claimed.items() if i < n]
+            if not pending:
+                break
+            _log_wait(run.id, pending, waited_for)
+            await asyncio.sleep(poll_s)
     finally:
-        # On the first failure stop the others; what they committed stays committed.
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        store.release_owner(owner)
     return SamplingReport(
         run_id=run.id,
         problems=len(problems),
         requested=len(problems) * n,
         already_present=already,
         drawn=totals["drawn"],
+        drawn_elsewhere=present() - already - totals["drawn"],
         requests=totals["requests"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],
         wall_s=time.perf_counter() - start,
     )
+
+
+async def _heartbeat(store: Store, owner: int) -> None:
+    """Renew this process's lease on its claims until cancelled."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            if not store.heartbeat(owner):
+                logger.warning(
+                    "this sampler had been taken for dead by another process; it goes on"
+                )
+        except StoreError as exc:
+            # A busy database delays one beat; the lease is several beats long.
+            logger.warning("could not renew the sampling lease: %s", exc.message)
+
+
+def _log_wait(run_id: str, pending: list[Owner], told: set[int]) -> None:
+    """Say once per process whose samples this one waits for: which process, since when."""
+    by_owner: dict[int, list[Owner]] = {}
+    for o in pending:
+        by_owner.setdefault(o.id, []).append(o)
+    for owner_id, items in by_owner.items():
+        if owner_id in told:
+            continue
+        told.add(owner_id)
+        o = items[0]
+        since = datetime.fromtimestamp(o.started_at).strftime("%Y-%m-%d %H:%M:%S")
+        logger.warning(
+            "run %s: waiting for %d sample(s) being drawn by another process (pid %d on %s, "
+            "sampling since %s); if it stops, they are drawn here",
+            run_id,
+            len(items),
+            o.pid,
+            o.host,
+            since,
+        )

@@ -110,10 +110,10 @@ async def system_run(
 ) -> SystemRunReport:
     """Make the system run of ``system`` on ``task`` hold an answer for each of ``problems``.
 
-    Problems already answered are skipped. Each query is ``task.prompt(problem)`` with the problem's
-    reference (for ``verify`` components); its answer and trace are committed together as soon as it
-    finishes. The first failure stops the run (queries in flight are cancelled, committed answers
-    stay): rerun the same command to resume.
+    Problems already answered are skipped. Each query is ``task.prompt(problem)`` (stored with the
+    problem as the run's prompt) with the problem's reference (for ``verify`` components); its
+    answer and trace are committed together as soon as it finishes. The first failure stops the run
+    (queries in flight are cancelled, committed answers stay): rerun the same command to resume.
 
     Raises:
         ConfigError: no problems, or ``concurrency`` < 1.
@@ -125,7 +125,9 @@ async def system_run(
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     spec = system_spec(system, task, seed=seed)
     run = store.ensure_run(spec)
-    store.add_problems(run.id, problems)
+    queries = [task.prompt(p) for p in problems]
+    store.add_problems(run.id, problems, queries)
+    query_of = {p.id: q for p, q in zip(problems, queries, strict=True)}
     existing = store.existing_indices(run.id)
     todo = [p for p in problems if 0 not in existing.get(p.id, set())]
     gate = asyncio.Semaphore(concurrency)
@@ -134,22 +136,24 @@ async def system_run(
     async def answer(problem: Problem) -> None:
         async with gate:
             result = await system.arun(
-                task.prompt(problem), reference=problem.reference, seed=spec.params.seed
+                query_of[problem.id], reference=problem.reference, seed=spec.params.seed
             )
         top = result.trace.candidate(result.answer_id)
-        store.add_answer(
-            Sample(
-                run_id=run.id,
-                problem_id=problem.id,
-                index=0,
-                text=result.answer,
-                finish_reason=top.finish_reason if top is not None else "unknown",
-                completion_tokens=result.usage.completion_tokens,
-                prompt_tokens=result.usage.prompt_tokens,
-                latency_s=result.usage.wall_s,
-                seed=spec.params.seed,
-            ),
-            result.trace,
+        store.add_samples(
+            [
+                Sample(
+                    run_id=run.id,
+                    problem_id=problem.id,
+                    index=0,
+                    text=result.answer,
+                    finish_reason=top.finish_reason if top is not None else "unknown",
+                    completion_tokens=result.usage.completion_tokens,
+                    prompt_tokens=result.usage.prompt_tokens,
+                    latency_s=result.usage.wall_s,
+                    seed=spec.params.seed,
+                )
+            ],
+            [result.trace],
         )
         totals["calls"] += result.usage.calls
         totals["prompt"] += result.usage.prompt_tokens
