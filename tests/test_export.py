@@ -6,10 +6,10 @@ import asyncio
 import io
 import json
 import random
-from collections import Counter
-from collections.abc import Iterator
 import shutil
 import sqlite3
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
