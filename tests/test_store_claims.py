@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.store import LEASE_S, RunSpec, Store
 
@@ -263,3 +265,46 @@ def test_a_sampler_killed_outright_never_blocks_the_next(tmp_path: Path) -> None
     finally:
         victim.kill()
         victim.wait()
+
+
+@pytest.mark.embedded
+def test_the_same_ponder_sample_started_twice(tmp_path: Path) -> None:
+    """Two real `ponder sample` commands on one database, started together on the real model."""
+    db = tmp_path / "twice.db"
+    args = [
+        str(Path(sys.executable).parent / "ponder"),
+        "sample",
+        "--task",
+        "gsm8k",
+        "--limit",
+        "2",
+        "--n",
+        "6",
+        "--parallel",
+        "2",
+        "--concurrency",
+        "1",
+        "--model",
+        "smollm2-135m",
+        "--max-tokens",
+        "4",
+        "--json",
+        "--db",
+        str(db),
+    ]
+    env = {**os.environ, "COLUMNS": "200"}
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert "UNIQUE" not in err
+        outs.append(json.loads(out)["sampling"])
+    _every_sample_once(db, 2, 6)
+    assert outs[0]["run_id"] == outs[1]["run_id"]
+    assert outs[0]["drawn"] + outs[1]["drawn"] == 12
+    for o in outs:
+        assert o["already_present"] + o["drawn"] + o["drawn_elsewhere"] == 12
