@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -308,3 +310,59 @@ def test_the_same_ponder_sample_started_twice(tmp_path: Path) -> None:
     assert outs[0]["drawn"] + outs[1]["drawn"] == 12
     for o in outs:
         assert o["already_present"] + o["drawn"] + o["drawn_elsewhere"] == 12
+
+
+def test_concurrent_drivers_in_one_process_split_the_work(tmp_path: Path) -> None:
+    """Two sampling calls and two system-run calls at once on their own connections to one file."""
+    from ponder.backends import ScriptedBackend
+    from ponder.runs import sample_run, system_run
+    from ponder.systems import System
+    from tests._fakes import arithmetic
+
+    db = tmp_path / "both.db"
+    task = arithmetic(5)
+    params = SamplingParams(max_tokens=8, seed=1)
+
+    async def sampling() -> list[Any]:
+        backend = ScriptedBackend(outputs=["#### 1"], delay_s=0.01, batch=2)
+        with Store(db) as a, Store(db) as b:
+            return list(
+                await asyncio.gather(
+                    sample_run(a, backend, task, task.problems(), 6, params, poll_s=0.01),
+                    sample_run(b, backend, task, task.problems(), 6, params, poll_s=0.01),
+                )
+            )
+
+    first, second = asyncio.run(sampling())
+    assert first.drawn + second.drawn == 30 and first.drawn > 0 and second.drawn > 0
+    assert first.drawn_elsewhere == second.drawn and second.drawn_elsewhere == first.drawn
+    with Store(db) as store:
+        samples = store.samples(first.run_id)
+    assert sorted((s.problem_id, s.index) for s in samples) == sorted(
+        (p.id, i) for p in task.problems() for i in range(6)
+    )
+
+    async def systems() -> list[Any]:
+        backend = ScriptedBackend(outputs=["#### 2"], delay_s=0.01)
+        config = {"layers": [{"type": "generate"}]}
+        async with (
+            System.from_dict(config, default_backend=backend) as s1,
+            System.from_dict(config, default_backend=backend) as s2,
+        ):
+            with Store(db) as a, Store(db) as b:
+                return list(
+                    await asyncio.gather(
+                        system_run(a, s1, task, task.problems(), concurrency=1, poll_s=0.01),
+                        system_run(b, s2, task, task.problems(), concurrency=1, poll_s=0.01),
+                    )
+                )
+
+    one, two = asyncio.run(systems())
+    assert one.run_id == two.run_id
+    assert one.answered + two.answered == 5 and one.answered > 0 and two.answered > 0
+    assert one.answered_elsewhere == two.answered
+    with Store(db) as store:
+        answers = store.samples(one.run_id)
+        assert sorted(s.problem_id for s in answers) == [p.id for p in task.problems()]
+        assert len(store.trace_rows(one.run_id)) == 5
+        assert set(store.prompts(one.run_id)) == {p.id for p in task.problems()}

@@ -4,22 +4,19 @@ claimed in the store so that several processes can sample one run together."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ponder.errors import ConfigError, StoreError
+from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.store import HEARTBEAT_S, Owner, Store, request_seed, run_spec
+from ponder.runs._claims import Waiting, busy, owning
+from ponder.store import Store, request_seed, run_spec
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
     from ponder.tasks import Task
-
-logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """Called after each committed request with (new samples, new completion tokens)."""
@@ -123,9 +120,8 @@ async def sample_run(
 
     already = present()
     totals = {"drawn": 0, "prompt": 0, "completion": 0, "requests": 0}
-    owner = store.register_owner()
 
-    async def worker(queue: asyncio.Queue[WorkUnit]) -> None:
+    async def worker(owner: int, queue: asyncio.Queue[WorkUnit]) -> None:
         while True:
             try:
                 unit = queue.get_nowait()
@@ -166,11 +162,13 @@ async def sample_run(
             if on_progress is not None:
                 on_progress(stored, tokens)
 
-    async def draw(units: list[WorkUnit]) -> None:
+    async def draw(owner: int, units: list[WorkUnit]) -> None:
         queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
         for u in units:
             queue.put_nowait(u)
-        workers = [asyncio.create_task(worker(queue)) for _ in range(min(concurrency, len(units)))]
+        workers = [
+            asyncio.create_task(worker(owner, queue)) for _ in range(min(concurrency, len(units)))
+        ]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -180,31 +178,19 @@ async def sample_run(
             await asyncio.gather(*workers, return_exceptions=True)
 
     start = time.perf_counter()
-    beat = asyncio.create_task(_heartbeat(store, owner))
-    waited_for: set[int] = set()
-    try:
+    waiting = Waiting(run.id)
+    async with owning(store) as owner:
         while True:
-            others = {
-                pid: claimed
-                for pid, claimed in store.claims(run.id, exclude=owner).items()
-                if pid in wanted
-            }
-            busy = store.existing_indices(run.id)
-            for pid, claimed in others.items():
-                busy[pid] = busy.get(pid, set()) | set(claimed)
-            units = plan(problems, n, busy, batch)
+            taken, others = busy(store, run.id, owner, wanted)
+            units = plan(problems, n, taken, batch)
             if units:
-                await draw(units)
+                await draw(owner, units)
                 continue
             pending = [o for claimed in others.values() for i, o in claimed.items() if i < n]
             if not pending:
                 break
-            _log_wait(run.id, pending, waited_for)
+            waiting.tell(pending)
             await asyncio.sleep(poll_s)
-    finally:
-        beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
-        store.release_owner(owner)
     return SamplingReport(
         run_id=run.id,
         problems=len(problems),
@@ -217,39 +203,3 @@ async def sample_run(
         completion_tokens=totals["completion"],
         wall_s=time.perf_counter() - start,
     )
-
-
-async def _heartbeat(store: Store, owner: int) -> None:
-    """Renew this process's lease on its claims until cancelled."""
-    while True:
-        await asyncio.sleep(HEARTBEAT_S)
-        try:
-            if not store.heartbeat(owner):
-                logger.warning(
-                    "this sampler had been taken for dead by another process; it goes on"
-                )
-        except StoreError as exc:
-            # A busy database delays one beat; the lease is several beats long.
-            logger.warning("could not renew the sampling lease: %s", exc.message)
-
-
-def _log_wait(run_id: str, pending: list[Owner], told: set[int]) -> None:
-    """Say once per process whose samples this one waits for: which process, since when."""
-    by_owner: dict[int, list[Owner]] = {}
-    for o in pending:
-        by_owner.setdefault(o.id, []).append(o)
-    for owner_id, items in by_owner.items():
-        if owner_id in told:
-            continue
-        told.add(owner_id)
-        o = items[0]
-        since = datetime.fromtimestamp(o.started_at).strftime("%Y-%m-%d %H:%M:%S")
-        logger.warning(
-            "run %s: waiting for %d sample(s) being drawn by another process (pid %d on %s, "
-            "sampling since %s); if it stops, they are drawn here",
-            run_id,
-            len(items),
-            o.pid,
-            o.host,
-            since,
-        )

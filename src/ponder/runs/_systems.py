@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
+from ponder.runs._claims import Waiting, busy, owning
 from ponder.runs._sampler import ProgressFn, SamplingReport, sample_run
 from ponder.store import RunSpec, Store
 
@@ -92,6 +93,8 @@ class SystemRunReport:
     problems: int
     already_present: int
     answered: int
+    answered_elsewhere: int
+    """Problems another process running the same system run answered while this call ran."""
     calls: int
     prompt_tokens: int
     completion_tokens: int
@@ -107,6 +110,7 @@ async def system_run(
     concurrency: int = 4,
     seed: int | None = None,
     on_answer: Callable[[SystemResult], None] | None = None,
+    poll_s: float = 1.0,
 ) -> SystemRunReport:
     """Make the system run of ``system`` on ``task`` hold an answer for each of ``problems``.
 
@@ -114,6 +118,8 @@ async def system_run(
     problem as the run's prompt) with the problem's reference (for ``verify`` components); its
     answer and trace are committed together as soon as it finishes. The first failure stops the run
     (queries in flight are cancelled, committed answers stay): rerun the same command to resume.
+    Several processes may fill the same system run at once: each claims a problem before querying
+    it, and at the end waits for the problems others are answering (as :func:`sample_run` does).
 
     Raises:
         ConfigError: no problems, or ``concurrency`` < 1.
@@ -128,18 +134,26 @@ async def system_run(
     queries = [task.prompt(p) for p in problems]
     store.add_problems(run.id, problems, queries)
     query_of = {p.id: q for p, q in zip(problems, queries, strict=True)}
-    existing = store.existing_indices(run.id)
-    todo = [p for p in problems if 0 not in existing.get(p.id, set())]
-    gate = asyncio.Semaphore(concurrency)
-    totals = {"calls": 0, "prompt": 0, "completion": 0}
+    wanted = {p.id for p in problems}
 
-    async def answer(problem: Problem) -> None:
+    def answered() -> int:
+        existing = store.existing_indices(run.id)
+        return sum(1 for p in problems if 0 in existing.get(p.id, set()))
+
+    already = answered()
+    gate = asyncio.Semaphore(concurrency)
+    totals = {"answered": 0, "calls": 0, "prompt": 0, "completion": 0}
+
+    async def answer(owner: int, problem: Problem) -> None:
         async with gate:
+            # Claimed only once it is its turn, so other processes can take the problems queued here.
+            if not store.claim(run.id, owner, problem.id, [0]):
+                return
             result = await system.arun(
                 query_of[problem.id], reference=problem.reference, seed=spec.params.seed
             )
         top = result.trace.candidate(result.answer_id)
-        store.add_samples(
+        stored = store.add_samples(
             [
                 Sample(
                     run_id=run.id,
@@ -154,27 +168,46 @@ async def system_run(
                 )
             ],
             [result.trace],
+            owner=owner,
         )
+        totals["answered"] += len(stored)
         totals["calls"] += result.usage.calls
         totals["prompt"] += result.usage.prompt_tokens
         totals["completion"] += result.usage.completion_tokens
         if on_answer is not None:
             on_answer(result)
 
+    async def answer_all(owner: int, todo: list[Problem]) -> None:
+        tasks = [asyncio.ensure_future(answer(owner, p)) for p in todo]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # On the first failure stop the others; what they committed stays committed.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     start = time.perf_counter()
-    tasks = [asyncio.ensure_future(answer(p)) for p in todo]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        # On the first failure stop the others; what they committed stays committed.
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    waiting = Waiting(run.id)
+    async with owning(store) as owner:
+        # Several processes may run the same system run: see ponder.runs._claims.
+        while True:
+            taken, others = busy(store, run.id, owner, wanted)
+            todo = [p for p in problems if 0 not in taken.get(p.id, set())]
+            if todo:
+                await answer_all(owner, todo)
+                continue
+            pending = [o for claimed in others.values() for i, o in claimed.items() if i == 0]
+            if not pending:
+                break
+            waiting.tell(pending)
+            await asyncio.sleep(poll_s)
     return SystemRunReport(
         run_id=run.id,
         problems=len(problems),
-        already_present=len(problems) - len(todo),
-        answered=len(todo),
+        already_present=already,
+        answered=totals["answered"],
+        answered_elsewhere=answered() - already - totals["answered"],
         calls=totals["calls"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],
