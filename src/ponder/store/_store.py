@@ -91,12 +91,17 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
-        with self._guard("initialise"):
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across process kills in WAL mode (only an OS crash can lose the tail).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            upgrade(self._db, self.path)
+        try:
+            with self._guard("initialise"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable across process kills in WAL mode (only an OS crash can lose the
+                # tail).
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                upgrade(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     def __enter__(self) -> Store:
         return self
