@@ -224,7 +224,12 @@ def test_two_processes_share_one_run(tmp_path: Path) -> None:
         assert len(_stored(db)) == 2
         second = _sampler(db, data, n, 0.0)
         try:
-            _wait_until("all but the held unit are stored", lambda: len(_stored(db)) == total - 2)
+            _wait_until(
+                "all but the held unit are stored",
+                lambda: len(_stored(db)) == total - 2,
+                first,
+                second,
+            )
             time.sleep(0.5)
             assert second.poll() is None  # waiting for the held unit, not failing nor redrawing
             assert _claimed(db) == 2

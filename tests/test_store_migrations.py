@@ -15,7 +15,7 @@ import pytest
 
 from ponder.analysis import build_report, load_run, report_json
 from ponder.errors import StoreError
-from ponder.records import SamplingParams
+from ponder.records import Message, Problem, SamplingParams
 from ponder.store import SCHEMA_VERSION, RunSpec, Store
 
 PONDER = [sys.executable, "-m", "ponder"]
@@ -210,10 +210,19 @@ def test_v0_database_upgrades_in_place_and_reports_the_same_numbers(tmp_path: Pa
     assert api["coverage"]["mean"] == report["coverage"]["mean"]
     assert api["cost"] == report["cost"]
 
-    # Opening again is a no-op, and the upgraded run takes new samples as any other.
+    # Opening again is a no-op.
     runs = _ponder("runs", "--json", "--db", str(db))
     assert runs.returncode == 0, runs.stderr
     assert V0_ID in runs.stdout and _rows(db) == before
+
+    # A problem of the old run sampled again gets its prompt stored; a stored prompt stays.
+    problem = Problem(id="gsm8k/0", question="question gsm8k/0", reference="18")
+    with Store(db) as store:
+        store.add_problems(V0_ID, [problem], [[Message(role="user", content="Q: first")]])
+        store.add_problems(V0_ID, [problem], [[Message(role="user", content="Q: second")]])
+        assert store.prompts(V0_ID) == {"gsm8k/0": [Message(role="user", content="Q: first")]}
+        assert [p.id for p in store.problems(V0_ID)] == list(V0_SAMPLES)
+    assert _rows(db) == before
 
 
 def test_upgrade_is_one_transaction(tmp_path: Path) -> None:
