@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.runs._claims import Waiting, busy, owning
+from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.store import Store, request_seed, run_spec
 
 if TYPE_CHECKING:
@@ -107,18 +107,8 @@ async def sample_run(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     concurrency = concurrency or max(1, backend.max_batch // batch)
 
-    spec = run_spec(backend, task, params)
-    run = store.ensure_run(spec)
-    prompts = [task.prompt(p) for p in problems]
-    store.add_problems(run.id, problems, prompts)
-    prompt_of = {p.id: prompt for p, prompt in zip(problems, prompts, strict=True)}
-    wanted = {p.id for p in problems}
-
-    def present() -> int:
-        existing = store.existing_indices(run.id)
-        return sum(len({i for i in existing.get(p.id, set()) if i < n}) for p in problems)
-
-    already = present()
+    run_id, prompt_of = open_run(store, run_spec(backend, task, params), task, problems)
+    already = count_stored(store, run_id, problems, n)
     totals = {"drawn": 0, "prompt": 0, "completion": 0, "requests": 0}
 
     async def worker(owner: int, queue: asyncio.Queue[WorkUnit]) -> None:
@@ -128,7 +118,7 @@ async def sample_run(
             except asyncio.QueueEmpty:
                 return
             # Another process may have claimed or stored some of these indices since the plan.
-            indices = tuple(store.claim(run.id, owner, unit.problem.id, unit.indices))
+            indices = tuple(store.claim(run_id, owner, unit.problem.id, unit.indices))
             if not indices:
                 continue
             seed = request_seed(params.seed, unit.problem.id, indices[0])
@@ -140,7 +130,7 @@ async def sample_run(
             shares = _split(gen.prompt_tokens, len(indices))
             samples = [
                 Sample(
-                    run_id=run.id,
+                    run_id=run_id,
                     problem_id=unit.problem.id,
                     index=idx,
                     text=c.text,
@@ -162,7 +152,7 @@ async def sample_run(
             if on_progress is not None:
                 on_progress(stored, tokens)
 
-    async def draw(owner: int, units: list[WorkUnit]) -> None:
+    async def draw(owner: int, units: Sequence[WorkUnit]) -> None:
         queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
         for u in units:
             queue.put_nowait(u)
@@ -178,26 +168,22 @@ async def sample_run(
             await asyncio.gather(*workers, return_exceptions=True)
 
     start = time.perf_counter()
-    waiting = Waiting(run.id)
-    async with owning(store) as owner:
-        while True:
-            taken, others = busy(store, run.id, owner, wanted)
-            units = plan(problems, n, taken, batch)
-            if units:
-                await draw(owner, units)
-                continue
-            pending = [o for claimed in others.values() for i, o in claimed.items() if i < n]
-            if not pending:
-                break
-            waiting.tell(pending)
-            await asyncio.sleep(poll_s)
+    await fill_run(
+        store,
+        run_id,
+        prompt_of,
+        plan=lambda taken: plan(problems, n, taken, batch),
+        work=draw,
+        wanted=lambda i: i < n,
+        poll_s=poll_s,
+    )
     return SamplingReport(
-        run_id=run.id,
+        run_id=run_id,
         problems=len(problems),
         requested=len(problems) * n,
         already_present=already,
         drawn=totals["drawn"],
-        drawn_elsewhere=present() - already - totals["drawn"],
+        drawn_elsewhere=count_stored(store, run_id, problems, n) - already - totals["drawn"],
         requests=totals["requests"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
-from ponder.runs._claims import Waiting, busy, owning
+from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.runs._sampler import ProgressFn, SamplingReport, sample_run
 from ponder.store import RunSpec, Store
 
@@ -130,24 +130,15 @@ async def system_run(
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     spec = system_spec(system, task, seed=seed)
-    run = store.ensure_run(spec)
-    queries = [task.prompt(p) for p in problems]
-    store.add_problems(run.id, problems, queries)
-    query_of = {p.id: q for p, q in zip(problems, queries, strict=True)}
-    wanted = {p.id for p in problems}
-
-    def answered() -> int:
-        existing = store.existing_indices(run.id)
-        return sum(1 for p in problems if 0 in existing.get(p.id, set()))
-
-    already = answered()
+    run_id, query_of = open_run(store, spec, task, problems)
+    already = count_stored(store, run_id, problems, 1)
     gate = asyncio.Semaphore(concurrency)
     totals = {"answered": 0, "calls": 0, "prompt": 0, "completion": 0}
 
     async def answer(owner: int, problem: Problem) -> None:
         async with gate:
             # Claimed only once it is its turn, so other processes can take the problems queued here.
-            if not store.claim(run.id, owner, problem.id, [0]):
+            if not store.claim(run_id, owner, problem.id, [0]):
                 return
             result = await system.arun(
                 query_of[problem.id], reference=problem.reference, seed=spec.params.seed
@@ -156,7 +147,7 @@ async def system_run(
         stored = store.add_samples(
             [
                 Sample(
-                    run_id=run.id,
+                    run_id=run_id,
                     problem_id=problem.id,
                     index=0,
                     text=result.answer,
@@ -177,7 +168,7 @@ async def system_run(
         if on_answer is not None:
             on_answer(result)
 
-    async def answer_all(owner: int, todo: list[Problem]) -> None:
+    async def answer_all(owner: int, todo: Sequence[Problem]) -> None:
         tasks = [asyncio.ensure_future(answer(owner, p)) for p in todo]
         try:
             await asyncio.gather(*tasks)
@@ -188,26 +179,21 @@ async def system_run(
             await asyncio.gather(*tasks, return_exceptions=True)
 
     start = time.perf_counter()
-    waiting = Waiting(run.id)
-    async with owning(store) as owner:
-        # Several processes may run the same system run: see ponder.runs._claims.
-        while True:
-            taken, others = busy(store, run.id, owner, wanted)
-            todo = [p for p in problems if 0 not in taken.get(p.id, set())]
-            if todo:
-                await answer_all(owner, todo)
-                continue
-            pending = [o for claimed in others.values() for i, o in claimed.items() if i == 0]
-            if not pending:
-                break
-            waiting.tell(pending)
-            await asyncio.sleep(poll_s)
+    await fill_run(
+        store,
+        run_id,
+        query_of,
+        plan=lambda taken: [p for p in problems if 0 not in taken.get(p.id, set())],
+        work=answer_all,
+        wanted=lambda i: i == 0,
+        poll_s=poll_s,
+    )
     return SystemRunReport(
-        run_id=run.id,
+        run_id=run_id,
         problems=len(problems),
         already_present=already,
         answered=totals["answered"],
-        answered_elsewhere=answered() - already - totals["answered"],
+        answered_elsewhere=count_stored(store, run_id, problems, 1) - already - totals["answered"],
         calls=totals["calls"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],

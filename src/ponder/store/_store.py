@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -616,14 +616,7 @@ def _ensure_owner(db: sqlite3.Connection, owner: int) -> None:
 
 
 def _owner(r: sqlite3.Row) -> Owner:
-    return Owner(
-        id=r["id"],
-        host=r["host"],
-        pid=r["pid"],
-        process_start=r["process_start"],
-        started_at=r["started_at"],
-        heartbeat=r["heartbeat"],
-    )
+    return Owner(**{f.name: r[f.name] for f in fields(Owner)})
 
 
 def _encode_prompt(prompt: Prompt) -> str:
