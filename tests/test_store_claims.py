@@ -371,3 +371,20 @@ def test_concurrent_drivers_in_one_process_split_the_work(tmp_path: Path) -> Non
         assert sorted(s.problem_id for s in answers) == [p.id for p in task.problems()]
         assert len(store.trace_rows(one.run_id)) == 5
         assert set(store.prompts(one.run_id)) == {p.id for p in task.problems()}
+
+
+def test_a_failing_run_leaves_no_claims(tmp_path: Path) -> None:
+    from ponder.backends import ScriptedBackend
+    from ponder.errors import BackendError
+    from ponder.runs import sample_run
+    from tests._fakes import arithmetic
+
+    db = tmp_path / "fail.db"
+    task = arithmetic(2)
+    backend = ScriptedBackend(fail_with=BackendError("server down: 503"), batch=2)
+    with Store(db) as store, pytest.raises(BackendError, match="503"):
+        asyncio.run(sample_run(store, backend, task, task.problems(), 2, SamplingParams()))
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+    assert con.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 0
+    con.close()

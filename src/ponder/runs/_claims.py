@@ -89,10 +89,18 @@ async def _owning(store: Store) -> AsyncIterator[int]:
     beat = asyncio.create_task(_heartbeat(store, owner))
     try:
         yield owner
-    finally:
+    except BaseException:
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
-        store.release_owner(owner)
+        try:
+            store.release_owner(owner)
+        except StoreError as exc:
+            # Keep the error that stopped the run; the claims lapse once this process is gone.
+            logger.warning("could not release this process's claims: %s", exc.message)
+        raise
+    beat.cancel()
+    await asyncio.gather(beat, return_exceptions=True)
+    store.release_owner(owner)
 
 
 async def _heartbeat(store: Store, owner: int) -> None:
