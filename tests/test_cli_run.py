@@ -314,10 +314,10 @@ def test_store_answer_and_trace_are_one_transaction(tmp_path: Path) -> None:
             latency_s=0.1,
             seed=0,
         )
-        sid = store.add_answer(sample, trace)
-        assert store.trace(sid) == trace and store.has_traces(run.id)
+        (sid,) = store.add_samples([sample], [trace])
+        assert store.trace(sid) == trace
         with pytest.raises(StoreError):
-            store.add_answer(sample, trace)  # a duplicate answer stores neither
+            store.add_samples([sample], [trace])  # a duplicate answer stores neither
         assert [r.sample_id for r in store.trace_rows(run.id)] == [sid]
         assert len(store.samples(run.id)) == 1
 

@@ -6,9 +6,11 @@ import asyncio
 import io
 import json
 import random
+import shutil
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,71 @@ def statuses(runs: Runs, run_id: str) -> dict[tuple[str, int], tuple[str, str]]:
 # --- prompts --------------------------------------------------------------------------------------
 
 
+def stored_before_prompts(runs: Runs, tmp_path: Path) -> Runs:
+    """A copy of the runs as a database upgraded from schema 0 has them: no stored prompts."""
+    db = tmp_path / "legacy.db"
+    with Store(runs.db):
+        pass  # checkpoints the WAL into the file before it is copied
+    shutil.copy(runs.db, db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE problems SET prompt = NULL")
+    con.commit()
+    con.close()
+    return replace(runs, db=db)
+
+
+def test_export_uses_the_stored_prompts(runs: Runs) -> None:
+    with Store(runs.db) as store:
+        stored = store.prompts(runs.gsm8k)
+        problems = store.problems(runs.gsm8k)
+        bare = store.problems(runs.bare)
+        bare_prompts = store.prompts(runs.bare)
+    assert stored == runs.sent  # exactly what the backend received
+    records, report = export(runs, runs.gsm8k, "sft")
+    assert report.prompt_source == "stored" and report.prompt_note == ""
+    for r in records:
+        assert r["metadata"]["prompt_rebuilt"] is True
+        sent = runs.sent[r["metadata"]["problem_id"]]
+        assert r["messages"][:-1] == [m.model_dump() for m in sent]
+    assert {p.id for p in problems} == set(stored)
+    # A task that cannot be rebuilt (not in the registry) still exports its exact prompts.
+    records, report = export(runs, runs.bare, "sft")
+    assert report.prompt_source == "stored" and "NOT rebuilt" not in report.summary()
+    by_id = {p.id: p for p in bare}
+    for r in records:
+        problem = by_id[r["metadata"]["problem_id"]]
+        assert r["messages"][0] == {"role": "user", "content": f"Q: {problem.question}"}
+        assert [m.model_dump() for m in bare_prompts[problem.id]] == r["messages"][:-1]
+
+
+def test_problems_without_a_stored_prompt_are_rebuilt(runs: Runs, tmp_path: Path) -> None:
+    legacy = stored_before_prompts(runs, tmp_path)
+    con = sqlite3.connect(legacy.db)
+    stored = {
+        r[0]: r[1]
+        for r in sqlite3.connect(runs.db).execute(
+            "SELECT problem_id, prompt FROM problems WHERE run_id = ?", (runs.gsm8k,)
+        )
+    }
+    first = sorted(stored)[0]
+    con.execute(
+        "UPDATE problems SET prompt = ? WHERE run_id = ? AND problem_id = ?",
+        (stored[first], runs.gsm8k, first),
+    )
+    con.commit()
+    con.close()
+    with Store(legacy.db) as store:
+        assert set(store.prompts(runs.gsm8k)) == {first}
+        problems = store.problems(runs.gsm8k)
+        builder = prompt_builder(
+            store.get_run(runs.gsm8k).spec.task,
+            store.prompts(runs.gsm8k),
+            [p.id for p in problems],
+        )
+    assert builder.source == "task"  # how the others are rebuilt
+    assert all(builder.prompt(p) == runs.sent[p.id] for p in problems)
+
+
 def test_prompts_are_rebuilt_through_the_registry(runs: Runs) -> None:
     with Store(runs.db) as store:
         spec = store.get_run(runs.gsm8k).spec
@@ -172,7 +239,8 @@ def test_prompts_are_rebuilt_through_the_registry(runs: Runs) -> None:
         ]
 
 
-def test_jsonl_prompts_are_rebuilt_and_survive_a_moved_file(runs: Runs) -> None:
+def test_jsonl_prompts_are_rebuilt_and_survive_a_moved_file(runs: Runs, tmp_path: Path) -> None:
+    runs = stored_before_prompts(runs, tmp_path)
     with Store(runs.db) as store:
         spec = store.get_run(runs.jsonl).spec
         problems = store.problems(runs.jsonl)
@@ -207,7 +275,8 @@ def test_changed_spec_is_not_taken_for_the_same_task(runs: Runs) -> None:
     assert builder.source == "spec" and "shots" in builder.reason
 
 
-def test_unknown_task_falls_back_to_the_bare_question(runs: Runs) -> None:
+def test_unknown_task_falls_back_to_the_bare_question(runs: Runs, tmp_path: Path) -> None:
+    runs = stored_before_prompts(runs, tmp_path)
     builder = prompt_builder({"name": "no-such-task", "template": "Q: {question}"})
     assert builder.source == "question" and not builder.rebuilt
     assert "no-such-task" in builder.reason
@@ -228,7 +297,7 @@ def test_unknown_task_falls_back_to_the_bare_question(runs: Runs) -> None:
 def test_sft_has_only_correct_samples_after_the_sampled_prompt(runs: Runs) -> None:
     verdicts = statuses(runs, runs.gsm8k)
     records, report = export(runs, runs.gsm8k, "sft")
-    assert report.prompt_source == "task"
+    assert report.prompt_source == "stored"
     assert report.skipped_problems == {"no_correct": 1}
     seen: Counter[str] = Counter()
     for r in records:

@@ -142,8 +142,11 @@ def test_duplicate_sample_is_rejected_by_the_store(tmp_path: Path) -> None:
 
 
 def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
-    import io
     import json
+
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
 
     task = arithmetic(2)
     backend = ScriptedBackend(outputs=["#### 0", "#### 5", "#### 2", "#### 2"], batch=2)
@@ -169,11 +172,15 @@ def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
             ("p0", 2, 1, "0"),
             ("p1", 2, 2, "2"),
         ]
-        buf = io.StringIO()
-        assert store.export_jsonl(rep.run_id, buf, "math") == 4
-        lines = [json.loads(x) for x in buf.getvalue().splitlines()]
-        assert {x["verdict"]["status"] for x in lines} == {"correct", "incorrect"}
-        assert lines[0]["question"] == "What is 0 + 0?"
+    # The store has no export of its own: `ponder export -f jsonl` is the one way.
+    result = CliRunner().invoke(
+        app, ["export", rep.run_id, "-f", "jsonl", "--db", str(tmp_path / "p.db")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert {x["verdict"]["status"] for x in lines} == {"correct", "incorrect"}
+    assert lines[0]["question"] == "What is 0 + 0?"
 
 
 def test_get_run_by_prefix_and_errors(tmp_path: Path) -> None:

@@ -259,9 +259,15 @@ def sample(
             if json_out:
                 emit_json(out)
                 return
+            elsewhere = (
+                f", {result.drawn_elsewhere} drawn meanwhile by another process"
+                if result.drawn_elsewhere
+                else ""
+            )
             console.print(
                 f"run [bold]{result.run_id}[/]: {result.drawn} new samples "
-                f"({result.already_present} already stored) for {result.problems} problems in "
+                f"({result.already_present} already stored{elsewhere}) for {result.problems} "
+                "problems in "
                 f"{result.wall_s:.1f}s; {result.completion_tokens} completion tokens, "
                 f"{result.prompt_tokens} prompt tokens evaluated in {result.requests} requests"
             )

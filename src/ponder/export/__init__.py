@@ -2,7 +2,8 @@
 
 :func:`export_run` writes a run's samples as ``jsonl`` or ``parquet`` tables, as chat-format SFT
 examples of its verified-correct samples (``sft``), or as preference pairs of correct against
-incorrect samples (``dpo``), with the prompts rebuilt exactly as the model saw them.
+incorrect samples (``dpo``), with the prompts exactly as the model saw them (stored with the run;
+rebuilt for runs stored before prompts were).
 """
 
 from ponder.export._export import FORMATS, ExportFormat, ExportReport, choose_verifier, export_run

@@ -39,8 +39,9 @@ class ExportReport:
         skipped_problems: Problems that gave no record, by reason (keys of ``SKIP_REASONS``).
         duplicates: Samples dropped as repeats of an identical text of the same problem.
         unverified: Samples without a verdict from ``verifier`` (left out of ``sft``/``dpo``).
-        prompt_source: How prompts were rebuilt (``task``, ``spec``, ``question``); None for the
-            formats without prompts (``jsonl``, ``parquet``).
+        prompt_source: Where prompts came from (``stored``; or, for a run stored before prompts
+            were, how they were rebuilt: ``task``, ``spec``, ``question``); None for the formats
+            without prompts (``jsonl``, ``parquet``).
         prompt_note: Why prompts could not be rebuilt the best way, if so.
         out: The file written, or None for a stream.
     """
@@ -114,6 +115,7 @@ def load_samples(store: Store, run_ref: str, verifier: str | None, prompts: bool
     by_problem: dict[str, list[Sample]] = defaultdict(list)
     for s in store.samples(info.id):
         by_problem[s.problem_id].append(s)
+    problems = store.problems(info.id)
     groups = [
         ProblemSamples(
             p,
@@ -122,9 +124,13 @@ def load_samples(store: Store, run_ref: str, verifier: str | None, prompts: bool
                 for s in sorted(by_problem.get(p.id, []), key=lambda s: s.index)
             ],
         )
-        for p in store.problems(info.id)
+        for p in problems
     ]
-    builder = prompt_builder(info.spec.task) if prompts else PromptBuilder("question")
+    builder = (
+        prompt_builder(info.spec.task, store.prompts(info.id), [p.id for p in problems])
+        if prompts
+        else PromptBuilder("question")
+    )
     return RunSamples(info.id, info.spec, name, groups, builder)
 
 
@@ -152,7 +158,8 @@ def export_run(
     * ``dpo``: preference pairs, ``{"prompt": [...], "chosen": [assistant], "rejected":
       [assistant], "metadata": {...}}``: correct against incorrect samples of the same problem.
 
-    Prompts are rebuilt from the run's task spec (see :mod:`ponder.export._prompts`); when that is
+    Prompts are those stored with the run's problems; a run stored before prompts were (schema
+    version 0) has them rebuilt from its task spec (see :mod:`ponder.export._prompts`); when that is
     impossible the prompt is the bare question and metadata says ``"prompt_rebuilt": false``.
 
     Args:

@@ -1,8 +1,10 @@
-"""Rebuild the prompt messages a run's model actually saw, from the run's stored task spec.
+"""The prompt messages a run's model actually saw: stored with the run, or rebuilt for older runs.
 
-A run stores its task's :meth:`~ponder.tasks.Task.spec` (name, data source, template, system prompt,
-few-shot examples) and each problem's text, but not the prompts themselves. Training data needs the
-exact prompts, so they are rebuilt here, trying in order:
+Since schema version 1 the store keeps each problem's exact prompt, written when the problem was
+sampled (or given to a system); export uses it as stored (source ``stored``). Runs stored before
+that have only their task's :meth:`~ponder.tasks.Task.spec` (name, data source, template, system
+prompt, few-shot examples) and each problem's text; for their problems the prompts are rebuilt,
+trying in order:
 
 1. ``task``: build the task again (through the registry by its name, or, for a ``jsonl`` task,
    from the data file and field names its source records) with the options the spec records,
@@ -19,16 +21,16 @@ exact prompts, so they are rebuilt here, trying in order:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ponder.errors import PonderError
-from ponder.records import Message, Problem
+from ponder.records import Message, Problem, Prompt
 from ponder.tasks import JsonlTask, MathTask, Task, get_task
 
-PromptSource = Literal["task", "spec", "question"]
-"""How prompts were rebuilt (see the module docstring)."""
+PromptSource = Literal["stored", "task", "spec", "question"]
+"""Where prompts come from (see the module docstring)."""
 
 # Spec keys that are not constructor options of the task they describe.
 _NOT_OPTIONS = frozenset({"name", "source", "shots", "verifier"})
@@ -37,23 +39,30 @@ _JSONL_SOURCE_OPTIONS = ("path", "question_field", "answer_field", "id_field")
 
 @dataclass(frozen=True)
 class PromptBuilder:
-    """Builds the prompt of a stored problem the way the run built it.
+    """Gives the prompt of a stored problem as the run's model saw it.
 
     Attributes:
-        source: How the prompts are rebuilt: ``task``, ``spec`` or ``question``.
-        reason: Why the better ways did not apply (empty when ``source`` is ``task``).
+        source: ``stored`` when every problem's prompt is stored; otherwise how the prompts of the
+            problems without one are rebuilt: ``task``, ``spec`` or ``question``.
+        reason: Why the better ways did not apply (empty when ``source`` is ``stored`` or ``task``).
+        stored: problem id -> its stored prompt (used wherever present).
     """
 
     source: PromptSource
     task: Task | None = None
     reason: str = ""
+    stored: Mapping[str, Prompt] = field(default_factory=dict)
 
     @property
     def rebuilt(self) -> bool:
-        """True when the prompts are exactly those the model saw."""
+        """True when the prompts are exactly those the model saw (stored or faithfully rebuilt)."""
         return self.source != "question"
 
     def prompt(self, problem: Problem) -> list[Message]:
+        stored = self.stored.get(problem.id)
+        if stored is not None:
+            # A raw-text prompt (completion endpoint) is one user turn in chat-format records.
+            return [Message(role="user", content=stored)] if isinstance(stored, str) else stored
         if self.task is None:
             return [Message(role="user", content=problem.question)]
         return self.task.prompt(problem)
@@ -132,21 +141,32 @@ def _from_spec(spec: Mapping[str, Any]) -> Task:
     )
 
 
-def prompt_builder(spec: Mapping[str, Any]) -> PromptBuilder:
-    """The best available way to rebuild the prompts of the run whose task spec is ``spec``.
+def prompt_builder(
+    spec: Mapping[str, Any],
+    stored: Mapping[str, Prompt] | None = None,
+    problem_ids: Collection[str] | None = None,
+) -> PromptBuilder:
+    """The prompts of the run whose task spec is ``spec``: those stored, else the best rebuild.
+
+    Args:
+        stored: problem id -> the prompt stored with it (:meth:`ponder.store.Store.prompts`).
+        problem_ids: The run's problems; when every one has a stored prompt nothing is rebuilt.
 
     Never raises for a spec it cannot use: it falls back, and says why in ``reason``.
     """
+    stored = dict(stored or {})
+    if stored and problem_ids is not None and all(i in stored for i in problem_ids):
+        return PromptBuilder("stored", stored=stored)
     reasons = []
     try:
-        return PromptBuilder("task", _from_registry(spec))
+        return PromptBuilder("task", _from_registry(spec), stored=stored)
     except (PonderError, TypeError, ValueError, OSError) as exc:
         reasons.append(f"task not rebuilt ({_message(exc)})")
     try:
-        return PromptBuilder("spec", _from_spec(spec), reason="; ".join(reasons))
+        return PromptBuilder("spec", _from_spec(spec), reason="; ".join(reasons), stored=stored)
     except (PonderError, TypeError, ValueError) as exc:
         reasons.append(f"no prompt template in the spec ({_message(exc)})")
-    return PromptBuilder("question", reason="; ".join(reasons))
+    return PromptBuilder("question", reason="; ".join(reasons), stored=stored)
 
 
 def _message(exc: BaseException) -> str:

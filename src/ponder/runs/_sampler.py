@@ -1,4 +1,5 @@
-"""Draw the missing samples of a run: batched per problem, bounded concurrency, committed per request."""
+"""Draw the missing samples of a run: batched per problem, bounded concurrency, committed per request,
+claimed in the store so that several processes can sample one run together."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
+from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.store import Store, request_seed, run_spec
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ class SamplingReport:
     """Samples the run should hold after this call (problems x n)."""
     already_present: int
     drawn: int
+    """Samples this call drew and stored."""
+    drawn_elsewhere: int
+    """Samples another process sampling the same run stored while this call ran."""
     requests: int
     prompt_tokens: int
     completion_tokens: int
@@ -72,16 +77,26 @@ async def sample_run(
     batch: int | None = None,
     concurrency: int | None = None,
     on_progress: ProgressFn | None = None,
+    poll_s: float = 1.0,
 ) -> SamplingReport:
     """Make the run (backend, task, params) hold ``n`` samples for each problem.
 
     Samples already stored are kept; only missing indices are drawn. Each request's samples are committed in
-    one transaction as soon as it returns, so a killed run loses at most the requests in flight.
+    one transaction as soon as it returns, so a killed run loses at most the requests in flight. Each
+    problem's prompt is rendered once, stored with the problem, and sent as stored.
+
+    Several processes may sample the same run at once (the same command started twice, or on several
+    machines sharing the file): before each request a process claims its sample indices in the store, so no
+    index is drawn twice. Indices that another live process is drawing are skipped; once nothing else is left
+    this call waits for them (polling every ``poll_s`` seconds, logging who it waits for) and draws them itself
+    if that process dies. The claims of a process killed outright stop counting as soon as it is seen dead
+    (see :mod:`ponder.store`).
 
     Args:
         batch: samples per request (default: ``min(n, backend.max_batch)``); all samples of a request share
             the prompt's evaluation.
         concurrency: requests in flight (default: enough to fill the backend's batch slots).
+        poll_s: how often to look again while waiting for another process's samples.
     """
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}", hint="pass --n 1 or more")
@@ -92,34 +107,30 @@ async def sample_run(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     concurrency = concurrency or max(1, backend.max_batch // batch)
 
-    spec = run_spec(backend, task, params)
-    run = store.ensure_run(spec)
-    store.add_problems(run.id, problems)
-    existing = store.existing_indices(run.id)
-    already = sum(len({i for i in existing.get(p.id, set()) if i < n}) for p in problems)
-    units = plan(problems, n, existing, batch)
-
-    queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
-    for u in units:
-        queue.put_nowait(u)
+    run_id, prompt_of = open_run(store, run_spec(backend, task, params), task, problems)
+    already = count_stored(store, run_id, problems, n)
     totals = {"drawn": 0, "prompt": 0, "completion": 0, "requests": 0}
 
-    async def worker() -> None:
+    async def worker(owner: int, queue: asyncio.Queue[WorkUnit]) -> None:
         while True:
             try:
                 unit = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            seed = request_seed(params.seed, unit.problem.id, unit.indices[0])
+            # Another process may have claimed or stored some of these indices since the plan.
+            indices = tuple(store.claim(run_id, owner, unit.problem.id, unit.indices))
+            if not indices:
+                continue
+            seed = request_seed(params.seed, unit.problem.id, indices[0])
             gen = await backend.generate(
-                task.prompt(unit.problem),
-                len(unit.indices),
+                prompt_of[unit.problem.id],
+                len(indices),
                 params.model_copy(update={"seed": seed}),
             )
-            shares = _split(gen.prompt_tokens, len(unit.indices))
+            shares = _split(gen.prompt_tokens, len(indices))
             samples = [
                 Sample(
-                    run_id=run.id,
+                    run_id=run_id,
                     problem_id=unit.problem.id,
                     index=idx,
                     text=c.text,
@@ -130,32 +141,49 @@ async def sample_run(
                     seed=seed,
                     mean_logprob=c.mean_logprob,
                 )
-                for idx, c, share in zip(unit.indices, gen.completions, shares, strict=True)
+                for idx, c, share in zip(indices, gen.completions, shares, strict=True)
             ]
-            store.add_samples(samples)
+            stored = len(store.add_samples(samples, owner=owner))
             tokens = sum(c.completion_tokens for c in gen.completions)
-            totals["drawn"] += len(samples)
+            totals["drawn"] += stored
             totals["prompt"] += gen.prompt_tokens
             totals["completion"] += tokens
             totals["requests"] += 1
             if on_progress is not None:
-                on_progress(len(samples), tokens)
+                on_progress(stored, tokens)
+
+    async def draw(owner: int, units: Sequence[WorkUnit]) -> None:
+        queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
+        for u in units:
+            queue.put_nowait(u)
+        workers = [
+            asyncio.create_task(worker(owner, queue)) for _ in range(min(concurrency, len(units)))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            # On the first failure stop the others; what they committed stays committed.
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
     start = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(units)))]
-    try:
-        await asyncio.gather(*workers)
-    finally:
-        # On the first failure stop the others; what they committed stays committed.
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    await fill_run(
+        store,
+        run_id,
+        prompt_of,
+        plan=lambda taken: plan(problems, n, taken, batch),
+        work=draw,
+        wanted=lambda i: i < n,
+        poll_s=poll_s,
+    )
     return SamplingReport(
-        run_id=run.id,
+        run_id=run_id,
         problems=len(problems),
         requested=len(problems) * n,
         already_present=already,
         drawn=totals["drawn"],
+        drawn_elsewhere=count_stored(store, run_id, problems, n) - already - totals["drawn"],
         requests=totals["requests"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],

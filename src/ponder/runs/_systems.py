@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
+from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.runs._sampler import ProgressFn, SamplingReport, sample_run
 from ponder.store import RunSpec, Store
 
@@ -92,6 +93,8 @@ class SystemRunReport:
     problems: int
     already_present: int
     answered: int
+    answered_elsewhere: int
+    """Problems another process running the same system run answered while this call ran."""
     calls: int
     prompt_tokens: int
     completion_tokens: int
@@ -107,13 +110,16 @@ async def system_run(
     concurrency: int = 4,
     seed: int | None = None,
     on_answer: Callable[[SystemResult], None] | None = None,
+    poll_s: float = 1.0,
 ) -> SystemRunReport:
     """Make the system run of ``system`` on ``task`` hold an answer for each of ``problems``.
 
-    Problems already answered are skipped. Each query is ``task.prompt(problem)`` with the problem's
-    reference (for ``verify`` components); its answer and trace are committed together as soon as it
-    finishes. The first failure stops the run (queries in flight are cancelled, committed answers
-    stay): rerun the same command to resume.
+    Problems already answered are skipped. Each query is ``task.prompt(problem)`` (stored with the
+    problem as the run's prompt) with the problem's reference (for ``verify`` components); its
+    answer and trace are committed together as soon as it finishes. The first failure stops the run
+    (queries in flight are cancelled, committed answers stay): rerun the same command to resume.
+    Several processes may fill the same system run at once: each claims a problem before querying
+    it, and at the end waits for the problems others are answering (as :func:`sample_run` does).
 
     Raises:
         ConfigError: no problems, or ``concurrency`` < 1.
@@ -124,53 +130,70 @@ async def system_run(
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     spec = system_spec(system, task, seed=seed)
-    run = store.ensure_run(spec)
-    store.add_problems(run.id, problems)
-    existing = store.existing_indices(run.id)
-    todo = [p for p in problems if 0 not in existing.get(p.id, set())]
+    run_id, query_of = open_run(store, spec, task, problems)
+    already = count_stored(store, run_id, problems, 1)
     gate = asyncio.Semaphore(concurrency)
-    totals = {"calls": 0, "prompt": 0, "completion": 0}
+    totals = {"answered": 0, "calls": 0, "prompt": 0, "completion": 0}
 
-    async def answer(problem: Problem) -> None:
+    async def answer(owner: int, problem: Problem) -> None:
         async with gate:
+            # Claimed only once it is its turn, so other processes can take the problems queued here.
+            if not store.claim(run_id, owner, problem.id, [0]):
+                return
             result = await system.arun(
-                task.prompt(problem), reference=problem.reference, seed=spec.params.seed
+                query_of[problem.id], reference=problem.reference, seed=spec.params.seed
             )
         top = result.trace.candidate(result.answer_id)
-        store.add_answer(
-            Sample(
-                run_id=run.id,
-                problem_id=problem.id,
-                index=0,
-                text=result.answer,
-                finish_reason=top.finish_reason if top is not None else "unknown",
-                completion_tokens=result.usage.completion_tokens,
-                prompt_tokens=result.usage.prompt_tokens,
-                latency_s=result.usage.wall_s,
-                seed=spec.params.seed,
-            ),
-            result.trace,
+        stored = store.add_samples(
+            [
+                Sample(
+                    run_id=run_id,
+                    problem_id=problem.id,
+                    index=0,
+                    text=result.answer,
+                    finish_reason=top.finish_reason if top is not None else "unknown",
+                    completion_tokens=result.usage.completion_tokens,
+                    prompt_tokens=result.usage.prompt_tokens,
+                    latency_s=result.usage.wall_s,
+                    seed=spec.params.seed,
+                )
+            ],
+            [result.trace],
+            owner=owner,
         )
+        totals["answered"] += len(stored)
         totals["calls"] += result.usage.calls
         totals["prompt"] += result.usage.prompt_tokens
         totals["completion"] += result.usage.completion_tokens
         if on_answer is not None:
             on_answer(result)
 
+    async def answer_all(owner: int, todo: Sequence[Problem]) -> None:
+        tasks = [asyncio.ensure_future(answer(owner, p)) for p in todo]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # On the first failure stop the others; what they committed stays committed.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     start = time.perf_counter()
-    tasks = [asyncio.ensure_future(answer(p)) for p in todo]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        # On the first failure stop the others; what they committed stays committed.
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await fill_run(
+        store,
+        run_id,
+        query_of,
+        plan=lambda taken: [p for p in problems if 0 not in taken.get(p.id, set())],
+        work=answer_all,
+        wanted=lambda i: i == 0,
+        poll_s=poll_s,
+    )
     return SystemRunReport(
-        run_id=run.id,
+        run_id=run_id,
         problems=len(problems),
-        already_present=len(problems) - len(todo),
-        answered=len(todo),
+        already_present=already,
+        answered=totals["answered"],
+        answered_elsewhere=count_stored(store, run_id, problems, 1) - already - totals["answered"],
         calls=totals["calls"],
         prompt_tokens=totals["prompt"],
         completion_tokens=totals["completion"],

@@ -1,4 +1,4 @@
-"""A run's identity: everything that changes what the samples are."""
+"""A run's identity: everything that changes what the samples are (the rule: :mod:`ponder.store`)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ if TYPE_CHECKING:
     from ponder.tasks import Task
 
 
+_PARAMS_V0 = frozenset({"max_tokens", "min_p", "seed", "stop", "temperature", "top_k", "top_p"})
+"""The sampling parameters of the first release: always part of the hashed spec."""
+
+_DEFAULT_PARAMS = SamplingParams()
+
+
 class RunSpec(BaseModel):
     """Backend identity + task spec (data, template, few-shot) + sampling parameters.
 
-    Two requests with equal specs are the same run: asking for more samples extends it. The number of samples
-    and the problem subset are not part of the identity.
+    Two requests with equal specs are the same run: asking for more samples extends it. The number of samples,
+    the problem subset, and how the samples are drawn (batch, concurrency, processes) are not part of the
+    identity; the full rule is in :mod:`ponder.store`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -29,7 +36,15 @@ class RunSpec(BaseModel):
     params: SamplingParams
 
     def canonical(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The JSON text that is hashed into the run id (and stored with the run)."""
+        data = self.model_dump(mode="json")
+        defaults = _DEFAULT_PARAMS.model_dump(mode="json")
+        # A sampling parameter added after the first release counts only when set away from its
+        # default (which reproduces what earlier releases did), so existing runs keep their ids.
+        data["params"] = {
+            k: v for k, v in data["params"].items() if k in _PARAMS_V0 or v != defaults.get(k)
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
     def run_id(self) -> str:

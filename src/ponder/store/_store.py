@@ -1,8 +1,10 @@
-"""The SQLite sample store (WAL): runs, their problems, samples and verdicts; traces of system runs.
+"""The SQLite sample store (WAL): runs, their problems and prompts, samples and verdicts; traces of
+system runs; claims of the work units that sampling processes are drawing.
 
 Every batch of samples is committed as soon as it is generated; a UNIQUE (run, problem, index) key makes a
 resumed run unable to duplicate a sample. A system run stores each problem's answer as sample 0 and the
-system's trace of it in ``traces`` (same transaction).
+system's trace of it in ``traces`` (same transaction). The schema is versioned (see
+:mod:`ponder.store._migrations`): opening a file upgrades it in place.
 """
 
 from __future__ import annotations
@@ -13,70 +15,20 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ponder.errors import NotFoundError, StoreError
-from ponder.records import Problem, Sample, Verdict
+from ponder.records import Message, Problem, Prompt, Sample, Verdict
+from ponder.store._migrations import upgrade
+from ponder.store._owners import Owner, is_alive, process_start, this_host
 from ponder.store._spec import RunSpec
 
 if TYPE_CHECKING:
     from ponder.systems import Trace
 
 DEFAULT_DB = "ponder.db"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    model TEXT NOT NULL,
-    task TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS problems (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    problem_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    question TEXT NOT NULL,
-    reference TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (run_id, problem_id)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    problem_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    finish_reason TEXT NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    latency_s REAL NOT NULL,
-    seed INTEGER NOT NULL,
-    mean_logprob REAL,
-    created_at REAL NOT NULL,
-    UNIQUE (run_id, problem_id, idx)
-);
-CREATE TABLE IF NOT EXISTS verdicts (
-    sample_id INTEGER NOT NULL REFERENCES samples(id),
-    verifier TEXT NOT NULL,
-    status TEXT NOT NULL,
-    extracted TEXT,
-    score REAL,
-    detail TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    PRIMARY KEY (sample_id, verifier)
-);
-CREATE TABLE IF NOT EXISTS traces (
-    sample_id INTEGER PRIMARY KEY REFERENCES samples(id),
-    trace TEXT NOT NULL,
-    calls INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    wall_s REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -139,12 +91,17 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
-        with self._guard("initialise"):
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across process kills in WAL mode (only an OS crash can lose the tail).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+        try:
+            with self._guard("initialise"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable across process kills in WAL mode (only an OS crash can lose the
+                # tail).
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                upgrade(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     def __enter__(self) -> Store:
         return self
@@ -247,8 +204,19 @@ class Store:
 
     # problems ---------------------------------------------------------------------------------------
 
-    def add_problems(self, run_id: str, problems: Sequence[Problem]) -> None:
-        """Record problems as part of a run (existing ones keep their position)."""
+    def add_problems(
+        self, run_id: str, problems: Sequence[Problem], prompts: Sequence[Prompt] | None = None
+    ) -> None:
+        """Record problems as part of a run (existing ones keep their position).
+
+        Args:
+            prompts: The exact prompt the run's model is given for each problem (same order). A
+                problem stored without one (before prompts were stored) gets it here; a stored
+                prompt is never replaced.
+        """
+        if prompts is not None and len(prompts) != len(problems):
+            raise ValueError(f"{len(prompts)} prompts for {len(problems)} problems")
+        encoded = [_encode_prompt(p) for p in prompts] if prompts is not None else None
         with self._tx("add problems") as db:
             start = db.execute(
                 "SELECT COALESCE(MAX(position) + 1, 0) FROM problems WHERE run_id = ?", (run_id,)
@@ -261,6 +229,21 @@ class Store:
                     for i, p in enumerate(problems)
                 ],
             )
+            if encoded is not None:
+                db.executemany(
+                    "UPDATE problems SET prompt = ? WHERE run_id = ? AND problem_id = ? "
+                    "AND prompt IS NULL",
+                    [(e, run_id, p.id) for p, e in zip(problems, encoded, strict=True)],
+                )
+
+    def prompts(self, run_id: str) -> dict[str, Prompt]:
+        """problem id -> the exact prompt stored with it (problems stored without one are absent)."""
+        with self._guard("read prompts"):
+            rows = self._db.execute(
+                "SELECT problem_id, prompt FROM problems WHERE run_id = ? AND prompt IS NOT NULL",
+                (run_id,),
+            ).fetchall()
+        return {r[0]: _decode_prompt(r[1]) for r in rows}
 
     def problems(self, run_id: str) -> list[Problem]:
         with self._guard("read problems"):
@@ -291,16 +274,39 @@ class Store:
                 out.setdefault(r[0], set()).add(r[1])
         return out
 
-    def add_samples(self, samples: Sequence[Sample]) -> list[int]:
-        """Insert samples in one transaction; returns their ids. A duplicate key is an error."""
+    def add_samples(
+        self,
+        samples: Sequence[Sample],
+        traces: Sequence[Trace] | None = None,
+        *,
+        owner: int | None = None,
+    ) -> list[int]:
+        """Insert samples (and, for a system run, their traces) in one transaction; returns the ids.
+
+        The one way samples enter the store. A killed process therefore never leaves a sample
+        without its trace, or the reverse.
+
+        Args:
+            traces: One trace per sample (same order), for the answers of a system run.
+            owner: The owner (see :meth:`register_owner`) whose claims on these samples' indices
+                are released in the same transaction. A sample already stored is then skipped
+                (its claim had been taken for dead and the unit drawn again elsewhere), and only
+                the ids of the samples inserted are returned.
+
+        Raises:
+            StoreError: a sample's (run, problem, index) is already stored (without ``owner``).
+        """
+        if traces is not None and len(traces) != len(samples):
+            raise ValueError(f"{len(traces)} traces for {len(samples)} samples")
         now = time.time()
         ids = []
         with self._tx("save samples") as db:
-            for s in samples:
+            for i, s in enumerate(samples):
                 cur = db.execute(
                     "INSERT INTO samples (run_id, problem_id, idx, text, finish_reason, "
                     "completion_tokens, prompt_tokens, latency_s, seed, mean_logprob, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    + (" ON CONFLICT (run_id, problem_id, idx) DO NOTHING" if owner else ""),
                     (
                         s.run_id,
                         s.problem_id,
@@ -315,7 +321,18 @@ class Store:
                         now,
                     ),
                 )
-                ids.append(int(cur.lastrowid or 0))
+                if owner is not None:
+                    db.execute(
+                        "DELETE FROM claims WHERE run_id = ? AND problem_id = ? AND idx = ? "
+                        "AND owner_id = ?",
+                        (s.run_id, s.problem_id, s.index, owner),
+                    )
+                    if cur.rowcount == 0:
+                        continue
+                sample_id = int(cur.lastrowid or 0)
+                ids.append(sample_id)
+                if traces is not None:
+                    _insert_trace(db, sample_id, traces[i])
         return ids
 
     def samples(self, run_id: str, problem_ids: Iterable[str] | None = None) -> list[Sample]:
@@ -436,39 +453,7 @@ class Store:
             for r in rows
         ]
 
-    def export_jsonl(self, run_id: str, out: IO[str], verifier: str | None = None) -> int:
-        """Write every sample (with its verdict from ``verifier`` if given) as one JSON line each."""
-        verdicts = self.verdicts(run_id, verifier) if verifier else {}
-        problems = {p.id: p for p in self.problems(run_id)}
-        count = 0
-        for s in self.samples(run_id):
-            record: dict[str, Any] = s.model_dump()
-            p = problems.get(s.problem_id)
-            record["question"] = p.question if p else None
-            record["reference"] = p.reference if p else None
-            if s.id in verdicts:
-                record["verdict"] = verdicts[s.id].model_dump()
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-        return count
-
     # traces (system runs) ----------------------------------------------------------------------------
-
-    def add_answer(self, sample: Sample, trace: Trace) -> int:
-        """Store a system's answer (a sample) and its trace in one transaction; returns the sample id.
-
-        A killed run therefore never leaves an answer without its trace, or the reverse. A duplicate
-        (run, problem, index) is an error, as in :meth:`add_samples`.
-        """
-        with self._tx("save answer") as db:
-            sample_id = _insert_sample(db, sample, time.time())
-            _insert_trace(db, sample_id, trace)
-        return sample_id
-
-    def add_trace(self, sample_id: int, trace: Trace) -> None:
-        """Store (or replace) the trace of an existing sample."""
-        with self._tx("save trace") as db:
-            _insert_trace(db, sample_id, trace)
 
     def trace(self, sample_id: int) -> Trace:
         """The trace of one sample.
@@ -507,36 +492,80 @@ class Store:
             rows = self._db.execute(query + " ORDER BY p.position, s.idx", args).fetchall()
         return [TraceRow(*tuple(r)) for r in rows]
 
-    def has_traces(self, run_id: str) -> bool:
-        """Whether any sample of the run has a trace (it is a system run)."""
-        with self._guard("read traces"):
-            row = self._db.execute(
-                "SELECT 1 FROM traces t JOIN samples s ON s.id = t.sample_id "
-                "WHERE s.run_id = ? LIMIT 1",
-                (run_id,),
-            ).fetchone()
-        return row is not None
+    # claims of work units (processes drawing samples of the same run) ----------------------------
 
+    def register_owner(self) -> int:
+        """Record this process as an owner of claims; returns its id (release it when done)."""
+        with self._tx("register sampler") as db:
+            cur = db.execute(
+                "INSERT INTO owners (host, pid, process_start, started_at, heartbeat) "
+                "VALUES (?,?,?,?,?)",
+                _this_process(),
+            )
+        return int(cur.lastrowid or 0)
 
-def _insert_sample(db: sqlite3.Connection, s: Sample, now: float) -> int:
-    cur = db.execute(
-        "INSERT INTO samples (run_id, problem_id, idx, text, finish_reason, completion_tokens, "
-        "prompt_tokens, latency_s, seed, mean_logprob, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            s.run_id,
-            s.problem_id,
-            s.index,
-            s.text,
-            s.finish_reason,
-            s.completion_tokens,
-            s.prompt_tokens,
-            s.latency_s,
-            s.seed,
-            s.mean_logprob,
-            now,
-        ),
-    )
-    return int(cur.lastrowid or 0)
+    def heartbeat(self, owner: int) -> bool:
+        """Renew an owner's lease; False if it had been taken for dead (it is recorded again)."""
+        with self._tx("heartbeat") as db:
+            cur = db.execute("UPDATE owners SET heartbeat = ? WHERE id = ?", (time.time(), owner))
+            if cur.rowcount == 1:
+                return True
+            _ensure_owner(db, owner)
+        return False
+
+    def release_owner(self, owner: int) -> None:
+        """Forget an owner and every claim it still holds."""
+        with self._tx("release claims") as db:
+            db.execute("DELETE FROM owners WHERE id = ?", (owner,))
+
+    def claim(self, run_id: str, owner: int, problem_id: str, indices: Sequence[int]) -> list[int]:
+        """Claim the sample indices of one problem for ``owner``; returns those it got.
+
+        An index is not given when it is already stored or claimed by a live owner; claims of dead
+        owners (see :mod:`ponder.store._owners`) are dropped first.
+        """
+        with self._tx("claim samples") as db:
+            self._reap(db)
+            _ensure_owner(db, owner)
+            taken = {
+                r[0]
+                for r in db.execute(
+                    "SELECT idx FROM samples WHERE run_id = ? AND problem_id = ? "
+                    "UNION SELECT idx FROM claims WHERE run_id = ? AND problem_id = ?",
+                    (run_id, problem_id, run_id, problem_id),
+                )
+            }
+            got = [i for i in indices if i not in taken]
+            db.executemany(
+                "INSERT INTO claims (run_id, problem_id, idx, owner_id) VALUES (?,?,?,?)",
+                [(run_id, problem_id, i, owner) for i in got],
+            )
+        return got
+
+    def claims(self, run_id: str, *, exclude: int | None = None) -> dict[str, dict[int, Owner]]:
+        """problem id -> sample index -> the live owner drawing it (dead owners are dropped)."""
+        with self._tx("read claims") as db:
+            self._reap(db)
+            rows = db.execute(
+                "SELECT c.problem_id, c.idx, o.* FROM claims c JOIN owners o ON o.id = c.owner_id "
+                "WHERE c.run_id = ? AND o.id IS NOT ?",
+                (run_id, exclude),
+            ).fetchall()
+        out: dict[str, dict[int, Owner]] = {}
+        for r in rows:
+            out.setdefault(r["problem_id"], {})[r["idx"]] = _owner(r)
+        return out
+
+    def _reap(self, db: sqlite3.Connection) -> None:
+        """Delete owners that are dead, and with them their claims (inside a transaction)."""
+        now, host = time.time(), this_host()
+        dead = [
+            (o.id,)
+            for o in map(_owner, db.execute("SELECT * FROM owners"))
+            if not is_alive(o, now=now, host=host)
+        ]
+        if dead:
+            db.executemany("DELETE FROM owners WHERE id = ?", dead)
 
 
 def _insert_trace(db: sqlite3.Connection, sample_id: int, trace: Trace) -> None:
@@ -569,3 +598,35 @@ def _sample(r: sqlite3.Row) -> Sample:
         seed=r["seed"],
         mean_logprob=r["mean_logprob"],
     )
+
+
+def _this_process() -> tuple[str, int, str | None, float, float]:
+    """host, pid, process start, started at, heartbeat: a new owner row for this process."""
+    now, pid = time.time(), os.getpid()
+    return this_host(), pid, process_start(pid), now, now
+
+
+def _ensure_owner(db: sqlite3.Connection, owner: int) -> None:
+    """Record ``owner`` (this process) again if it was taken for dead and deleted meanwhile."""
+    db.execute(
+        "INSERT OR IGNORE INTO owners (id, host, pid, process_start, started_at, heartbeat) "
+        "VALUES (?,?,?,?,?,?)",
+        (owner, *_this_process()),
+    )
+
+
+def _owner(r: sqlite3.Row) -> Owner:
+    return Owner(**{f.name: r[f.name] for f in fields(Owner)})
+
+
+def _encode_prompt(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return json.dumps(prompt, ensure_ascii=False)
+    return json.dumps([m.model_dump(mode="json") for m in prompt], ensure_ascii=False)
+
+
+def _decode_prompt(raw: str) -> Prompt:
+    data = json.loads(raw)
+    if isinstance(data, str):
+        return data
+    return [Message.model_validate(m) for m in data]
