@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, VerifyError
 from ponder.verify import MathVerifier, Verifier, extract_answer, is_equivalent
 from ponder.verify.math import DEFAULT_STRATEGIES
 from ponder.verify.math._verifier import CheckResult, check_one
@@ -146,8 +146,10 @@ def test_is_equivalent(reference: str, answer: str, expected: bool) -> None:
     assert is_equivalent(reference, answer) is expected
 
 
-def test_is_equivalent_never_raises_on_wrong_types() -> None:
-    assert is_equivalent(None, "1") is False  # type: ignore[arg-type]
+def test_is_equivalent_raises_a_verify_error_when_the_check_itself_fails() -> None:
+    # A failure of the check is not a wrong answer (issue 11, item 8): it raises, naming the cause.
+    with pytest.raises(VerifyError, match=r"equivalence check.*failed: AttributeError"):
+        is_equivalent(None, "1")  # type: ignore[arg-type]
 
 
 def _decimal_string(x: Fraction) -> str | None:
