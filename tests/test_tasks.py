@@ -294,7 +294,7 @@ def test_unknown_option_names_it_and_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         get_task("gsm8k", path=tmp_path / "x.jsonl")
     assert "'path'" in info.value.message
-    assert "few_shot, system_prompt, template" in info.value.message
+    assert "few_shot, stop, system_prompt, template" in info.value.message
 
 
 def test_register_and_plugin(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.store import Store, request_seed, run_spec
+from ponder.tasks import with_task_stop
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
@@ -75,6 +76,8 @@ async def sample_run(
 ) -> SamplingReport:
     """Make the run (backend, task, params) hold ``n`` samples for each problem.
 
+    The task's stop sequences (:func:`ponder.tasks.with_task_stop`) are added to ``params``.
+
     Samples already stored are kept; only missing indices are drawn. Each request's samples are committed in
     one transaction as soon as it returns, so a killed run loses at most the requests in flight.
 
@@ -92,6 +95,7 @@ async def sample_run(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     concurrency = concurrency or max(1, backend.max_batch // batch)
 
+    params = with_task_stop(params, task)  # the task's stop sequences, part of the run's identity
     spec = run_spec(backend, task, params)
     run = store.ensure_run(spec)
     store.add_problems(run.id, problems)
