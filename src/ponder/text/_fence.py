@@ -37,7 +37,7 @@ def code_blocks(text: str) -> list[CodeBlock]:
     blocks = []
     for match in _FENCE.finditer(text):
         info = match.group("info").strip().split()
-        lang = info[0].lower().lstrip("{.") if info else ""
+        lang = info[0].lower().strip("{}.") if info else ""  # also pandoc's {.python}
         lang = "python" if lang in _PYTHON_INFO else lang
         code = match.group("code")
         indent = match.group("indent")
