@@ -166,7 +166,9 @@ def test_a_made_up_next_problem_is_cut_before_extraction(own: str, invented: str
 
 
 def test_the_answer_is_and_boxed_answers_survive_a_cut() -> None:
-    text = "So she pays 3 * 4 = 12.\nThe answer is 12.\n\nProblem: Ann has 2 cats.\nThe answer is 2."
+    text = (
+        "So she pays 3 * 4 = 12.\nThe answer is 12.\n\nProblem: Ann has 2 cats.\nThe answer is 2."
+    )
     assert extract_answer(cut_continuation(text, MARKERS)) == "12"
     text = "Thus \\boxed{12}.\n\nProblem: Ann has 2 cats. \\boxed{2}"
     assert extract_answer(cut_continuation(text, MARKERS)) == "12"

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from ponder.errors import ConfigError, VerifyError
 from ponder.verify import MathVerifier, Verifier, extract_answer, is_equivalent
-from ponder.verify.math import DEFAULT_STRATEGIES
-from ponder.verify.math import _equiv
+from ponder.verify.math import DEFAULT_STRATEGIES, _equiv
 from ponder.verify.math._verifier import CheckResult, check_one
 
 # --- extraction -----------------------------------------------------------------------------------
