@@ -156,12 +156,26 @@ def check_template(template: object) -> None:
         ) from None
 
 
-def check_stop(stop: object, template: str) -> tuple[str, ...]:
-    """A task's ``stop`` option as a tuple: the template's own when ``stop`` is None.
+def check_prompt(
+    system_prompt: object, template: object, stop: object
+) -> tuple[str | None, tuple[str, ...]]:
+    """Check the prompt options of a task: its system prompt, template and stop sequences.
+
+    Returns:
+        The system prompt (None for none or empty) and the stop sequences: ``stop`` as a tuple,
+        or the template's own (:func:`ponder.text.question_markers`) when ``stop`` is None.
 
     Raises:
-        ConfigError: ``stop`` is not a list of non-empty strings.
+        ConfigError: a value of the wrong type, or a template that is not usable.
     """
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ConfigError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
+    check_template(template)
+    assert isinstance(template, str)  # check_template raised otherwise
+    return system_prompt or None, _check_stop(stop, template)
+
+
+def _check_stop(stop: object, template: str) -> tuple[str, ...]:
     if stop is None:
         return stop_sequences(question_markers(template))
     if isinstance(stop, str) or not isinstance(stop, list | tuple):
@@ -281,14 +295,7 @@ class MathTask(ABC):
     _data: _Loaded | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
-            raise ConfigError(
-                f"system_prompt must be a string, got {type(self.system_prompt).__name__}"
-            )
-        if self.system_prompt == "":
-            self.system_prompt = None
-        check_template(self.template)
-        self.stop = check_stop(self.stop, self.template)
+        self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
         if isinstance(self.few_shot, bool) or not isinstance(self.few_shot, int):
             raise ConfigError(f"few_shot must be an integer, got {self.few_shot!r}")
         if not 0 <= self.few_shot <= len(SHOTS):

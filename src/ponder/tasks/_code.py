@@ -19,7 +19,7 @@ from typing import Any
 
 from ponder.errors import ConfigError, DataError, NotFoundError, UserError
 from ponder.records import Message, Problem
-from ponder.tasks._base import VerifierKind, check_stop, check_template, sha256_hex
+from ponder.tasks._base import VerifierKind, check_prompt, sha256_hex
 from ponder.tasks._jsonl import iter_jsonl
 from ponder.tasks._registry import register_task
 from ponder.verify.code import CodeReference
@@ -59,14 +59,7 @@ class CodeTask(ABC):
     )
 
     def __post_init__(self) -> None:
-        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
-            raise ConfigError(
-                f"system_prompt must be a string, got {type(self.system_prompt).__name__}"
-            )
-        if self.system_prompt == "":
-            self.system_prompt = None
-        check_template(self.template)
-        self.stop = check_stop(self.stop, self.template)
+        self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
 
     @abstractmethod
     def _load(self) -> tuple[list[Problem], dict[str, object]]:
