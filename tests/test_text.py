@@ -153,6 +153,7 @@ FOLLOW_UPS = [
     ("\\boxed{8}", "\n\nproblem: lower case still counts\n#### 99"),
     ("#### 8", "\n\nSolve the following math problem. Think it through.\n\nProblem: x\n#### 1"),
     ("#### 8", "\n\nSolve  the following\nmath problem.\n\\boxed{5}"),
+    ("#### 8", "\n\nsolve the following math problem:\nProblem: x\n#### 5"),
 ]
 
 

@@ -69,7 +69,8 @@ def _marker_pattern(marker: str) -> str:
         # A label, as a model writes it: any case, numbered ("Problem 2:"), in bold ("**Q:**").
         words = r"[ \t]+".join(re.escape(w) for w in marker[:-1].split())
         return rf"{words}(?:[ \t]*\d+)?[ \t*_]*:"
-    return r"\s+".join(re.escape(w) for w in marker.split())
+    # An instruction sentence, with any line breaks or spaces, and any closing punctuation.
+    return r"\s+".join(re.escape(w) for w in marker.rstrip(".?!").split()) + r"[.?!:]?"
 
 
 def cut_continuation(text: str, markers: Sequence[str]) -> str:
