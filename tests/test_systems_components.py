@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -576,6 +577,28 @@ class TestVote:
         backend = scripted(default=lambda _t, i: ["#### 0.5", "#### 3", "#### 1/2"][i])
         config = {"layers": [GEN3, {"type": "vote", "equivalence": "math"}]}
         assert [c.id for c in run(config, backend).candidates] == ["L0.0.1", "L0.0.3"]
+
+    def test_code_votes_count_the_program_the_code_verifier_runs(self) -> None:
+        # ~~~ fences and a block cut off by the token limit hold programs too (issue 11).
+        texts = [
+            "```python\ndef f():\n    return 1\n```",
+            "Here it is:\n~~~python\ndef f():\n    return 1\n~~~\n",
+            "```python\ndef f():\n    return 2\n",
+        ]
+        backend = scripted(default=lambda _t, i: texts[i])
+        config = {"layers": [GEN3, {"type": "vote", "extractor": "code"}]}
+        assert [c.id for c in run(config, backend).candidates] == ["L0.0.1", "L0.0.2"]
+
+    def test_a_failing_equivalence_check_keeps_answers_apart_and_says_why(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "math_verify", None)  # as if it were not installed
+        backend = scripted(default=lambda _t, i: ["\\boxed{2}", "\\boxed{\\sqrt{4}}", "#### 2"][i])
+        config = {"layers": [GEN3, {"type": "vote", "equivalence": "math"}]}
+        result = run(config, backend)
+        assert [c.id for c in result.candidates] == ["L0.0.1", "L0.0.3"]
+        notes = [n for e in result.trace.events for n in e.notes]
+        assert any("kept apart" in n and "math-verify is not available" in n for n in notes)
 
 
 # ----- verify ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -10,19 +11,27 @@ from typing import Literal
 
 import pytest
 
+from ponder.backends import ScriptedBackend
 from ponder.errors import ConfigError, DataError, DuplicateNameError, NotFoundError
 from ponder.plugins import isolated
-from ponder.records import Message, Problem
+from ponder.records import Message, Problem, SamplingParams
+from ponder.runs import sample_run, verify_run
+from ponder.store import Store, run_spec
 from ponder.tasks import (
     Aime2025Task,
     Gsm8kTask,
     JsonlTask,
     Task,
+    continuation_markers,
     get_task,
     register_task,
     select_problems,
     task_names,
+    task_stop,
+    with_task_stop,
 )
+from ponder.text import extract_answer
+from ponder.verify import MathVerifier
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -294,7 +303,7 @@ def test_unknown_option_names_it_and_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         get_task("gsm8k", path=tmp_path / "x.jsonl")
     assert "'path'" in info.value.message
-    assert "few_shot, system_prompt, template" in info.value.message
+    assert "few_shot, stop, system_prompt, template" in info.value.message
 
 
 def test_register_task() -> None:
@@ -400,3 +409,80 @@ def test_select_shuffle_before_offset_and_limit() -> None:
     assert select_problems(problems, shuffle_seed=5, offset=3, limit=4) == shuffled[3:7]
     subset = select_problems(problems, ids=["t/1", "t/2", "t/3", "t/4"], shuffle_seed=5)
     assert sorted(_ids(subset)) == ["t/1", "t/2", "t/3", "t/4"]
+
+
+# --- stop sequences and made-up next problems ----------------------------------------------------
+
+
+def test_tasks_declare_stop_sequences_from_their_templates(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "mine.jsonl", [{"question": "1+1?", "answer": "2"}])
+    assert get_task("gsm8k").stop == ("\nSolve the following math problem.", "\nProblem:")
+    assert get_task("aime2025").stop == (
+        "\nSolve the following competition math problem.",
+        "\nProblem:",
+    )
+    assert get_task("humaneval").stop == ("\nComplete the following Python function.",)
+    # A user's own format (lm-eval style) gives its own stops; they can be replaced or dropped.
+    mine = get_task("jsonl", path=data, template="Question: {question}\nAnswer:")
+    assert mine.stop == ("\nQuestion:",)
+    assert get_task("jsonl", path=data, stop=[]).stop == ()
+    assert get_task("gsm8k", stop=["\n\n\n"]).stop == ("\n\n\n",)
+    with pytest.raises(ConfigError, match="stop must be a list of strings"):
+        get_task("gsm8k", stop="Problem:")
+    with pytest.raises(ConfigError, match="non-empty"):
+        get_task("gsm8k", stop=[""])
+
+
+def test_continuation_markers_are_read_from_a_stored_task_spec(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "mine.jsonl", [{"question": "1+1?", "answer": "2"}])
+    task = get_task("jsonl", path=data, template="Q: {question}\nA:")
+    assert continuation_markers(task.spec()) == ("Q:",)
+    assert continuation_markers(get_task("jsonl", path=data).spec()) == (
+        "Solve the following math problem.",
+        "Problem:",
+    )
+    assert continuation_markers({"name": "plugin"}) == ()
+
+
+def test_with_task_stop_appends_the_tasks_stops_once() -> None:
+    task = get_task("gsm8k")
+    params = SamplingParams(stop=("\nProblem:", "END"))
+    assert with_task_stop(params, task).stop == (
+        "\nProblem:",
+        "END",
+        "\nSolve the following math problem.",
+    )
+    merged = with_task_stop(SamplingParams(), task)
+    assert with_task_stop(merged, task) == merged
+    assert task_stop(_Listed(1)) == ()  # a task without stop sequences
+
+
+def test_sampling_sends_the_stops_and_verification_ignores_a_made_up_next_problem(
+    tmp_path: Path,
+) -> None:
+    data = write_jsonl(
+        tmp_path / "few.jsonl",
+        [{"question": "Ann has 3 pens and buys 5. How many?", "answer": "8"}],
+    )
+    task = get_task("jsonl", path=data)
+    # The model answers, then invents the next problem in the prompt's format with its own answer.
+    text = (
+        "3 + 5 = 8\n#### 8\n\nProblem: Bo has 2 cups and breaks one. How many are left?\n"
+        "2 - 1 = 1\nThe answer is \\boxed{1}.\n#### 1"
+    )
+    backend = ScriptedBackend(outputs=[text])
+    params = SamplingParams(temperature=0.0, max_tokens=64)
+    with Store(tmp_path / "s.db") as store:
+        # A run stored before the task declared stops keeps its id and its samples.
+        old = store.ensure_run(run_spec(backend, task, params))
+        report = asyncio.run(sample_run(store, backend, task, task.problems(), 1, params))
+        assert report.run_id != old.id
+        assert store.get_run(old.id).spec.params.stop == ()
+        sent = backend.calls[0][2]
+        assert sent.stop == task.stop == ("\nSolve the following math problem.", "\nProblem:")
+        assert store.get_run(report.run_id).spec.params.stop == task.stop
+        with MathVerifier(workers=1) as verifier:
+            verify_run(store, report.run_id, verifier)
+            [verdict] = store.verdicts(report.run_id, verifier.name).values()
+    assert extract_answer(text) == "1"  # the invented problem's answer, were it not cut
+    assert (verdict.status, verdict.extracted) == ("correct", "8")

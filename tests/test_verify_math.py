@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -12,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.errors import ConfigError
+from ponder.errors import ConfigError, VerifyError
 from ponder.verify import MathVerifier, Verifier, extract_answer, is_equivalent
-from ponder.verify.math import DEFAULT_STRATEGIES
+from ponder.verify.math import DEFAULT_STRATEGIES, _equiv
 from ponder.verify.math._verifier import CheckResult, check_one
 
 # --- extraction -----------------------------------------------------------------------------------
@@ -66,6 +67,16 @@ EXTRACTION = [
     ("<think>1</think> The answer is 5. <think>check: 6?</think>", "5"),
     ("<think>It is 99... no, wait", None),
     ("template opened the block: 77 </think> The answer is 8.", "8"),
+    # Wrappers small models put around the answer: a copied "<answer>" placeholder, bold, math.
+    ("The eggs cost 540 in all.\n#### <answer>540</answer>", "540"),
+    ("#### <540>", "540"),
+    ("#### <Answer> 1,080 </Answer>", "1080"),
+    ("The answer is <answer>540</answer>.", "540"),
+    ("#### **540**", "540"),
+    ("#### $540$", "540"),
+    ("#### 540 dollars.", "540"),
+    ("<answer>540</answer>", "540"),
+    ("#### <answer>", None),
     # Nothing to find.
     ("No idea.", None),
     ("", None),
@@ -146,8 +157,10 @@ def test_is_equivalent(reference: str, answer: str, expected: bool) -> None:
     assert is_equivalent(reference, answer) is expected
 
 
-def test_is_equivalent_never_raises_on_wrong_types() -> None:
-    assert is_equivalent(None, "1") is False  # type: ignore[arg-type]
+def test_is_equivalent_raises_a_verify_error_when_the_check_itself_fails() -> None:
+    # A failure of the check is not a wrong answer (issue 11, item 8): it raises, naming the cause.
+    with pytest.raises(VerifyError, match=r"equivalence check.*failed: AttributeError"):
+        is_equivalent(None, "1")  # type: ignore[arg-type]
 
 
 def _decimal_string(x: Fraction) -> str | None:
@@ -210,7 +223,32 @@ CHECKS = [
     ("18", "The answer is $18.00.", "correct", "18.00"),
     ("5", "<think>I guess 5</think> so it is 6", "incorrect", "6"),
     ("5", "I have no idea.", "unparsed", None),
+    ("540", "So 540.\n#### <answer>540</answer>", "correct", "540"),
 ]
+
+
+def test_a_failing_equivalence_check_is_an_error_not_incorrect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash(reference: str, answer: str) -> bool:
+        raise RuntimeError("sympy exploded")
+
+    # Only the symbolic path crashes: plain numbers never reach it.
+    monkeypatch.setattr(_equiv, "_symbolic_equivalent", crash)
+    assert check_one("18", "#### 18", DEFAULT_STRATEGIES)[0] == "correct"
+    status, extracted, detail = check_one(
+        r"\frac{\sqrt{2}}{2}", r"\boxed{\frac{1}{\sqrt{2}}}", DEFAULT_STRATEGIES
+    )
+    assert (status, extracted) == ("error", r"\frac{1}{\sqrt{2}}")
+    assert "RuntimeError: sympy exploded" in detail
+
+
+def test_a_missing_math_verify_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now fails
+    status, _, detail = check_one(r"\sqrt{2}", r"\boxed{\sqrt{4}}", DEFAULT_STRATEGIES)
+    assert status == "error"
+    assert "math-verify is not available" in detail
+    assert check_one("18", "#### 19", DEFAULT_STRATEGIES)[0] == "incorrect"
 
 
 @pytest.mark.parametrize(("reference", "text", "status", "extracted"), CHECKS)
@@ -308,6 +346,25 @@ def _misbehaving_check(reference: str, text: str, strategies: tuple[str, ...]) -
 
 class _MisbehavingVerifier(MathVerifier):
     check = staticmethod(_misbehaving_check)
+
+
+def _check_without_math_verify(
+    reference: str, text: str, strategies: tuple[str, ...]
+) -> CheckResult:
+    sys.modules["math_verify"] = None  # type: ignore[assignment]  # as if it were not installed
+    return check_one(reference, text, strategies)  # type: ignore[arg-type]
+
+
+class _NoMathVerifyVerifier(MathVerifier):
+    check = staticmethod(_check_without_math_verify)
+
+
+def test_without_math_verify_the_workers_give_error_verdicts_with_the_cause() -> None:
+    items = [("18", "#### 18"), (r"\sqrt{4}", r"\boxed{2}"), ("18", "#### 17")]
+    with _NoMathVerifyVerifier(workers=1) as v:
+        verdicts = v.verify_many(items)
+    assert [x.status for x in verdicts] == ["correct", "error", "incorrect"]
+    assert "math-verify is not available" in verdicts[1].detail
 
 
 def _gone(pid: int, within_s: float) -> bool:

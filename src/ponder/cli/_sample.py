@@ -29,7 +29,7 @@ from ponder.models import DEFAULT_MODEL
 from ponder.records import SamplingParams
 from ponder.runs import sample_run, verify_run
 from ponder.store import RunSpec, Store, run_spec
-from ponder.tasks import Task, get_task, select_problems
+from ponder.tasks import Task, get_task, select_problems, with_task_stop
 from ponder.verify import Verifier, make_verifier
 
 _PARAM_FLAGS = {
@@ -234,6 +234,7 @@ def sample(
         the_task = build_task(
             task, data, question_field, answer_field, id_field, few_shot, task_option
         )
+        params = with_task_stop(params, the_task)
         problems = select_problems(
             the_task.problems(),
             limit=limit,

@@ -13,6 +13,7 @@ from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.store import Store, request_seed, run_spec
+from ponder.tasks import with_task_stop
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
@@ -81,6 +82,8 @@ async def sample_run(
 ) -> SamplingReport:
     """Make the run (backend, task, params) hold ``n`` samples for each problem.
 
+    The task's stop sequences (:func:`ponder.tasks.with_task_stop`) are added to ``params``.
+
     Samples already stored are kept; only missing indices are drawn. Each request's samples are committed in
     one transaction as soon as it returns, so a killed run loses at most the requests in flight. Each
     problem's prompt is rendered once, stored with the problem, and sent as stored.
@@ -107,6 +110,7 @@ async def sample_run(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     concurrency = concurrency or max(1, backend.max_batch // batch)
 
+    params = with_task_stop(params, task)  # the task's stop sequences, part of the run's identity
     run_id, prompt_of = open_run(store, run_spec(backend, task, params), task, problems)
     already = count_stored(store, run_id, problems, n)
     totals = {"drawn": 0, "prompt": 0, "completion": 0, "requests": 0}

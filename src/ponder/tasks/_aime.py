@@ -23,11 +23,13 @@ AIME2025_FILES: tuple[tuple[str, str], ...] = (
 """(contest, file inside the data package), in order."""
 
 AIME_TEMPLATE = (
-    "Solve the following competition math problem. Reason step by step, and give the final "
-    "answer (an integer from 0 to 999) as \\boxed{{<answer>}} at the end.\n\n"
+    "Solve the following competition math problem. Reason step by step, and end with the final "
+    "answer (an integer from 0 to 999) in a box: for example, if the answer were 42, end with "
+    "\\boxed{{42}}.\n\n"
     "Problem: {question}"
 )
-"""The default template of ``aime2025``: the final answer goes in ``\\boxed{}``."""
+"""The default template of ``aime2025``: the final answer goes in ``\\boxed{}`` (shown with a
+concrete number, which small models cannot copy as a placeholder)."""
 
 
 @register_task("aime2025")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import string
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal, Protocol, runtime_checkable
 
 from ponder.errors import ConfigError, UserError
-from ponder.records import Message, Problem
+from ponder.records import Message, Problem, SamplingParams
+from ponder.text import question_markers, stop_sequences
 
 VerifierKind = Literal["math", "code"]
 """Which verifier judges a task's samples."""
@@ -50,6 +52,43 @@ class Task(Protocol):
         few-shot examples must change it.
         """
         ...
+
+
+# A task may also declare ``stop: tuple[str, ...]``, the stop sequences that end a reply where the
+# model starts a made-up next problem in the prompt's format (see task_stop). It is optional, so
+# that tasks written before it existed stay Tasks.
+
+
+def task_stop(task: Task) -> tuple[str, ...]:
+    """The stop sequences ``task`` declares (its ``stop`` attribute), or none."""
+    stop = getattr(task, "stop", None) or ()
+    if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError(
+            f"task {task.name!r} declares stop={stop!r}; it must be a sequence of non-empty strings"
+        )
+    return tuple(stop)
+
+
+def with_task_stop(params: SamplingParams, task: Task) -> SamplingParams:
+    """``params`` with the task's stop sequences added after the caller's own (no duplicates).
+
+    This is what a sampling run sends to the backend. Stop sequences are part of a run's sampling
+    parameters, hence of its identity: runs stored before a task declared them keep their ids
+    (stored specs are never rewritten), and the same command now makes a new run.
+    """
+    stop = tuple(dict.fromkeys((*params.stop, *task_stop(task))))
+    return params if stop == params.stop else params.model_copy(update={"stop": stop})
+
+
+def continuation_markers(task_spec: Mapping[str, object]) -> tuple[str, ...]:
+    """How a made-up next problem starts in the format of the task a run was made with.
+
+    Read from the ``template`` in the task's spec (:func:`ponder.text.question_markers`), so it
+    works for stored runs without rebuilding their task; a spec without a template has none.
+    Text from such a marker on is not part of the model's answer (:func:`ponder.text.cut_continuation`).
+    """
+    template = task_spec.get("template")
+    return question_markers(template) if isinstance(template, str) else ()
 
 
 def read_package_data(relpath: str) -> bytes:
@@ -115,6 +154,38 @@ def check_template(template: object) -> None:
         raise ConfigError(
             f"template cannot be filled in: {type(exc).__name__}: {exc}", hint=_BRACES_HINT
         ) from None
+
+
+def check_prompt(
+    system_prompt: object, template: object, stop: object
+) -> tuple[str | None, tuple[str, ...]]:
+    """Check the prompt options of a task: its system prompt, template and stop sequences.
+
+    Returns:
+        The system prompt (None for none or empty) and the stop sequences: ``stop`` as a tuple,
+        or the template's own (:func:`ponder.text.question_markers`) when ``stop`` is None.
+
+    Raises:
+        ConfigError: a value of the wrong type, or a template that is not usable.
+    """
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ConfigError(f"system_prompt must be a string, got {type(system_prompt).__name__}")
+    check_template(template)
+    assert isinstance(template, str)  # check_template raised otherwise
+    return system_prompt or None, _check_stop(stop, template)
+
+
+def _check_stop(stop: object, template: str) -> tuple[str, ...]:
+    if stop is None:
+        return stop_sequences(question_markers(template))
+    if isinstance(stop, str) or not isinstance(stop, list | tuple):
+        raise ConfigError(
+            f"stop must be a list of strings, got {stop!r}",
+            hint="e.g. -T 'stop=[\"\\nQuestion:\"]' (or -T stop=[] for none)",
+        )
+    if not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError(f"stop strings must be non-empty strings, got {list(stop)!r}")
+    return tuple(stop)
 
 
 @dataclass(frozen=True)
@@ -183,11 +254,15 @@ SHOTS: tuple[Shot, ...] = (
 """Original worked examples (not taken from any benchmark) used for few-shot prompts."""
 
 DEFAULT_TEMPLATE = (
-    "Solve the following math problem. Think it through step by step, then write the final "
-    'answer alone on the last line in the form "#### <answer>" (just the number, no units).\n\n'
+    "Solve the following math problem. Think it through step by step. Then write the final "
+    "answer alone on the last line, after four hash signs and a space, as a plain number with no "
+    'units: for example, if the answer were 42, the last line would be "#### 42".\n\n'
     "Problem: {question}"
 )
-"""The default user-message template of the math tasks (answers end with ``#### N``)."""
+"""The default user-message template of the math tasks (answers end with ``#### N``).
+
+The format is shown with a concrete number: small models copy a placeholder such as
+``#### <answer>`` literally (``#### <answer>540</answer>``)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +281,9 @@ class MathTask(ABC):
         system_prompt: Optional system message sent first.
         template: A ``str.format`` template using ``{question}`` (and no other field).
         few_shot: How many worked examples (user/assistant pairs) precede the question.
+        stop: Stop sequences sent to the backend with every request. By default (None) they come
+            from the template: a new line that starts a made-up next problem in its format
+            (``"\nProblem:"``; see :func:`ponder.text.question_markers`). ``[]`` sends none.
     """
 
     name: str = field(default="", init=False)
@@ -213,16 +291,11 @@ class MathTask(ABC):
     system_prompt: str | None = None
     template: str = DEFAULT_TEMPLATE
     few_shot: int = 0
+    stop: tuple[str, ...] | None = None
     _data: _Loaded | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
-            raise ConfigError(
-                f"system_prompt must be a string, got {type(self.system_prompt).__name__}"
-            )
-        if self.system_prompt == "":
-            self.system_prompt = None
-        check_template(self.template)
+        self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
         if isinstance(self.few_shot, bool) or not isinstance(self.few_shot, int):
             raise ConfigError(f"few_shot must be an integer, got {self.few_shot!r}")
         if not 0 <= self.few_shot <= len(SHOTS):

@@ -19,7 +19,7 @@ from typing import Any
 
 from ponder.errors import ConfigError, DataError, NotFoundError, UserError
 from ponder.records import Message, Problem
-from ponder.tasks._base import VerifierKind, check_template, sha256_hex
+from ponder.tasks._base import VerifierKind, check_prompt, sha256_hex
 from ponder.tasks._jsonl import iter_jsonl
 from ponder.tasks._registry import register_task
 from ponder.verify.code import CodeReference
@@ -45,24 +45,21 @@ class CodeTask(ABC):
     Attributes:
         system_prompt: Optional system message sent first.
         template: A ``str.format`` template using ``{question}`` (and no other field).
+        stop: Stop sequences sent to the backend; by default (None) a new line that starts the
+            template's opening instruction again (a made-up next problem); ``[]`` sends none.
     """
 
     name: str = field(default="", init=False)
     verifier: VerifierKind = field(default="code", init=False)
     system_prompt: str | None = None
     template: str = DEFAULT_CODE_TEMPLATE
+    stop: tuple[str, ...] | None = None
     _data: tuple[tuple[Problem, ...], dict[str, object]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
-            raise ConfigError(
-                f"system_prompt must be a string, got {type(self.system_prompt).__name__}"
-            )
-        if self.system_prompt == "":
-            self.system_prompt = None
-        check_template(self.template)
+        self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
 
     @abstractmethod
     def _load(self) -> tuple[list[Problem], dict[str, object]]:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ponder.errors import VerifyError
 from ponder.systems._component import Component, ComponentConfig, Delta, register_component
 from ponder.systems._context import RunContext
 from ponder.systems._extract import get_extractor
@@ -62,17 +63,31 @@ class Vote(Component[VoteConfig]):
         extract = get_extractor(cfg.extractor) if cfg.extractor else None
         groups: list[tuple[str, list[Candidate]]] = []
         unanswered: list[Candidate] = []
+        failures: list[str] = []
+
+        def same(rep: str, answer: str) -> bool:
+            if rep == answer or cfg.equivalence != "math":
+                return rep == answer
+            try:
+                return is_equivalent(rep, answer)
+            except VerifyError as exc:
+                # Not known to be equal: the answers stay apart, and the trace says why.
+                failures.append(exc.message)
+                return False
+
         for c in candidates:
             answer = extract(c.text) if extract is not None else c.answer
             if answer is None:
                 unanswered.append(c)
                 continue
             for rep, members in groups:
-                if rep == answer or (cfg.equivalence == "math" and is_equivalent(rep, answer)):
+                if same(rep, answer):
                     members.append(c)
                     break
             else:
                 groups.append((answer, [c]))
+        for failure in failures:
+            ctx.note(f"kept apart: {failure}")
         if not groups:
             ctx.fallback(
                 "no candidate states an answer",

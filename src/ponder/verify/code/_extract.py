@@ -10,19 +10,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-
-# A fenced block: ``` or ~~~ (3 or more) with an optional info string, up to the same fence at
-# the start of a line, or to the end of the text (an answer cut off by the token limit).
-_FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n"
-    r"(?P<code>.*?)"
-    r"(?:^[ \t]*(?P=fence)[ \t]*$|\Z)",
-    re.DOTALL | re.MULTILINE,
-)
-_PYTHON_INFO = {"python", "py", "python3", "py3", "python2", "pycon", "ipython"}
+from ponder.text import CodeBlock, code_blocks, strip_think
 
 # Where bare code starts after chat prose.
 _CODE_START = re.compile(
@@ -42,19 +30,6 @@ class Extraction:
 
     program: str | None
     reason: str = ""
-
-
-def strip_think(text: str) -> str:
-    """Remove reasoning: closed ``<think>`` blocks, everything before a stray ``</think>`` (the
-    chat template opened the block) and everything after an unclosed ``<think>``."""
-    text = _THINK_BLOCK.sub("\n", text)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:
-        text = text[closes[-1].end() :]
-    opened = _THINK_OPEN.search(text)
-    if opened:
-        text = text[: opened.start()]
-    return text
 
 
 def defines(code: str, name: str) -> bool:
@@ -134,33 +109,16 @@ def _program(code: str, prompt: str, entry_point: str, *, exact: bool) -> str:
     return code
 
 
-def _fenced(text: str) -> list[tuple[str, str]]:
-    """(language, code) of each fenced block: ``python``, ``""`` (unlabelled) or another name."""
-    blocks = []
-    for match in _FENCE.finditer(text):
-        info = match.group("info").strip().split()
-        lang = info[0].lower().lstrip("{.") if info else ""
-        lang = "python" if lang in _PYTHON_INFO else lang
-        code = match.group("code")
-        indent = match.group("indent")
-        if indent:  # a fence inside a list item: its lines carry the fence's indentation
-            code = "".join(
-                line[len(indent) :] if line.startswith(indent) else line
-                for line in code.splitlines(keepends=True)
-            )
-        if code.strip():
-            blocks.append((lang, code))
-    return blocks
-
-
-def _choose(blocks: list[tuple[str, str]], entry_point: str) -> str:
+def _choose(blocks: list[CodeBlock], entry_point: str) -> str:
     """The block that defines the entry point (the last such), else the longest Python one."""
-    pool = [b for b in blocks if b[0] in ("python", "")] or blocks
-    defining = [code for _, code in pool if defines(code, entry_point)]
+    pool = [b for b in blocks if b.language in ("python", "")] or blocks
+    defining = [b.code for b in pool if defines(b.code, entry_point)]
     if defining:
         return defining[-1]
-    best = max(enumerate(pool), key=lambda item: (item[1][0] == "python", len(item[1][1]), item[0]))
-    return best[1][1]
+    best = max(
+        enumerate(pool), key=lambda item: (item[1].language == "python", len(item[1].code), item[0])
+    )
+    return best[1].code
 
 
 def extract(text: str, *, prompt: str = "", entry_point: str = "") -> Extraction:
@@ -170,7 +128,7 @@ def extract(text: str, *, prompt: str = "", entry_point: str = "") -> Extraction
     answer = strip_think(text)
     if not answer.strip():
         return Extraction(None, "empty completion (nothing after the reasoning)")
-    blocks = _fenced(answer)
+    blocks = code_blocks(answer)
     if blocks:
         code = _choose(blocks, entry_point)
         program = _program(code, prompt, entry_point, exact=False)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from ponder.verify.math._extract import normalize_answer
-
-logger = logging.getLogger(__name__)
+from ponder.errors import VerifyError
+from ponder.text import normalize_answer
 
 # math-verify's own timeouts use signal.alarm, which only works in a process's main thread
 # (elsewhere it raises). Its default limit applies there; off the main thread the caller must bound
@@ -34,14 +32,25 @@ def is_equivalent(reference: str, answer: str) -> bool:
     ``0.33 != 1/3``. Anything else goes to math-verify (symbolic comparison: ``\\sqrt{2}``,
     ``2\\pi``, intervals, sets, equations).
 
-    Pure and safe to call in a worker process. Never raises: input that cannot be understood is
-    simply not equivalent.
+    Pure and safe to call in a worker process. Input that math-verify cannot read or evaluate is
+    not equivalent (math-verify's own rule); a failure of the check itself (math-verify missing,
+    an exception that escapes it) is not the answer's fault and raises.
+
+    Raises:
+        VerifyError: math-verify is not installed, or the comparison crashed (the message names
+            the cause); a verifier turns it into an ``error`` verdict, never ``incorrect``.
     """
     try:
         return _equivalent(reference, answer)
-    except Exception:  # odd input must read as "not equivalent", not crash a batch
-        logger.debug("equivalence check failed for %r vs %r", reference, answer, exc_info=True)
-        return False
+    except ModuleNotFoundError as exc:
+        raise VerifyError(
+            f"math-verify is not available ({exc})", hint="pip install math-verify"
+        ) from exc
+    except Exception as exc:  # whatever sympy raises, the caller needs one type
+        raise VerifyError(
+            f"the equivalence check of {answer!r} against {reference!r} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def as_number(text: str) -> Fraction | None:
@@ -79,6 +88,8 @@ def _symbolic_equivalent(reference: str, answer: str) -> bool:
     gold, target = _parse(reference, timeout), _parse(answer, timeout)
     if not gold or not target:
         return False
+    # math-verify reads expressions it cannot evaluate ("1/0") as not equal, by its own rules;
+    # anything that escapes it is a failure of the check (see is_equivalent).
     return bool(verify(gold, target, timeout_seconds=timeout))
 
 
@@ -98,5 +109,13 @@ def _timeout() -> int | None:
 
 
 def warm_up() -> None:
-    """Import math-verify and run one comparison, so that a worker's first check is not slow."""
+    """Import math-verify and run one comparison, so that a worker's first check is not slow.
+
+    Without math-verify this does nothing: plain numbers are still compared, and each symbolic
+    comparison gets an ``error`` verdict that says math-verify is missing.
+    """
+    try:
+        import math_verify  # noqa: F401
+    except ModuleNotFoundError:
+        return
     _symbolic_equivalent("\\sqrt{4}", "2")

@@ -15,13 +15,8 @@ from typing import Self
 
 from ponder.errors import ConfigError, VerifyError
 from ponder.records import Verdict, VerdictStatus
+from ponder.text import DEFAULT_STRATEGIES, ExtractStrategy, check_strategies, extract_answer
 from ponder.verify.math._equiv import is_equivalent, warm_up
-from ponder.verify.math._extract import (
-    DEFAULT_STRATEGIES,
-    ExtractStrategy,
-    check_strategies,
-    extract_answer,
-)
 
 CheckResult = tuple[VerdictStatus, str | None, str]
 """(status, extracted answer, detail) as a worker returns it."""
@@ -37,13 +32,19 @@ _started: SimpleQueue[tuple[int, int]] | None = None
 
 
 def check_one(reference: str, text: str, strategies: tuple[ExtractStrategy, ...]) -> CheckResult:
-    """Extract the answer from ``text`` and compare it with ``reference``."""
+    """Extract the answer from ``text`` and compare it with ``reference``.
+
+    A comparison that fails (math-verify missing or crashing) is an ``error`` with the cause in
+    the detail, never ``incorrect``: the answer was not judged.
+    """
     extracted = extract_answer(text, strategies)
     if extracted is None:
         return "unparsed", None, "no answer found"
-    if is_equivalent(reference, extracted):
-        return "correct", extracted, ""
-    return "incorrect", extracted, ""
+    try:
+        equal = is_equivalent(reference, extracted)
+    except VerifyError as exc:
+        return "error", extracted, str(exc)
+    return ("correct" if equal else "incorrect"), extracted, ""
 
 
 def _init_worker(started: SimpleQueue[tuple[int, int]]) -> None:

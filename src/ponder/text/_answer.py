@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 from ponder.errors import ConfigError
+from ponder.text._think import strip_think
 
 ExtractStrategy = Literal["hash", "boxed", "answer_is", "last_number"]
 """How to find the answer: ``hash`` (GSM8K ``#### 42``), ``boxed`` (``\\boxed{...}``),
@@ -29,10 +30,6 @@ _VALID: tuple[str, ...] = get_args(ExtractStrategy)
 
 # Unicode look-alikes of the ASCII minus that models (and copied references) use.
 _MINUS_SIGNS = str.maketrans({"−": "-", "–": "-", "—": "-", "﹣": "-", "－": "-"})
-
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
-_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
 _CURRENCY = r"(?:\\\$|[$€£¥])"
 # A number as people write it: 1,234,567 / 3.5 / .5 / 3/4, with optional sign, currency, percent.
@@ -56,6 +53,13 @@ _NUMBER = re.compile(
 )
 _PLAIN_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?")
 
+# What may stand between an answer marker and the answer: spaces, bold, colons, and an opening
+# tag or bracket copied from a placeholder ("#### <answer>540</answer>", "#### <540>").
+_WRAPPER_OPEN = re.compile(r"^(?:[ \t*:]+|<[A-Za-z_][\w-]*>|<(?=[-\d.$]))*")
+# An answer wholly inside a tag pair or angle brackets: "<answer>540</answer>", "<540>".
+_TAG_WRAPPED = re.compile(
+    r"^(?:<(?P<tag>[A-Za-z_][\w-]*)>(?P<inner>.*?)</(?P=tag)>|<(?P<bare>[^<>]*\d[^<>]*)>)$", re.S
+)
 _HASH = re.compile(r"####[ \t]*(?P<rest>[^\n]*)")
 _ANSWER_IS = re.compile(
     r"(?:final\s+answer|(?<![a-z])answer)\s*(?:\*\*)?\s*(?:is\b|:|=)(?:\s*(?:\*\*|:))*",
@@ -73,23 +77,6 @@ _TRAILING_WORD = re.compile(r"\s+(?!pi\b)[A-Za-z][A-Za-z'\-]+\.?$")
 _CONTINUES = re.compile(
     r"[a-zA-Z](?![a-zA-Z])|[\^_({\[/]|\s*[*+=^]|\s*\\(?!text|mbox|quad|qquad|[,;:! %$])"
 )
-
-
-def strip_think(text: str) -> str:
-    """Remove reasoning blocks so that numbers inside them never count as the answer.
-
-    Closed ``<think>...</think>`` blocks are dropped. A stray ``</think>`` (the chat template opened
-    the block) drops everything before it. An unclosed ``<think>`` drops everything after it: a
-    truncated reasoning trace has no final answer.
-    """
-    text = _THINK_BLOCK.sub(" ", text)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:
-        text = text[closes[-1].end() :]
-    opened = _THINK_OPEN.search(text)
-    if opened:
-        text = text[: opened.start()]
-    return text
 
 
 def check_strategies(strategies: Sequence[str] | str) -> tuple[ExtractStrategy, ...]:
@@ -146,7 +133,8 @@ def extract_answer(
 def normalize_answer(answer: str) -> str:
     """Light, meaning-preserving clean-up of an extracted answer.
 
-    Strips math delimiters and ``$`` signs, markdown bold, surrounding whitespace, trailing
+    Strips answer tags (``<answer>540</answer>``, ``<540>``: small models copy a prompt's
+    ``<answer>`` placeholder), math delimiters and ``$`` signs, markdown bold, surrounding whitespace, trailing
     punctuation, leading currency signs and thousands separators of plain numbers; maps Unicode
     minus signs to ``-`` and ``\\%`` to ``%``. LaTeX such as ``\\frac{1}{2}`` is kept as it is.
     """
@@ -154,6 +142,8 @@ def normalize_answer(answer: str) -> str:
     for _ in range(3):  # delimiters can nest: "**$18$**."
         before = s
         s = s.strip().strip("*").strip()
+        if wrapped := _TAG_WRAPPED.match(s):
+            s = wrapped.group("inner") if wrapped.group("tag") else wrapped.group("bare")
         s = s.rstrip(".,;:!?").strip()
         for open_, close in (("\\(", "\\)"), ("\\[", "\\]")):
             if s.startswith(open_) and s.endswith(close):
@@ -254,7 +244,7 @@ def _leading_answer(tail: str) -> str | None:
     continues after it; a delimited or boxed expression is taken whole; otherwise the rest of the
     sentence, less trailing words, if it looks like mathematics.
     """
-    s = tail.translate(_MINUS_SIGNS).lstrip(" \t*:")
+    s = _WRAPPER_OPEN.sub("", tail.translate(_MINUS_SIGNS))
     num = _NUMBER.match(s)
     if num and not _CONTINUES.match(s, num.end()):
         return _number_text(num)

@@ -1,0 +1,36 @@
+"""Text toolkit: what several parts of Ponder read out of model output, implemented once.
+
+* :func:`strip_think`: drop ``<think>`` reasoning (closed, stray closing, or unclosed blocks).
+* :func:`code_blocks`: the fenced code blocks (```` ``` ```` and ``~~~``, unterminated last one).
+* :func:`extract_answer`: the final answer of a free-form solution (``#### 42``, ``\\boxed{...}``,
+  "the answer is ...", or the last number), lightly normalised (:func:`normalize_answer`).
+* :func:`question_markers`, :func:`stop_sequences`, :func:`cut_continuation`: recognise a made-up
+  next problem written in the prompt's own format, stop generation there, and cut it off.
+
+Plain string work only (no sympy, no code execution): cheap and safe anywhere.
+"""
+
+from ponder.text._answer import (
+    DEFAULT_STRATEGIES,
+    ExtractStrategy,
+    check_strategies,
+    extract_answer,
+    normalize_answer,
+)
+from ponder.text._continuation import cut_continuation, question_markers, stop_sequences
+from ponder.text._fence import CodeBlock, code_blocks
+from ponder.text._think import strip_think
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "CodeBlock",
+    "ExtractStrategy",
+    "check_strategies",
+    "code_blocks",
+    "cut_continuation",
+    "extract_answer",
+    "normalize_answer",
+    "question_markers",
+    "stop_sequences",
+    "strip_think",
+]
