@@ -25,17 +25,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ponder.analysis import run_verifier
 from ponder.cli._common import (
+    TRUNCATION_NOTE,
     DbOpt,
     JsonOpt,
+    build_task,
+    choose_problems,
     console,
     emit_json,
     err_console,
     open_store,
     reported_errors,
+    run_verify,
     setup_logging,
 )
-from ponder.cli._sample import build_task, run_verify
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
 from ponder.runs import (
     RunStats,
@@ -48,7 +52,7 @@ from ponder.runs import (
     system_run,
 )
 from ponder.store import Store
-from ponder.tasks import Task, select_problems
+from ponder.tasks import Task
 from ponder.verify import make_verifier
 
 if TYPE_CHECKING:
@@ -153,6 +157,24 @@ def load_system(
             {**config.model_dump(mode="json"), "model": spec}, source=str(path)
         )
     return System(config)
+
+
+def with_truncation(system: System, top_k: int | None, min_p: float | None) -> System:
+    """``system`` with every model call's token truncation set (None: as in its config).
+
+    Part of the config, hence of the system run's identity: a new value is a new run.
+    """
+    if top_k is None and min_p is None:
+        return system
+    from ponder.systems import System, SystemConfig
+
+    data = system.config.model_dump(mode="json")
+    values = {"top_k_tokens": top_k, "min_p": min_p}
+    for layer_data, layer in zip(data["layers"], system.config.layers, strict=True):
+        for item, component in zip(layer_data, layer, strict=True):
+            if "min_p" in type(component).model_fields:  # a component that calls a model
+                item.update({k: v for k, v in values.items() if v is not None})
+    return System(SystemConfig.from_data(data, source=f"{system.name} with --top-k/--min-p"))
 
 
 # ----- progress -------------------------------------------------------------------------------------
@@ -357,6 +379,24 @@ def run(
             "path or a JSON model spec)."
         ),
     ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            help="Every model call samples only from the k most likely tokens (0: off; default: "
+            "each component's `top_k_tokens`, off unless set). " + TRUNCATION_NOTE,
+            show_default=False,
+        ),
+    ] = None,
+    min_p: Annotated[
+        float | None,
+        typer.Option(
+            "--min-p",
+            help="Every model call drops tokens less likely than min-p times the most likely one "
+            "(0: off; default: each component's `min_p`, off unless set); see --top-k.",
+            show_default=False,
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Queries (and baseline requests) in flight.")
     ] = 4,
@@ -384,13 +424,7 @@ def run(
         if seed is not None and not 0 <= seed < 2**31:
             raise ConfigError(f"--seed must be in [0, 2**31), got {seed}")
         the_task = build_task(task, data, None, None, None, few_shot, task_option)
-        problems = select_problems(
-            the_task.problems(),
-            limit=limit,
-            offset=offset,
-            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
-            shuffle_seed=shuffle_seed,
-        )
+        problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:
             raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
         the_system = load_system(
@@ -404,6 +438,7 @@ def run(
             if default_model is not None
             else None,
         )
+        the_system = with_truncation(the_system, top_k, min_p)
         describe = the_system.config.describe()
         base_params = baseline_settings(the_system)[1]
         with open_store(db) as store, make_verifier(the_task.verifier) as verifier:
@@ -517,8 +552,8 @@ def trace(
                 f"run {info.id} is a sampling run ({info.spec.model}); it has no traces",
                 hint="traces are stored by `ponder run --system FILE`; list runs with: ponder runs",
             )
-        found = store.verifiers(info.id)
-        verdicts = store.verdicts(info.id, found[0]) if found else {}
+        verifier = run_verifier(store, info.id, need_verdicts=False)
+        verdicts = store.verdicts(info.id, verifier)
         rows = store.trace_rows(info.id)
         if problem is None:
             listing = [
@@ -575,7 +610,7 @@ def trace(
                 (p.reference for p in store.problems(info.id) if p.id == problem), None
             )
             console.print(
-                f"verdict ({found[0]}): [bold]{verdict.status}[/]"
+                f"verdict ({verifier}): [bold]{verdict.status}[/]"
                 + (f", extracted {verdict.extracted!r}" if verdict.extracted is not None else "")
                 + (f", reference {reference!r}" if reference is not None else ""),
                 highlight=False,

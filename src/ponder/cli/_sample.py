@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ponder.analysis import run_verifier
 from ponder.backends import Backend, LlamaCppConfig, backend_config_type, create_backend
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
+    MinPOpt,
     RunArg,
+    TopKOpt,
+    build_task,
+    choose_problems,
     console,
     emit_json,
     open_store,
+    print_summary,
     reported_errors,
+    run_verify,
+    sampling_progress,
     setup_logging,
+    summary_json,
     validated,
 )
-from ponder.cli._render import sampling_progress, simple_progress
-from ponder.cli._report import print_summary, summary_json
 from ponder.errors import ConfigError
 from ponder.models import DEFAULT_MODEL
 from ponder.records import SamplingParams
-from ponder.runs import sample_run, verify_run
-from ponder.store import RunSpec, Store, run_spec
-from ponder.tasks import Task, get_task, select_problems
-from ponder.verify import Verifier, make_verifier
+from ponder.runs import sample_run
+from ponder.store import Store, run_spec
+from ponder.tasks import Task
+from ponder.verify import make_verifier
 
 _PARAM_FLAGS = {
     "temperature": "--temperature",
     "top_p": "--top-p",
+    "top_k": "--top-k",
+    "min_p": "--min-p",
     "max_tokens": "--max-tokens",
     "stop": "--stop",
     "seed": "--seed",
@@ -47,47 +55,6 @@ _BACKEND_FLAGS = {
     "n_mode": "--n-mode",
     "max_concurrency": "--concurrency",
 }
-
-
-def build_task(
-    name: str,
-    data: Path | None,
-    question_field: str | None,
-    answer_field: str | None,
-    id_field: str | None,
-    few_shot: int | None,
-    task_options: list[str] | None = None,
-) -> Task:
-    options: dict[str, Any] = parse_task_options(task_options or [])
-    if data is not None:
-        options["path"] = data
-    if question_field is not None:
-        options["question_field"] = question_field
-    if answer_field is not None:
-        options["answer_field"] = answer_field
-    if id_field is not None:
-        options["id_field"] = id_field
-    if few_shot is not None:
-        options["few_shot"] = few_shot
-    return get_task(name, **options)
-
-
-def parse_task_options(items: list[str]) -> dict[str, Any]:
-    """``-T key=value`` pairs as task options; a value that parses as JSON (``3``, ``true``,
-    ``null``) is taken as such, anything else as a string."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"-T/--task-option expects KEY=VALUE, got {item!r}",
-                hint="e.g. -T prompt_field=question -T id_field=task_id",
-            )
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
 
 
 def build_backend(
@@ -129,18 +96,6 @@ def build_backend(
     raise ConfigError(f"unknown backend {kind!r}", hint="choose one of: llamacpp, openai")
 
 
-def run_verify(
-    store: Store, run_id: str, verifier: Verifier, *, force: bool, quiet: bool
-) -> dict[str, Any]:
-    todo = len(store.unverified(run_id, verifier.name, force=force))
-    with simple_progress(disable=quiet or todo == 0) as progress:
-        bar = progress.add_task(f"verify ({verifier.name})", total=todo)
-        report = verify_run(
-            store, run_id, verifier, force=force, on_progress=lambda k: progress.advance(bar, k)
-        )
-    return asdict(report)
-
-
 def sample(
     task: Annotated[
         str,
@@ -163,7 +118,11 @@ def sample(
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Max completion tokens per sample.")] = 512,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass.")
+    ] = 1.0,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; each request derives its own.")] = 0,
     few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
@@ -200,7 +159,7 @@ def sample(
         bool, typer.Option("--verbose", "-v", help="Log details (and llama.cpp).")
     ] = False,
 ) -> None:
-    """Draw N samples per problem (only the missing ones), verify them, print coverage and pass@k."""
+    """Draw N samples per problem (only the missing ones), verify them, print coverage@k."""
     setup_logging(verbose)
     with reported_errors():
         params = validated(
@@ -208,6 +167,8 @@ def sample(
             _PARAM_FLAGS,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
             max_tokens=max_tokens,
             stop=tuple(stop or ()),
             seed=seed,
@@ -217,13 +178,7 @@ def sample(
         the_task = build_task(
             task, data, question_field, answer_field, id_field, few_shot, task_option
         )
-        problems = select_problems(
-            the_task.problems(),
-            limit=limit,
-            offset=offset,
-            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
-            shuffle_seed=shuffle_seed,
-        )
+        problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
             backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
@@ -305,11 +260,11 @@ def verify(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify a run's samples with its task's verifier (only those without a verdict)."""
+    """Verify a run's samples with the verifier its task declares (only those without a verdict)."""
     setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
-        with make_verifier(verifier_kind(info.spec)) as verifier:
+        with make_verifier(run_verifier(store, info.id, need_verdicts=False)) as verifier:
             report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
         if json_out:
             emit_json(
@@ -318,8 +273,3 @@ def verify(
             return
         console.print(f"verified {report['checked']} samples: {report['statuses']}")
         print_summary(store, info.id, verifier.name)
-
-
-def verifier_kind(spec: RunSpec) -> str:
-    """The verifier recorded in a run's task spec."""
-    return str(spec.task.get("verifier", "math"))

@@ -5,7 +5,7 @@ examples of its verified-correct samples (``sft``), or as preference pairs of co
 incorrect samples (``dpo``), with the prompts rebuilt exactly as the model saw them.
 """
 
-from ponder.export._export import FORMATS, ExportFormat, ExportReport, choose_verifier, export_run
+from ponder.export._export import FORMATS, ExportFormat, ExportReport, export_run
 from ponder.export._formats import SKIP_REASONS, pick_pairs
 from ponder.export._prompts import PromptBuilder, PromptSource, prompt_builder
 from ponder.export._writers import PARQUET_COLUMNS
@@ -18,7 +18,6 @@ __all__ = [
     "ExportReport",
     "PromptBuilder",
     "PromptSource",
-    "choose_verifier",
     "export_run",
     "pick_pairs",
     "prompt_builder",
