@@ -103,8 +103,17 @@ def test_sample_verify_report_end_to_end(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in export.read_text().splitlines()]
     assert len(lines) == 10 and all("verdict" in x and "text" in x for x in lines)
 
+    # one meaning of coverage@k: the summary's equals the report's (mean unbiased pass@k)
+    points = {p["k"]: p for p in forced["summary"]["points"]}
+    shared = [i for i, k in enumerate(report["k"]) if k in points]
+    assert len(shared) >= 3
+    for i in shared:
+        point = points[report["k"][i]]
+        assert point["coverage"] == pytest.approx(report["coverage"]["mean"][i], abs=1e-12)
+        assert point["solved_by_first_k"] == pytest.approx(report["solved_by_first_k"][i])
+
     text = ponder("report", run_id, "--db", str(db)).stdout
-    assert "pass@k" in text and "majority@k" in text
+    assert "coverage@k" in text and "solved by first k" in text and "majority@k" in text
 
 
 @pytest.mark.embedded
@@ -172,6 +181,10 @@ def test_bad_input_is_reported_before_generation(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--max-tokens" in r.stderr
     r = ponder("sample", "--n", "0", "--limit", "1", "--db", str(db), check=False)
     assert r.returncode == 2 and "--n" in r.stderr
+    r = ponder("sample", "--top-k", "-1", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--top-k" in r.stderr
+    r = ponder("sample", "--min-p", "1.5", "--limit", "1", "--db", str(db), check=False)
+    assert r.returncode == 2 and "--min-p" in r.stderr
     assert count_samples(db) == 0
 
     bad = tmp_path / "bad.jsonl"
@@ -248,3 +261,27 @@ def test_sample_through_openai_backend_against_real_server(
 
     r = ponder("sample", "--backend", "openai", "--model", "x", "--db", str(db), check=False)
     assert r.returncode == 2 and "--base-url" in r.stderr
+
+
+@pytest.mark.embedded
+def test_top_k_and_min_p_reach_the_engine_and_make_new_runs(tmp_path: Path) -> None:
+    """At temperature 2 the samples differ; --top-k 1 (or --min-p 1: only tokens as likely as the
+    top one) leaves one token to choose, so every sample is the same text. Each is its own run."""
+    db = tmp_path / "t.db"
+    base = ["sample", "--task", "gsm8k", "--limit", "1", "--n", "4", "--model", "smollm2-135m"]
+    base += ["--max-tokens", "12", "--temperature", "2.0", "--db", str(db)]
+
+    def texts(*extra: str) -> tuple[str, list[str]]:
+        run_id = json.loads(ponder(*base, *extra, "--json").stdout)["sampling"]["run_id"]
+        lines = ponder("export", run_id, "--db", str(db)).stdout.splitlines()
+        return run_id, [json.loads(x)["text"] for x in lines]
+
+    plain_id, plain = texts()
+    top_k_id, top_k = texts("--top-k", "1")
+    min_p_id, min_p = texts("--min-p", "1.0")
+    assert len(set(plain)) > 1  # without truncation, temperature 2 varies the samples
+    assert len(top_k) == len(min_p) == 4
+    assert len(set(top_k)) == 1 and len(set(min_p)) == 1
+    assert len({plain_id, top_k_id, min_p_id}) == 3
+    show = json.loads(ponder("show", top_k_id, "--db", str(db), "--json").stdout)
+    assert show["spec"]["params"]["top_k"] == 1 and show["spec"]["params"]["min_p"] == 0.0
