@@ -285,3 +285,50 @@ def test_top_k_and_min_p_reach_the_engine_and_make_new_runs(tmp_path: Path) -> N
     assert len({plain_id, top_k_id, min_p_id}) == 3
     show = json.loads(ponder("show", top_k_id, "--db", str(db), "--json").stdout)
     assert show["spec"]["params"]["top_k"] == 1 and show["spec"]["params"]["min_p"] == 0.0
+
+
+def test_run_top_k_and_min_p_reach_every_model_call_and_make_a_new_run(tmp_path: Path) -> None:
+    """`ponder run --top-k/--min-p` set every model call's truncation (the trace records the
+    parameters each call was sent with); off, the config and its run id are as before."""
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+    from ponder.systems import SystemConfig
+
+    config = {
+        "name": "trunc",
+        "model": {"backend": "scripted", "outputs": ["#### 2", "#### 3"]},
+        "layers": [[{"type": "generate", "n": 2, "max_tokens": 8}], [{"type": "vote"}]],
+    }
+    system = tmp_path / "sys.json"
+    system.write_text(json.dumps(config))
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    db = tmp_path / "r.db"
+    common = ["--system", str(system), "--task", "jsonl", "--data", str(data), "--db", str(db)]
+
+    def run(*extra: str) -> dict[str, object]:
+        result = CliRunner().invoke(app, ["run", *common, "--no-baseline", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)["system"]
+        listing = CliRunner().invoke(app, ["trace", out["run"], "--db", str(db), "--json"])
+        problem = json.loads(listing.stdout)["traces"][0]["problem_id"]
+        trace = CliRunner().invoke(app, ["trace", out["run"], problem, "--db", str(db), "--json"])
+        assert trace.exit_code == 0, trace.output
+        layers = json.loads(trace.stdout)["layers"]
+        calls = [c for layer in layers for event in layer["events"] for c in event["calls"]]
+        return {"run": out["run"], "params": [c["params"] for c in calls]}
+
+    plain = run()
+    assert [(p["top_k"], p["min_p"]) for p in plain["params"]] == [(0, 0.0)]
+    truncated = run("--top-k", "40", "--min-p", "0.05")
+    assert [(p["top_k"], p["min_p"]) for p in truncated["params"]] == [(40, 0.05)]
+    assert truncated["run"] != plain["run"]
+    assert run("--min-p", "0.05")["run"] not in (plain["run"], truncated["run"])
+    # off, the fields are left out of the config's dump, which is what a system run's id hashes
+    dumped = SystemConfig.from_data(config).model_dump(mode="json")
+    assert not {"top_k_tokens", "min_p"} & set(dumped["layers"][0][0])
+    bad = CliRunner().invoke(app, ["run", *common, "--top-k", "-1"])
+    assert bad.exit_code == 2 and "--top-k" in bad.output
+    bad = CliRunner().invoke(app, ["run", *common, "--min-p", "2"])
+    assert bad.exit_code == 2 and "--min-p" in bad.output

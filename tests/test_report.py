@@ -11,13 +11,16 @@ import subprocess
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from ponder.analysis import declared_verifier, load_run, run_verifier
 from ponder.backends import ScriptedBackend
 from ponder.cli import app
-from ponder.records import SamplingParams
+from ponder.errors import UserError
+from ponder.records import SamplingParams, Verdict
 from ponder.runs import sample_run, verify_run
 from ponder.store import Store
 from ponder.tasks import get_task, select_problems
@@ -25,7 +28,13 @@ from ponder.verify import MathVerifier
 
 
 def make_run(
-    db: Path, *, problems: int = 6, n: int = 16, seed: int = 0, task: str = "gsm8k"
+    db: Path,
+    *,
+    problems: int = 6,
+    n: int = 16,
+    seed: int = 0,
+    task: str = "gsm8k",
+    verify: bool = True,
 ) -> str:
     """A real store with a real task and verifier; a scripted model that is right ~30% of the time."""
     the_task = get_task(task)
@@ -42,8 +51,9 @@ def make_run(
     params = SamplingParams(seed=seed, max_tokens=64)
     with Store(db) as store:
         rep = asyncio.run(sample_run(store, backend, the_task, chosen, n, params))
-        with MathVerifier() as verifier:
-            verify_run(store, rep.run_id, verifier)
+        if verify:
+            with MathVerifier() as verifier:
+                verify_run(store, rep.run_id, verifier)
     return rep.run_id
 
 
@@ -151,3 +161,71 @@ def test_report_refuses_to_mix_tasks(tmp_path: Path) -> None:
     run_b = make_run(db, task="aime2025", problems=2, n=4)
     result = CliRunner().invoke(app, ["report", run_a, run_b, "--db", str(db)])
     assert result.exit_code == 2 and "different tasks" in result.output
+
+
+def _json(*args: str) -> Any:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_coverage_at_k_means_one_number_in_every_output(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    run_id = make_run(db, problems=6, n=16)
+    summary = _json("verify", run_id, "--db", str(db), "--json")["summary"]
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    points = {p["k"]: p for p in summary["points"]}
+    assert set(points) == {1, 2, 4, 8, 16} and set(points) <= set(report["k"])
+    for i, k in enumerate(report["k"]):
+        if k in points:
+            assert points[k]["coverage"] == pytest.approx(report["coverage"]["mean"][i], abs=1e-12)
+            assert points[k]["solved_by_first_k"] == report["solved_by_first_k"][i]
+    # the two differ in general: the first-k share depends on where the correct samples sit
+    assert any(p["coverage"] != p["solved_by_first_k"] for p in points.values())
+    assert "pass_at_k" not in points[1] and "first_k_coverage" not in report
+
+    text = CliRunner().invoke(app, ["verify", run_id, "--db", str(db)], env={"COLUMNS": "200"})
+    assert "coverage@k" in text.stdout and "solved by first k" in text.stdout
+    page = tmp_path / "r.html"
+    CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(page)])
+    html_text = page.read_text()
+    assert "<th>coverage@k</th>" in html_text and "<th>solved by first k</th>" in html_text
+    assert "first-k coverage" not in html_text
+
+
+def test_one_rule_chooses_the_verifier_everywhere(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    run_id = make_run(db, problems=2, n=4)
+    with Store(db) as store:
+        # A second verifier whose name sorts first, and which calls every sample wrong.
+        other = [(s.id or 0, Verdict(status="incorrect")) for s in store.samples(run_id)]
+        store.add_verdicts("aaa", other)
+        assert run_verifier(store, run_id) == "math"  # the task's own, not the first by name
+        assert run_verifier(store, run_id, "aaa") == "aaa"
+        with pytest.raises(UserError, match="no verdicts from verifier 'zzz'"):
+            run_verifier(store, run_id, "zzz")
+        assert load_run(store, run_id).verifier == "math"
+    show = _json("show", run_id, "--db", str(db), "--json")
+    assert show["verifier"] == "math" and sum(p["correct"] for p in show["problems"]) > 0
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    assert report["verifier"] == "math"
+    lines = CliRunner().invoke(app, ["export", run_id, "--db", str(db)]).stdout.splitlines()
+    assert {json.loads(x)["verifier"] for x in lines} == {"math"}
+    shown = _json("show", run_id, "--db", str(db), "--json", "--verifier", "aaa")
+    assert shown["verifier"] == "aaa" and sum(p["correct"] for p in shown["problems"]) == 0
+    bad = CliRunner().invoke(app, ["show", run_id, "--db", str(db), "--verifier", "zzz"])
+    assert bad.exit_code == 2 and "ponder verify" in bad.output
+
+    fresh = make_run(db, problems=1, n=2, seed=5, verify=False)
+    with Store(db) as store:
+        assert run_verifier(store, fresh, need_verdicts=False) == "math"
+        assert declared_verifier(store.get_run(fresh).spec) == "math"  # what `verify` runs
+        with pytest.raises(UserError, match="no verdicts yet"):
+            run_verifier(store, fresh)
+        # A run verified only by another verifier is read with that one.
+        store.add_verdicts(
+            "aaa", [(s.id or 0, Verdict(status="correct")) for s in store.samples(fresh)]
+        )
+        assert run_verifier(store, fresh) == "aaa"
+    unverified = _json("show", fresh, "--db", str(db), "--json")
+    assert unverified["verifier"] == "aaa"

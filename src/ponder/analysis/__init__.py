@@ -25,7 +25,13 @@ from ponder.analysis._report import RunReport, build_report, check_comparable, r
 from ponder.analysis._scaling import ScalingFit, fit_scaling_law
 from ponder.analysis._select import Method, gap_to_coverage, selection_curve
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
-from ponder.analysis._tally import ProblemTally, run_tallies, run_verifier, tally
+from ponder.analysis._tally import (
+    ProblemTally,
+    declared_verifier,
+    run_tallies,
+    run_verifier,
+    tally,
+)
 
 if TYPE_CHECKING:
     from ponder.analysis._html import render_html
@@ -63,6 +69,7 @@ __all__ = [
     "cost_summary",
     "coverage_at_k",
     "coverage_curve",
+    "declared_verifier",
     "fit_scaling_law",
     "gap_to_coverage",
     "k_grid",

@@ -7,28 +7,35 @@ from dataclasses import dataclass
 
 from ponder.errors import UserError
 from ponder.records import Problem, Sample, Verdict
-from ponder.store import Store
+from ponder.store import RunSpec, Store
 
 DEFAULT_VERIFIER = "math"
 """The verifier of runs whose task spec declares none (stored before specs recorded it)."""
 
 
+def declared_verifier(spec: RunSpec) -> str:
+    """The verifier kind a run's task declares: what ``ponder verify`` runs on it."""
+    return str(spec.task.get("verifier", DEFAULT_VERIFIER))
+
+
 def run_verifier(
     store: Store, run_id: str, verifier: str | None = None, *, need_verdicts: bool = True
 ) -> str:
-    """The verifier of a run: whose verdicts to read, and the one ``ponder verify`` runs.
+    """The verifier whose verdicts stand for a run's results.
 
     The rule, used by every command and by export and analysis: ``verifier`` when given (it must
-    have verdicts for the run); else the verifier the run's task spec declares (the one
-    ``ponder sample`` / ``ponder run`` verify with) when it has verdicts for the run, or when
-    ``need_verdicts`` is false; else the first verifier, by name, that has verdicts for the run.
+    have verdicts for the run); else the verifier the run's task declares
+    (:func:`declared_verifier`, the one ``ponder sample``, ``run`` and ``verify`` use) when it has
+    verdicts for the run; else the
+    first verifier, by name, that has; else, for a run with no verdicts at all, the declared one
+    (an error when ``need_verdicts``).
 
     Args:
         store: The store holding the run.
         run_id: A full run id.
         verifier: A verifier name asked for by the user, e.g. ``math`` or ``code:timeout=5``.
-        need_verdicts: Whether the default choice must have verdicts for the run (reading
-            results); false to choose the verifier to run, or to show a run not verified yet.
+        need_verdicts: Whether a run without verdicts is an error (reading results); false to
+            show a run not verified yet.
 
     Raises:
         UserError: ``verifier`` has no verdicts for the run, or ``need_verdicts`` and the run
@@ -43,14 +50,16 @@ def run_verifier(
                 hint=f"run: ponder verify {run_id}",
             )
         return verifier
-    declared = str(store.get_run(run_id).spec.task.get("verifier", DEFAULT_VERIFIER))
-    if declared in found or not need_verdicts:
+    declared = declared_verifier(store.get_run(run_id).spec)
+    if declared in found:
         return declared
-    if not found:
-        raise UserError(
-            f"run {run_id} has no verdicts yet", hint=f"verify it first: ponder verify {run_id}"
-        )
-    return found[0]
+    if found:
+        return found[0]
+    if not need_verdicts:
+        return declared
+    raise UserError(
+        f"run {run_id} has no verdicts yet", hint=f"verify it first: ponder verify {run_id}"
+    )
 
 
 @dataclass(frozen=True)

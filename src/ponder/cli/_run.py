@@ -39,8 +39,10 @@ from ponder.cli._common import (
     reported_errors,
     run_verify,
     setup_logging,
+    validated,
 )
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
+from ponder.records import SamplingParams
 from ponder.runs import (
     RunStats,
     SamplingReport,
@@ -423,6 +425,13 @@ def run(
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         if seed is not None and not 0 <= seed < 2**31:
             raise ConfigError(f"--seed must be in [0, 2**31), got {seed}")
+        # The same bounds as `ponder sample` (the config fields have them too).
+        validated(
+            SamplingParams,
+            {"top_k": "--top-k", "min_p": "--min-p"},
+            top_k=top_k or 0,
+            min_p=min_p or 0.0,
+        )
         the_task = build_task(task, data, None, None, None, few_shot, task_option)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:

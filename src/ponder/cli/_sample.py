@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ponder.analysis import run_verifier
+from ponder.analysis import declared_verifier
 from ponder.backends import Backend, LlamaCppConfig, backend_config_type, create_backend
 from ponder.cli._common import (
     DbOpt,
@@ -264,7 +264,7 @@ def verify(
     setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
-        with make_verifier(run_verifier(store, info.id, need_verdicts=False)) as verifier:
+        with make_verifier(declared_verifier(info.spec)) as verifier:
             report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
         if json_out:
             emit_json(
