@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -229,3 +230,33 @@ def test_one_rule_chooses_the_verifier_everywhere(tmp_path: Path) -> None:
         assert run_verifier(store, fresh) == "aaa"
     unverified = _json("show", fresh, "--db", str(db), "--json")
     assert unverified["verifier"] == "aaa"
+
+
+def _svg_x_tick_labels(svg: str) -> list[str]:
+    """The numeric labels on an inline matplotlib SVG's x axis (text is kept as text)."""
+    start = svg.index('<g id="matplotlib.axis_1">')
+    axis = svg[start : svg.index('<g id="matplotlib.axis_2">', start)]
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", axis)
+    return [t.strip() for t in texts if re.fullmatch(r"[0-9.]+[kM]?", t.strip())]
+
+
+def test_cost_chart_labels_its_token_axis_within_one_decade(tmp_path: Path) -> None:
+    """Tokens at k = 1..3 span less than a decade: a log axis's decade ticks would leave the token
+    axis with no labelled tick at all."""
+    db = tmp_path / "t.db"
+    run_id = make_run(db, problems=1, n=3)
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    tokens = report["cost"]["by_k"]["total_tokens"]
+    lo, hi = min(tokens), max(tokens)
+    assert math.floor(math.log10(lo)) == math.floor(math.log10(hi))  # within a decade
+    page = tmp_path / "r.html"
+    CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(page)])
+    charts = re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.S)
+    cost = next(c for c in charts if "Coverage versus cost" in c)
+    labels = _svg_x_tick_labels(cost)
+    assert len(labels) >= 2, labels
+    values = [float(x.replace("k", "e3").replace("M", "e6")) for x in labels]
+    assert all(lo * 0.99 <= v <= hi * 1.01 for v in values), (values, lo, hi)
+    # the k axes keep their labels
+    coverage = next(c for c in charts if "Coverage and selection" in c)
+    assert _svg_x_tick_labels(coverage)[:2] == ["1", "2"]
