@@ -406,7 +406,9 @@ def test_retry_after_is_honoured_and_capped() -> None:
         generate(backend(stub.url, backoff_base_s=0.0, backoff_max_s=0.5), Q, 1)
         elapsed = time.perf_counter() - start
     assert stub.count == 3
-    assert 0.4 + 0.5 <= elapsed < 5  # waited as asked, but never past backoff_max_s
+    # Waited as asked, but never past backoff_max_s: uncapped, the second wait is an hour; the
+    # upper bound is that far from both, so a loaded machine cannot break it.
+    assert 0.4 + 0.5 <= elapsed < 120
 
 
 @pytest.mark.parametrize("key_set", [True, False])

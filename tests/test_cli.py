@@ -137,11 +137,9 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> Non
         str(db),
     ]
     proc = subprocess.Popen([PONDER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
     try:
-        while count_samples(db) < 4:
+        while count_samples(db) < 4:  # a hang is caught by pytest-timeout
             assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
