@@ -23,7 +23,12 @@ from ponder.analysis._passk import (
 )
 from ponder.analysis._report import RunReport, build_report, check_comparable, report_json
 from ponder.analysis._scaling import ScalingFit, fit_scaling_law
-from ponder.analysis._select import Method, gap_to_coverage, selection_curve
+from ponder.analysis._select import (
+    Method,
+    gap_to_coverage,
+    per_problem_selection,
+    selection_curve,
+)
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
 from ponder.analysis._tally import (
     ProblemTally,
@@ -79,6 +84,7 @@ __all__ = [
     "pass_at_k",
     "pass_at_k_matrix",
     "per_problem_pass_at_k",
+    "per_problem_selection",
     "render_html",
     "report_json",
     "run_tallies",
