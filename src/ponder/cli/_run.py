@@ -2,7 +2,8 @@
 
 The system's answers are stored as a run like any other (sample 0 of each problem, with the query's
 trace beside it), so `ponder runs`, `show`, `report` and `export` work on it; see
-:mod:`ponder.runs._systems` for the run identity and the baseline.
+:func:`ponder.runs.system_spec` for the run identity and :func:`ponder.runs.baseline_run` for the
+baseline.
 """
 
 from __future__ import annotations
