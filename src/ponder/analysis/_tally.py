@@ -47,7 +47,7 @@ def run_verifier(
             raise UserError(
                 f"run {run_id} has no verdicts from verifier {verifier!r} "
                 f"(it has: {', '.join(found) or 'none'})",
-                hint=f"run: ponder verify {run_id}",
+                hint=f"ponder verify {run_id}",
             )
         return verifier
     declared = declared_verifier(store.get_run(run_id).spec)
@@ -57,9 +57,7 @@ def run_verifier(
         return found[0]
     if not need_verdicts:
         return declared
-    raise UserError(
-        f"run {run_id} has no verdicts yet", hint=f"verify it first: ponder verify {run_id}"
-    )
+    raise UserError(f"run {run_id} has no verdicts yet", hint=f"ponder verify {run_id}")
 
 
 @dataclass(frozen=True)
