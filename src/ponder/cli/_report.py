@@ -149,7 +149,8 @@ def report(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Coverage, pass@k, selection@k (majority, weighted, best-of-k), the scaling-law fit and cost.
+    """Coverage@k (mean unbiased pass@k) with its band, selection@k (majority, weighted, best-of-k),
+    the scaling-law fit and cost.
 
     Several runs of the same task are compared on the same axes.
     """
