@@ -64,6 +64,28 @@ VerifierOpt = Annotated[
 ]
 RunArg = Annotated[str, typer.Argument(help="Run id (or a unique prefix); see `ponder runs`.")]
 
+# Choosing a task's problems (`ponder sample`, `ponder run`).
+LimitOpt = Annotated[int | None, typer.Option(help="Use at most this many problems.")]
+OffsetOpt = Annotated[int, typer.Option(help="Skip this many problems first.")]
+IdsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
+]
+ShuffleSeedOpt = Annotated[
+    int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
+]
+FewShotOpt = Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")]
+DataOpt = Annotated[
+    Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
+]
+TaskOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task-option",
+        "-T",
+        help="Any task option as KEY=VALUE (repeatable), e.g. -T test_field=tests.",
+    ),
+]
+
 TRUNCATION_NOTE = (
     "Off by default, so that a temperature samples the model's whole distribution, as vLLM and "
     "OpenAI do. Truncation (cutting the unlikely tail) helps small models: Qwen2.5 0.5B on GSM8K "

@@ -29,8 +29,15 @@ from rich.table import Table
 from ponder.analysis import run_verifier
 from ponder.cli._common import (
     TRUNCATION_NOTE,
+    DataOpt,
     DbOpt,
+    FewShotOpt,
+    IdsOpt,
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    ShuffleSeedOpt,
+    TaskOptionOpt,
     build_task,
     choose_problems,
     console,
@@ -335,22 +342,13 @@ def run(
     task: Annotated[
         str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, ...")
     ] = "gsm8k",
-    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
-    ids: Annotated[
-        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
-    ] = None,
-    shuffle_seed: Annotated[
-        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
-    ] = None,
-    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
-    ] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-T", help="Any task option as KEY=VALUE (repeatable)."),
-    ] = None,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
+    ids: IdsOpt = None,
+    shuffle_seed: ShuffleSeedOpt = None,
+    few_shot: FewShotOpt = None,
+    data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     model: Annotated[
         str | None,
         typer.Option(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,10 +11,17 @@ import typer
 from ponder.analysis import declared_verifier
 from ponder.backends import Backend, LlamaCppConfig, backend_config_type, create_backend
 from ponder.cli._common import (
+    DataOpt,
     DbOpt,
+    FewShotOpt,
+    IdsOpt,
     JsonOpt,
+    LimitOpt,
     MinPOpt,
+    OffsetOpt,
     RunArg,
+    ShuffleSeedOpt,
+    TaskOptionOpt,
     TopKOpt,
     build_task,
     choose_problems,
@@ -108,14 +114,10 @@ def sample(
         typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model."),
     ] = DEFAULT_MODEL,
     n: Annotated[int, typer.Option("--n", "-n", help="Samples per problem.")] = 8,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
-    ids: Annotated[
-        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
-    ] = None,
-    shuffle_seed: Annotated[
-        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
-    ] = None,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
+    ids: IdsOpt = None,
+    shuffle_seed: ShuffleSeedOpt = None,
     max_tokens: Annotated[int, typer.Option(help="Max completion tokens per sample.")] = 512,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
     top_p: Annotated[
@@ -125,21 +127,12 @@ def sample(
     min_p: MinPOpt = 0.0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; each request derives its own.")] = 0,
-    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
-    ] = None,
+    few_shot: FewShotOpt = None,
+    data: DataOpt = None,
     question_field: Annotated[str | None, typer.Option(help="jsonl: question field.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="jsonl: answer field.")] = None,
     id_field: Annotated[str | None, typer.Option(help="jsonl: id field.")] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--task-option",
-            "-T",
-            help="Any task option as KEY=VALUE (repeatable), e.g. -T test_field=tests.",
-        ),
-    ] = None,
+    task_option: TaskOptionOpt = None,
     backend: Annotated[
         str, typer.Option(help="llamacpp (embedded) or openai (any compatible server).")
     ] = "llamacpp",
