@@ -192,6 +192,8 @@ def test_coverage_at_k_means_one_number_in_every_output(tmp_path: Path) -> None:
     html_text = page.read_text()
     assert "<th>coverage@k</th>" in html_text and "<th>solved by first k</th>" in html_text
     assert "first-k coverage" not in html_text
+    # every sampling parameter of the run is shown, truncation included
+    assert "<th>top_k</th><th>min_p</th>" in html_text and "<td>off</td><td>off</td>" in html_text
 
 
 def test_one_rule_chooses_the_verifier_everywhere(tmp_path: Path) -> None:
