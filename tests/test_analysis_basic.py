@@ -1,4 +1,4 @@
-"""pass@k, coverage and the run summary."""
+"""pass@k, coverage@k, the first-k share, per-problem tallies and the run summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from ponder.analysis import coverage_at_k, k_grid, pass_at_k, summarize
+from ponder.analysis import coverage_at_k, k_grid, pass_at_k, solved_by_first_k, summarize, tally
 from ponder.records import Sample, Verdict
 
 
@@ -46,10 +46,21 @@ def test_k_grid() -> None:
     assert k_grid(10) == [1, 2, 4, 8, 10]
 
 
-def test_coverage_uses_first_k_samples() -> None:
-    assert coverage_at_k([0, 3, None], [4, 4, 4], 1) == pytest.approx(1 / 3)
-    assert coverage_at_k([0, 3, None], [4, 4, 4], 4) == pytest.approx(2 / 3)
-    assert math.isnan(coverage_at_k([0], [2], 4))
+def test_solved_by_first_k_counts_the_first_k_samples() -> None:
+    assert solved_by_first_k([0, 3, None], [4, 4, 4], 1) == pytest.approx(1 / 3)
+    assert solved_by_first_k([0, 3, None], [4, 4, 4], 4) == pytest.approx(2 / 3)
+    assert math.isnan(solved_by_first_k([0], [2], 4))
+    assert math.isnan(solved_by_first_k([], [], 1))
+
+
+def test_coverage_at_k_is_the_mean_unbiased_pass_at_k() -> None:
+    # Problem a: 1 correct of 4; b: 0 of 4; c: 4 of 4. At k=2: (1 - C(3,2)/C(4,2) + 0 + 1) / 3.
+    assert coverage_at_k([4, 4, 4], [1, 0, 4], 2) == pytest.approx((1 - 3 / 6 + 0 + 1) / 3)
+    # It does not depend on where the correct samples sit, unlike the first-k share.
+    assert coverage_at_k([4], [1], 1) == pytest.approx(0.25)
+    assert solved_by_first_k([0], [4], 1) == 1.0 and solved_by_first_k([3], [4], 1) == 0.0
+    assert math.isnan(coverage_at_k([4, 1], [1, 1], 2))  # undefined, not clipped
+    assert math.isnan(coverage_at_k([], [], 1))
 
 
 def test_summarize_counts_only_verified_samples() -> None:
@@ -77,6 +88,16 @@ def test_summarize_counts_only_verified_samples() -> None:
     stats = summarize(["a", "b"], samples, verdicts)
     assert (stats.verified, stats.correct, stats.unparsed, stats.min_samples) == (4, 1, 1, 2)
     assert [p.k for p in stats.points] == [1, 2]
-    assert stats.points[0].pass_at_k == pytest.approx((0.5 + 0.0) / 2)
-    assert stats.points[0].coverage == 0.0 and stats.points[1].coverage == 0.5
+    # coverage@k is the mean unbiased pass@k: a has 1 correct of 2 verified, b 0 of 2.
+    assert stats.points[0].coverage == pytest.approx((0.5 + 0.0) / 2)
+    assert stats.points[1].coverage == pytest.approx((1.0 + 0.0) / 2)
+    # a's correct sample is its second: the first sample alone solves nothing.
+    assert stats.points[0].solved_by_first_k == 0.0 and stats.points[1].solved_by_first_k == 0.5
     assert stats.completion_tokens == 50
+
+    rows = tally(["a", "b"], samples, verdicts)
+    assert [(r.samples, r.verified, r.correct, r.unparsed) for r in rows] == [
+        (2, 2, 1, 0),
+        (3, 2, 0, 1),
+    ]
+    assert rows[0].first_correct_position == 1 and rows[1].first_correct_position is None

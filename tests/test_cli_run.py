@@ -210,10 +210,9 @@ def test_killed_cli_run_loses_and_duplicates_nothing(files: dict[str, Path]) -> 
     args = [PONDER, "run", "--system", str(files["system"]), "--task", "jsonl", "--data"]
     args += [str(files["data"]), "--db", str(files["db"]), "--concurrency", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
     try:
-        while count(files["db"], "traces") < 1:
-            assert proc.poll() is None and time.monotonic() < deadline
+        while count(files["db"], "traces") < 1:  # a hang is caught by pytest-timeout
+            assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -104,7 +104,8 @@ def process_count() -> int:
 def test_infinite_loops_time_out(box: Sandbox, body: str) -> None:
     start = time.monotonic()
     assert run(box, body).status == "timeout"
-    assert time.monotonic() - start < TIMEOUT + 5
+    # Not left to finish: the "thread" body would take 100 s; the bound is far from both.
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.parametrize("via", ["os", "ctypes"])
@@ -119,7 +120,7 @@ def test_fork_bomb_is_contained(box: Sandbox, via: str) -> None:
         assert verdict.status == "failed"
         assert "BlockingIOError" in verdict.detail or "PermissionError" in verdict.detail
     # Every process it made is gone.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed requirement
     while process_count() > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process_count() <= before + 2
@@ -462,7 +463,7 @@ def test_sandbox_dies_with_its_owner(mode: str) -> None:
 
     # The launcher dies with its parent (bwrap: --die-with-parent); the zygote sees its input
     # close and exits, killing the check it was running.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed requirement
     while any(alive(pid) for pid in family) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in family if alive(pid)] == []

@@ -7,10 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from ponder.analysis._cost import Prices, cost_curve, cost_summary, model_params
-from ponder.analysis._data import ProblemSamples, RunData
+from ponder.analysis import (
+    Prices,
+    ProblemSamples,
+    RunData,
+    cost_curve,
+    cost_summary,
+    model_params,
+)
 from ponder.errors import UserError
-from ponder.models._registry import MODELS
+from ponder.models import MODELS
 from ponder.records import SamplingParams
 from ponder.store import RunSpec
 

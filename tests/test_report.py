@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import shutil
 import subprocess
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from ponder.analysis import declared_verifier, load_run, run_verifier
 from ponder.backends import ScriptedBackend
 from ponder.cli import app
-from ponder.records import SamplingParams
+from ponder.errors import UserError
+from ponder.records import SamplingParams, Verdict
 from ponder.runs import sample_run, verify_run
 from ponder.store import Store
 from ponder.tasks import get_task, select_problems
@@ -25,7 +29,13 @@ from ponder.verify import MathVerifier
 
 
 def make_run(
-    db: Path, *, problems: int = 6, n: int = 16, seed: int = 0, task: str = "gsm8k"
+    db: Path,
+    *,
+    problems: int = 6,
+    n: int = 16,
+    seed: int = 0,
+    task: str = "gsm8k",
+    verify: bool = True,
 ) -> str:
     """A real store with a real task and verifier; a scripted model that is right ~30% of the time."""
     the_task = get_task(task)
@@ -42,8 +52,9 @@ def make_run(
     params = SamplingParams(seed=seed, max_tokens=64)
     with Store(db) as store:
         rep = asyncio.run(sample_run(store, backend, the_task, chosen, n, params))
-        with MathVerifier() as verifier:
-            verify_run(store, rep.run_id, verifier)
+        if verify:
+            with MathVerifier() as verifier:
+                verify_run(store, rep.run_id, verifier)
     return rep.run_id
 
 
@@ -151,3 +162,103 @@ def test_report_refuses_to_mix_tasks(tmp_path: Path) -> None:
     run_b = make_run(db, task="aime2025", problems=2, n=4)
     result = CliRunner().invoke(app, ["report", run_a, run_b, "--db", str(db)])
     assert result.exit_code == 2 and "different tasks" in result.output
+
+
+def _json(*args: str) -> Any:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_coverage_at_k_means_one_number_in_every_output(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    run_id = make_run(db, problems=6, n=16)
+    summary = _json("verify", run_id, "--db", str(db), "--json")["summary"]
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    points = {p["k"]: p for p in summary["points"]}
+    assert set(points) == {1, 2, 4, 8, 16} and set(points) <= set(report["k"])
+    for i, k in enumerate(report["k"]):
+        if k in points:
+            assert points[k]["coverage"] == pytest.approx(report["coverage"]["mean"][i], abs=1e-12)
+            assert points[k]["solved_by_first_k"] == report["solved_by_first_k"][i]
+    # the two differ in general: the first-k share depends on where the correct samples sit
+    assert any(p["coverage"] != p["solved_by_first_k"] for p in points.values())
+    assert "pass_at_k" not in points[1] and "first_k_coverage" not in report
+
+    text = CliRunner().invoke(app, ["verify", run_id, "--db", str(db)], env={"COLUMNS": "200"})
+    assert "coverage@k" in text.stdout and "solved by first k" in text.stdout
+    page = tmp_path / "r.html"
+    CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(page)])
+    html_text = page.read_text()
+    assert "<th>coverage@k</th>" in html_text and "<th>solved by first k</th>" in html_text
+    assert "first-k coverage" not in html_text
+    # every sampling parameter of the run is shown, truncation included
+    assert "<th>top_k</th><th>min_p</th>" in html_text and "<td>off</td><td>off</td>" in html_text
+
+
+def test_one_rule_chooses_the_verifier_everywhere(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    run_id = make_run(db, problems=2, n=4)
+    with Store(db) as store:
+        # A second verifier whose name sorts first, and which calls every sample wrong.
+        other = [(s.id or 0, Verdict(status="incorrect")) for s in store.samples(run_id)]
+        store.add_verdicts("aaa", other)
+        assert run_verifier(store, run_id) == "math"  # the task's own, not the first by name
+        assert run_verifier(store, run_id, "aaa") == "aaa"
+        with pytest.raises(UserError, match="no verdicts from verifier 'zzz'"):
+            run_verifier(store, run_id, "zzz")
+        assert load_run(store, run_id).verifier == "math"
+    show = _json("show", run_id, "--db", str(db), "--json")
+    assert show["verifier"] == "math" and sum(p["correct"] for p in show["problems"]) > 0
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    assert report["verifier"] == "math"
+    lines = CliRunner().invoke(app, ["export", run_id, "--db", str(db)]).stdout.splitlines()
+    assert {json.loads(x)["verifier"] for x in lines} == {"math"}
+    shown = _json("show", run_id, "--db", str(db), "--json", "--verifier", "aaa")
+    assert shown["verifier"] == "aaa" and sum(p["correct"] for p in shown["problems"]) == 0
+    bad = CliRunner().invoke(app, ["show", run_id, "--db", str(db), "--verifier", "zzz"])
+    assert bad.exit_code == 2 and "ponder verify" in bad.output
+
+    fresh = make_run(db, problems=1, n=2, seed=5, verify=False)
+    with Store(db) as store:
+        assert run_verifier(store, fresh, need_verdicts=False) == "math"
+        assert declared_verifier(store.get_run(fresh).spec) == "math"  # what `verify` runs
+        with pytest.raises(UserError, match="no verdicts yet"):
+            run_verifier(store, fresh)
+        # A run verified only by another verifier is read with that one.
+        store.add_verdicts(
+            "aaa", [(s.id or 0, Verdict(status="correct")) for s in store.samples(fresh)]
+        )
+        assert run_verifier(store, fresh) == "aaa"
+    unverified = _json("show", fresh, "--db", str(db), "--json")
+    assert unverified["verifier"] == "aaa"
+
+
+def _svg_x_tick_labels(svg: str) -> list[str]:
+    """The numeric labels on an inline matplotlib SVG's x axis (text is kept as text)."""
+    start = svg.index('<g id="matplotlib.axis_1">')
+    axis = svg[start : svg.index('<g id="matplotlib.axis_2">', start)]
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", axis)
+    return [t.strip() for t in texts if re.fullmatch(r"[0-9.]+[kM]?", t.strip())]
+
+
+def test_cost_chart_labels_its_token_axis_within_one_decade(tmp_path: Path) -> None:
+    """Tokens at k = 1..3 span less than a decade: a log axis's decade ticks would leave the token
+    axis with no labelled tick at all."""
+    db = tmp_path / "t.db"
+    run_id = make_run(db, problems=1, n=3)
+    report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
+    tokens = report["cost"]["by_k"]["total_tokens"]
+    lo, hi = min(tokens), max(tokens)
+    assert math.floor(math.log10(lo)) == math.floor(math.log10(hi))  # within a decade
+    page = tmp_path / "r.html"
+    CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(page)])
+    charts = re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.S)
+    cost = next(c for c in charts if "Coverage versus cost" in c)
+    labels = _svg_x_tick_labels(cost)
+    assert len(labels) >= 2, labels
+    values = [float(x.replace("k", "e3").replace("M", "e6")) for x in labels]
+    assert all(lo * 0.99 <= v <= hi * 1.01 for v in values), (values, lo, hi)
+    # the k axes keep their labels
+    coverage = next(c for c in charts if "Coverage and selection" in c)
+    assert _svg_x_tick_labels(coverage)[:2] == ["1", "2"]

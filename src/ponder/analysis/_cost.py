@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ponder.analysis._data import RunData
 from ponder.errors import UserError
-from ponder.models._registry import MODELS
+from ponder.models import MODELS
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ponder.errors import UserError
+from ponder.analysis._tally import run_verifier
 from ponder.store import RunSpec, Store
 
 
@@ -36,6 +36,11 @@ class ProblemSamples:
     @property
     def c(self) -> int:
         return int(self.correct.sum())
+
+    @property
+    def first_correct(self) -> int | None:
+        """Position of the first correct sample (None if none is correct)."""
+        return int(np.argmax(self.correct)) if self.correct.any() else None
 
 
 @dataclass(frozen=True)
@@ -67,21 +72,13 @@ class RunData:
 def load_run(store: Store, run_ref: str, verifier: str | None = None) -> RunData:
     """Load a run's verified samples. Samples without a verdict from ``verifier`` are left out.
 
+    ``verifier`` defaults to the run's verifier (see :func:`run_verifier`).
+
     Raises:
         UserError: the run has no verdicts (yet), or none from ``verifier``.
     """
     info = store.get_run(run_ref)
-    found = store.verifiers(info.id)
-    if not found:
-        raise UserError(
-            f"run {info.id} has no verdicts yet", hint=f"verify it first: ponder verify {info.id}"
-        )
-    name = verifier or found[0]
-    if name not in found:
-        raise UserError(
-            f"run {info.id} has no verdicts from verifier {name!r} (it has: {', '.join(found)})",
-            hint=f"run: ponder verify {info.id}",
-        )
+    name = run_verifier(store, info.id, verifier)
     by_problem: dict[str, list[tuple[Any, ...]]] = {}
     for row in store.verified_rows(info.id, name):
         by_problem.setdefault(row[0], []).append(row)

@@ -45,7 +45,8 @@ def _run_header(r: RunReport) -> str:
     return (
         f"<tr><td class=l>{_e(r.data.run_id)}</td><td class=l>{_e(spec.model)}</td>"
         f"<td class=l>{_e(r.data.task)}</td><td>{len(r.data.problems)}</td>"
-        f"<td>{r.cost.samples}</td><td>{p.temperature}</td><td>{p.top_p}</td><td>{p.max_tokens}</td>"
+        f"<td>{r.cost.samples}</td><td>{p.temperature}</td><td>{p.top_p}</td><td>{p.top_k or 'off'}</td>"
+        f"<td>{p.min_p or 'off'}</td><td>{p.max_tokens}</td>"
         f"<td class=l>{_e(r.data.verifier)}</td></tr>"
     )
 
@@ -61,12 +62,12 @@ def _k_table(r: RunReport) -> str:
         )
         rows.append(
             f"<tr><td>{int(k)}</td><td>{_f(r.coverage.mean[i])}</td>"
-            f"<td>{_f(r.coverage.lo[i])} – {_f(r.coverage.hi[i])}</td><td>{_f(r.first_k[i])}</td>"
+            f"<td>{_f(r.coverage.lo[i])} – {_f(r.coverage.hi[i])}</td><td>{_f(r.solved_by_first_k[i])}</td>"
             f"{cells}<td>{int(r.cost_by_k['total_tokens'][i]):,}</td></tr>"
         )
     return (
-        f"<h3>{_e(r.label)}</h3><table><tr><th>k</th><th>coverage (pass@k)</th><th>95% band</th>"
-        f"<th>first-k coverage</th>{head}<th>tokens</th></tr>{''.join(rows)}</table>"
+        f"<h3>{_e(r.label)}</h3><table><tr><th>k</th><th>coverage@k</th><th>95% band</th>"
+        f"<th>solved by first k</th>{head}<th>tokens</th></tr>{''.join(rows)}</table>"
     )
 
 
@@ -178,10 +179,12 @@ def render_html(reports: Sequence[RunReport], *, samples_per_problem: int = 20) 
 <body>
 <h1>{_e(title)}</h1>
 <p>Task <b>{_e(reports[0].data.task)}</b>; generated {_e(time.strftime("%Y-%m-%d %H:%M"))} by Ponder.
-Coverage is the unbiased pass@k estimate (Chen et al. 2021) averaged over problems, with a 95% bootstrap band
-over problems; selection@k methods are averaged over random subsets of k samples.</p>
+Coverage@k is the unbiased pass@k estimate (Chen et al. 2021) averaged over problems, with a 95% bootstrap
+band over problems; "solved by first k" is the share of problems with a correct answer among their first k
+stored samples (a noisier count of the same quantity); selection@k methods are averaged over random subsets of
+k samples.</p>
 <table><tr><th class=l>run</th><th class=l>model</th><th class=l>task</th><th>problems</th><th>samples</th>
-<th>temperature</th><th>top_p</th><th>max tokens</th><th class=l>verifier</th></tr>
+<th>temperature</th><th>top_p</th><th>top_k</th><th>min_p</th><th>max tokens</th><th class=l>verifier</th></tr>
 {"".join(_run_header(r) for r in reports)}</table>
 {notes}
 <h2>Coverage and selection</h2>

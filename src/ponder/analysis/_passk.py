@@ -1,4 +1,4 @@
-"""The unbiased pass@k estimator and empirical coverage."""
+"""The unbiased pass@k estimator, coverage@k (its mean over problems) and the first-k share."""
 
 from __future__ import annotations
 
@@ -140,15 +140,31 @@ def _dd_cumsum(t: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.
     return hi, lo
 
 
-def coverage_at_k(first_correct: Sequence[int | None], n: Sequence[int], k: int) -> float:
-    """Empirical coverage: the share of problems solved by one of their first ``k`` samples.
+def coverage_at_k(n: ArrayLike, c: ArrayLike, k: int) -> float:
+    """Coverage@k: the mean over problems of the unbiased pass@k (:func:`pass_at_k`).
 
-    ``first_correct[i]`` is the index of problem i's first correct sample (None if none). Problems with fewer
-    than k samples make coverage undefined (NaN).
+    The estimated share of problems that one of k fresh samples solves. This is the one meaning of
+    coverage@k in Ponder (the report's curve, ``ponder sample`` and ``ponder show``); the share solved
+    by the *first* k stored samples is :func:`solved_by_first_k`. NaN when there are no problems or
+    some problem has fewer than k samples (undefined, not clipped).
+
+    Args:
+        n: samples per problem.
+        c: correct samples per problem.
+        k: the budget.
     """
-    if any(m < k for m in n):
-        return float("nan")
-    if not first_correct:
+    values = np.atleast_1d(np.asarray(pass_at_k(n, c, k), dtype=np.float64))
+    return float(values.mean()) if values.size else float("nan")
+
+
+def solved_by_first_k(first_correct: Sequence[int | None], n: Sequence[int], k: int) -> float:
+    """The share of problems solved by one of their first ``k`` samples (an empirical count).
+
+    Noisier than :func:`coverage_at_k`, which averages over every k-subset of the samples; at
+    ``k = n`` the two agree. ``first_correct[i]`` is the position of problem i's first correct sample
+    (None if none). NaN when there are no problems or some problem has fewer than k samples.
+    """
+    if not first_correct or any(m < k for m in n):
         return float("nan")
     return sum(1 for f in first_correct if f is not None and f < k) / len(first_correct)
 

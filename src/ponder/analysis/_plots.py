@@ -54,6 +54,22 @@ def _log_x(ax: Axes, base: int = 10) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _nice_log_ticks(lo: float, hi: float) -> list[float]:
+    """Round numbers (1-2-5 steps, else every digit) between ``lo`` and ``hi``; at least two when
+    the range allows. A log axis's own ticks sit at whole decades only, so a range narrower than a
+    decade (tokens at k = 1..8) would otherwise get no labelled tick at all."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or hi < lo:
+        return []
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), tuple(float(m) for m in range(1, 10))):
+        ticks = [m * 10.0**e for e in decades for m in mantissas]
+        inside = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if len(inside) >= 3 or (mantissas[-1] == 9.0 and inside):
+            return inside
+    # Narrower than one step between round numbers: label the ends themselves.
+    return sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+
+
 def coverage_figure(reports: Sequence[RunReport]) -> Figure:
     """Coverage (with its band) and selection@k against k on a log axis."""
     fig = _figure()
@@ -115,10 +131,17 @@ def cost_figure(reports: Sequence[RunReport]) -> Figure:
     """Coverage against the tokens it cost."""
     fig = _figure()
     ax = fig.add_subplot()
+    spans = []
     for r, color in zip(reports, _colors(len(reports)), strict=True):
         tokens = np.asarray(r.cost_by_k["total_tokens"], dtype=float)
         ax.plot(tokens, r.coverage.mean, "-o", color=color, ms=3, label=r.label)
+        spans.append(tokens[np.isfinite(tokens) & (tokens > 0)])
     _log_x(ax)
+    shown = np.concatenate(spans) if spans else np.array([])
+    if shown.size:
+        from matplotlib.ticker import FixedLocator
+
+        ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(shown.min(), shown.max())))
     ax.set_xlabel("total tokens (prompt + completion, all problems)")
     ax.set_ylabel("coverage")
     ax.set_ylim(0, 1.02)

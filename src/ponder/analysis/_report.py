@@ -12,6 +12,7 @@ import numpy as np
 from ponder.analysis._cost import CostSummary, Prices, cost_curve, cost_summary
 from ponder.analysis._curves import Curve, coverage_curve, k_grid_log, samples_to_reach
 from ponder.analysis._data import RunData
+from ponder.analysis._passk import solved_by_first_k
 from ponder.analysis._scaling import ScalingFit, fit_scaling_law
 from ponder.analysis._select import Method, selection_curve
 from ponder.errors import UserError
@@ -38,8 +39,9 @@ class RunReport:
     ks: np.ndarray
     coverage: Curve
     """Unbiased pass@k averaged over problems, with a bootstrap band over problems."""
-    first_k: np.ndarray
-    """Empirical coverage of the first k samples (NaN where a problem has fewer than k)."""
+    solved_by_first_k: np.ndarray
+    """Share of problems solved by one of their first k samples (NaN where a problem has fewer
+    than k); an empirical count, noisier than coverage, shown beside it and labelled apart."""
     selection: dict[str, Curve]
     fit: ScalingFit | None
     fit_error: str | None
@@ -56,21 +58,15 @@ class RunReport:
 
 
 def _first_k(data: RunData, ks: np.ndarray) -> np.ndarray:
-    out = np.full(len(ks), np.nan)
-    n = data.n_per_problem()
-    first = np.array(
-        [int(np.argmax(p.correct)) if p.c else np.iinfo(np.int64).max for p in data.problems]
-    )
-    for i, k in enumerate(ks):
-        if len(n) and n.min() >= k:
-            out[i] = float(np.mean(first < k))
-    return out
+    first = [p.first_correct for p in data.problems]
+    n = [p.n for p in data.problems]
+    return np.array([solved_by_first_k(first, n, int(k)) for k in ks], dtype=np.float64)
 
 
 def _problem_rows(data: RunData) -> list[ProblemRow]:
     rows = []
     for p in data.problems:
-        idx = int(np.argmax(p.correct)) if p.c else None
+        idx = p.first_correct
         counts: dict[str, int] = {}
         for a in p.answers:
             if a is not None:
@@ -148,7 +144,7 @@ def build_report(
         data=data,
         ks=ks,
         coverage=coverage,
-        first_k=_first_k(data, ks),
+        solved_by_first_k=_first_k(data, ks),
         selection=selection,
         fit=fit,
         fit_error=fit_error,
@@ -195,7 +191,7 @@ def report_json(r: RunReport) -> dict[str, Any]:
             "lo": _arr(r.coverage.lo),
             "hi": _arr(r.coverage.hi),
         },
-        "first_k_coverage": _arr(r.first_k),
+        "solved_by_first_k": _arr(r.solved_by_first_k),
         "selection": {m: _arr(c.mean) for m, c in r.selection.items()},
         "gap_to_coverage": {m: _arr(r.coverage.mean - c.mean) for m, c in r.selection.items()},
         "samples_needed": {f"{t:.2f}": v for t, v in r.samples_needed.items()},

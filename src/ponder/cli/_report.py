@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ponder.analysis import RunSummaryStats, summarize
+from ponder.analysis import run_tallies, run_verifier
 from ponder.cli._common import (
     DbOpt,
     JsonOpt,
@@ -19,58 +19,14 @@ from ponder.cli._common import (
     VerifierOpt,
     console,
     emit_json,
+    err_console,
+    fmt,
     open_store,
     reported_errors,
     setup_logging,
 )
-from ponder.cli._render import summary_table
 from ponder.errors import UserError
 from ponder.runs import is_system_spec
-from ponder.store import Store
-
-
-def _verifier_for(store: Store, run_id: str, verifier: str | None) -> str:
-    found = store.verifiers(run_id)
-    if verifier is not None:
-        if verifier not in found:
-            raise UserError(
-                f"run {run_id} has no verdicts from verifier {verifier!r} (it has: {found or 'none'})",
-                hint=f"run: ponder verify {run_id}",
-            )
-        return verifier
-    if not found:
-        raise UserError(
-            f"run {run_id} has no verdicts yet", hint=f"verify it first: ponder verify {run_id}"
-        )
-    return found[0]
-
-
-def stats(store: Store, run_id: str, verifier: str) -> RunSummaryStats:
-    problems = [p.id for p in store.problems(run_id)]
-    return summarize(problems, store.samples(run_id), store.verdicts(run_id, verifier))
-
-
-def summary_json(store: Store, run_id: str, verifier: str) -> dict[str, Any]:
-    s = stats(store, run_id, verifier)
-    data = asdict(s)
-    # JSON has no NaN: undefined estimates are null.
-    for p in data["points"]:
-        for key in ("coverage", "pass_at_k"):
-            if p[key] != p[key]:
-                p[key] = None
-    return {"run": run_id, "verifier": verifier, **data}
-
-
-def print_summary(store: Store, run_id: str, verifier: str) -> None:
-    s = stats(store, run_id, verifier)
-    console.print(
-        f"{s.problems} problems, {s.verified} verified samples ({s.correct} correct, "
-        f"{s.unparsed} unparsed, {s.errors} errors); {s.completion_tokens} completion tokens"
-    )
-    if s.points:
-        console.print(summary_table(f"run {run_id} ({verifier})", s))
-    else:
-        console.print("no problem has a verified sample yet")
 
 
 def runs(db: DbOpt = None, json_out: JsonOpt = False) -> None:
@@ -113,18 +69,18 @@ def show(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per-problem table: samples, verified, correct, first correct answer."""
+    """Per-problem table: samples, verified, correct, first correct answer (the run's verifier)."""
     setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
-        found = store.verifiers(info.id)
-        name = verifier or (found[0] if found else "math")
-        rows = store.problem_table(info.id, name)
+        name = run_verifier(store, info.id, verifier, need_verdicts=False)
+        rows = run_tallies(store, info.id, name)
         if json_out:
             emit_json(
                 {
                     "run": info.id,
                     "spec": info.spec.model_dump(),
+                    "verifier": name,
                     "problems": [asdict(r) for r in rows],
                 }
             )
@@ -140,6 +96,7 @@ def show(
             )
         else:
             console.print(f"params: {info.spec.params.model_dump()}")
+        console.print(f"verdicts of verifier {name}", highlight=False)
         table = Table(title_justify="left")
         for col in (
             "problem",
@@ -159,7 +116,7 @@ def show(
                 str(r.samples),
                 str(r.verified),
                 str(r.correct),
-                r.first_correct or ("-" if r.verified else "(unverified)"),
+                r.first_correct_answer or ("-" if r.verified else "(unverified)"),
             )
         console.print(table)
 
@@ -192,7 +149,8 @@ def report(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Coverage, pass@k, selection@k (majority, weighted, best-of-k), the scaling-law fit and cost.
+    """Coverage@k (mean unbiased pass@k) with its band, selection@k (majority, weighted, best-of-k),
+    the scaling-law fit and cost.
 
     Several runs of the same task are compared on the same axes.
     """
@@ -243,8 +201,6 @@ def report(
 
 def print_report(r: Any) -> None:
     """The terminal summary of one run's report."""
-    from ponder.cli._render import fmt
-
     console.print(
         f"run [bold]{r.data.run_id}[/]: task {r.data.task}, model {r.data.spec.model}, "
         f"{len(r.data.problems)} problems, {r.cost.samples} verified samples"
@@ -252,9 +208,9 @@ def print_report(r: Any) -> None:
     table = Table(title_justify="left")
     for col in (
         "k",
-        "pass@k",
+        "coverage@k",
         "95% band",
-        "first-k cov.",
+        "solved by first k",
         *[f"{m}@k" for m in r.selection],
         "tokens",
     ):
@@ -264,7 +220,7 @@ def print_report(r: Any) -> None:
             str(int(k)),
             fmt(r.coverage.mean[i]),
             f"{fmt(r.coverage.lo[i])}-{fmt(r.coverage.hi[i])}",
-            fmt(r.first_k[i]),
+            fmt(r.solved_by_first_k[i]),
             *[fmt(c.mean[i]) for c in r.selection.values()],
             f"{int(r.cost_by_k['total_tokens'][i]):,}",
         )
@@ -320,7 +276,6 @@ def export(
     ] = False,
 ) -> None:
     """Export a run: samples as JSON lines or Parquet, or training data (SFT examples, DPO pairs)."""
-    from ponder.cli._common import err_console
     from ponder.export import FORMATS, export_run
 
     setup_logging(False)

@@ -2,7 +2,8 @@
 
 The system's answers are stored as a run like any other (sample 0 of each problem, with the query's
 trace beside it), so `ponder runs`, `show`, `report` and `export` work on it; see
-:mod:`ponder.runs._systems` for the run identity and the baseline.
+:func:`ponder.runs.system_spec` for the run identity and :func:`ponder.runs.baseline_run` for the
+baseline.
 """
 
 from __future__ import annotations
@@ -25,18 +26,31 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ponder.analysis import run_verifier
 from ponder.cli._common import (
+    TRUNCATION_NOTE,
+    DataOpt,
     DbOpt,
+    FewShotOpt,
+    IdsOpt,
     JsonOpt,
+    LimitOpt,
+    OffsetOpt,
+    ShuffleSeedOpt,
+    TaskOptionOpt,
+    build_task,
+    choose_problems,
     console,
     emit_json,
     err_console,
     open_store,
     reported_errors,
+    run_verify,
     setup_logging,
+    validated,
 )
-from ponder.cli._sample import build_task, run_verify
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
+from ponder.records import SamplingParams
 from ponder.runs import (
     RunStats,
     SamplingReport,
@@ -48,7 +62,7 @@ from ponder.runs import (
     system_run,
 )
 from ponder.store import Store
-from ponder.tasks import Task, select_problems
+from ponder.tasks import Task
 from ponder.verify import make_verifier
 
 if TYPE_CHECKING:
@@ -153,6 +167,24 @@ def load_system(
             {**config.model_dump(mode="json"), "model": spec}, source=str(path)
         )
     return System(config)
+
+
+def with_truncation(system: System, top_k: int | None, min_p: float | None) -> System:
+    """``system`` with every model call's token truncation set (None: as in its config).
+
+    Part of the config, hence of the system run's identity: a new value is a new run.
+    """
+    if top_k is None and min_p is None:
+        return system
+    from ponder.systems import System, SystemConfig
+
+    data = system.config.model_dump(mode="json")
+    values = {"top_k_tokens": top_k, "min_p": min_p}
+    for layer_data, layer in zip(data["layers"], system.config.layers, strict=True):
+        for item, component in zip(layer_data, layer, strict=True):
+            if "min_p" in type(component).model_fields:  # a component that calls a model
+                item.update({k: v for k, v in values.items() if v is not None})
+    return System(SystemConfig.from_data(data, source=f"{system.name} with --top-k/--min-p"))
 
 
 # ----- progress -------------------------------------------------------------------------------------
@@ -310,22 +342,13 @@ def run(
     task: Annotated[
         str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, ...")
     ] = "gsm8k",
-    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
-    ids: Annotated[
-        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
-    ] = None,
-    shuffle_seed: Annotated[
-        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
-    ] = None,
-    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
-    ] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-T", help="Any task option as KEY=VALUE (repeatable)."),
-    ] = None,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
+    ids: IdsOpt = None,
+    shuffle_seed: ShuffleSeedOpt = None,
+    few_shot: FewShotOpt = None,
+    data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -357,6 +380,24 @@ def run(
             "path or a JSON model spec)."
         ),
     ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            help="Every model call samples only from the k most likely tokens (0: off; default: "
+            "each component's `top_k_tokens`, off unless set). " + TRUNCATION_NOTE,
+            show_default=False,
+        ),
+    ] = None,
+    min_p: Annotated[
+        float | None,
+        typer.Option(
+            "--min-p",
+            help="Every model call drops tokens less likely than min-p times the most likely one "
+            "(0: off; default: each component's `min_p`, off unless set); see --top-k.",
+            show_default=False,
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Queries (and baseline requests) in flight.")
     ] = 4,
@@ -383,14 +424,15 @@ def run(
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         if seed is not None and not 0 <= seed < 2**31:
             raise ConfigError(f"--seed must be in [0, 2**31), got {seed}")
-        the_task = build_task(task, data, None, None, None, few_shot, task_option)
-        problems = select_problems(
-            the_task.problems(),
-            limit=limit,
-            offset=offset,
-            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
-            shuffle_seed=shuffle_seed,
+        # The same bounds as `ponder sample` (the config fields have them too).
+        validated(
+            SamplingParams,
+            {"top_k": "--top-k", "min_p": "--min-p"},
+            top_k=top_k or 0,
+            min_p=min_p or 0.0,
         )
+        the_task = build_task(task, data, None, None, None, few_shot, task_option)
+        problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:
             raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
         the_system = load_system(
@@ -404,6 +446,7 @@ def run(
             if default_model is not None
             else None,
         )
+        the_system = with_truncation(the_system, top_k, min_p)
         describe = the_system.config.describe()
         base_params = baseline_settings(the_system)[1]
         with open_store(db) as store, make_verifier(the_task.verifier) as verifier:
@@ -517,8 +560,8 @@ def trace(
                 f"run {info.id} is a sampling run ({info.spec.model}); it has no traces",
                 hint="traces are stored by `ponder run --system FILE`; list runs with: ponder runs",
             )
-        found = store.verifiers(info.id)
-        verdicts = store.verdicts(info.id, found[0]) if found else {}
+        verifier = run_verifier(store, info.id, need_verdicts=False)
+        verdicts = store.verdicts(info.id, verifier)
         rows = store.trace_rows(info.id)
         if problem is None:
             listing = [
@@ -575,7 +618,7 @@ def trace(
                 (p.reference for p in store.problems(info.id) if p.id == problem), None
             )
             console.print(
-                f"verdict ({found[0]}): [bold]{verdict.status}[/]"
+                f"verdict ({verifier}): [bold]{verdict.status}[/]"
                 + (f", extracted {verdict.extracted!r}" if verdict.extracted is not None else "")
                 + (f", reference {reference!r}" if reference is not None else ""),
                 highlight=False,

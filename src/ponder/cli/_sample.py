@@ -3,83 +3,56 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ponder.analysis import declared_verifier
 from ponder.backends import Backend, backend_config_type, create_backend
 from ponder.cli._common import (
+    DataOpt,
     DbOpt,
+    FewShotOpt,
+    IdsOpt,
     JsonOpt,
+    LimitOpt,
+    MinPOpt,
+    OffsetOpt,
     RunArg,
+    ShuffleSeedOpt,
+    TaskOptionOpt,
+    TopKOpt,
+    build_task,
+    choose_problems,
     console,
     emit_json,
     open_store,
+    print_summary,
     reported_errors,
+    run_verify,
+    sampling_progress,
     setup_logging,
+    summary_json,
     validated,
 )
-from ponder.cli._render import sampling_progress, simple_progress
-from ponder.cli._report import print_summary, summary_json
 from ponder.errors import ConfigError
 from ponder.models import DEFAULT_MODEL
 from ponder.records import SamplingParams
-from ponder.runs import sample_run, verify_run
-from ponder.store import RunSpec, Store, run_spec
-from ponder.tasks import Task, get_task, select_problems, with_task_stop
-from ponder.verify import Verifier, make_verifier
+from ponder.runs import sample_run
+from ponder.store import Store, run_spec
+from ponder.tasks import Task, with_task_stop
+from ponder.verify import make_verifier
 
 _PARAM_FLAGS = {
     "temperature": "--temperature",
     "top_p": "--top-p",
+    "top_k": "--top-k",
+    "min_p": "--min-p",
     "max_tokens": "--max-tokens",
     "stop": "--stop",
     "seed": "--seed",
 }
-
-
-def build_task(
-    name: str,
-    data: Path | None,
-    question_field: str | None,
-    answer_field: str | None,
-    id_field: str | None,
-    few_shot: int | None,
-    task_options: list[str] | None = None,
-) -> Task:
-    options: dict[str, Any] = parse_task_options(task_options or [])
-    if data is not None:
-        options["path"] = data
-    if question_field is not None:
-        options["question_field"] = question_field
-    if answer_field is not None:
-        options["answer_field"] = answer_field
-    if id_field is not None:
-        options["id_field"] = id_field
-    if few_shot is not None:
-        options["few_shot"] = few_shot
-    return get_task(name, **options)
-
-
-def parse_task_options(items: list[str]) -> dict[str, Any]:
-    """``-T key=value`` pairs as task options; a value that parses as JSON (``3``, ``true``,
-    ``null``) is taken as such, anything else as a string."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"-T/--task-option expects KEY=VALUE, got {item!r}",
-                hint="e.g. -T prompt_field=question -T id_field=task_id",
-            )
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
 
 
 # Backend options on the command line: flag -> the config fields it may set, first match wins.
@@ -142,18 +115,6 @@ def build_backend(
     return create_backend(validated(config_type, flags, **values))
 
 
-def run_verify(
-    store: Store, run_id: str, verifier: Verifier, *, force: bool, quiet: bool
-) -> dict[str, Any]:
-    todo = len(store.unverified(run_id, verifier.name, force=force))
-    with simple_progress(disable=quiet or todo == 0) as progress:
-        bar = progress.add_task(f"verify ({verifier.name})", total=todo)
-        report = verify_run(
-            store, run_id, verifier, force=force, on_progress=lambda k: progress.advance(bar, k)
-        )
-    return asdict(report)
-
-
 def sample(
     task: Annotated[
         str,
@@ -166,34 +127,25 @@ def sample(
         typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model."),
     ] = DEFAULT_MODEL,
     n: Annotated[int, typer.Option("--n", "-n", help="Samples per problem.")] = 8,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many problems.")] = None,
-    offset: Annotated[int, typer.Option(help="Skip this many problems first.")] = 0,
-    ids: Annotated[
-        str | None, typer.Option(help="Comma-separated problem ids, e.g. gsm8k/0,gsm8k/5.")
-    ] = None,
-    shuffle_seed: Annotated[
-        int | None, typer.Option(help="Shuffle problems with this seed before offset/limit.")
-    ] = None,
+    limit: LimitOpt = None,
+    offset: OffsetOpt = 0,
+    ids: IdsOpt = None,
+    shuffle_seed: ShuffleSeedOpt = None,
     max_tokens: Annotated[int, typer.Option(help="Max completion tokens per sample.")] = 512,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_p: Annotated[
+        float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass.")
+    ] = 1.0,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; each request derives its own.")] = 0,
-    few_shot: Annotated[int | None, typer.Option(help="Few-shot examples in the prompt.")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data file for --task jsonl, jsonl-code or mbpp.")
-    ] = None,
+    few_shot: FewShotOpt = None,
+    data: DataOpt = None,
     question_field: Annotated[str | None, typer.Option(help="jsonl: question field.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="jsonl: answer field.")] = None,
     id_field: Annotated[str | None, typer.Option(help="jsonl: id field.")] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--task-option",
-            "-T",
-            help="Any task option as KEY=VALUE (repeatable), e.g. -T test_field=tests.",
-        ),
-    ] = None,
+    task_option: TaskOptionOpt = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -217,7 +169,7 @@ def sample(
         bool, typer.Option("--verbose", "-v", help="Log details (and llama.cpp).")
     ] = False,
 ) -> None:
-    """Draw N samples per problem (only the missing ones), verify them, print coverage and pass@k."""
+    """Draw N samples per problem (only the missing ones), verify them, print coverage@k."""
     setup_logging(verbose)
     with reported_errors():
         params = validated(
@@ -225,6 +177,8 @@ def sample(
             _PARAM_FLAGS,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
             max_tokens=max_tokens,
             stop=tuple(stop or ()),
             seed=seed,
@@ -235,13 +189,7 @@ def sample(
             task, data, question_field, answer_field, id_field, few_shot, task_option
         )
         params = with_task_stop(params, the_task)
-        problems = select_problems(
-            the_task.problems(),
-            limit=limit,
-            offset=offset,
-            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None,
-            shuffle_seed=shuffle_seed,
-        )
+        problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
             backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
@@ -329,11 +277,11 @@ def verify(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify a run's samples with its task's verifier (only those without a verdict)."""
+    """Verify a run's samples with the verifier its task declares (only those without a verdict)."""
     setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
-        with make_verifier(verifier_kind(info.spec)) as verifier:
+        with make_verifier(declared_verifier(info.spec)) as verifier:
             report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
         if json_out:
             emit_json(
@@ -342,8 +290,3 @@ def verify(
             return
         console.print(f"verified {report['checked']} samples: {report['statuses']}")
         print_summary(store, info.id, verifier.name)
-
-
-def verifier_kind(spec: RunSpec) -> str:
-    """The verifier recorded in a run's task spec."""
-    return str(spec.task.get("verifier", "math"))

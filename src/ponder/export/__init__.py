@@ -6,7 +6,7 @@ incorrect samples (``dpo``), with the prompts exactly as the model saw them (sto
 rebuilt for runs stored before prompts were).
 """
 
-from ponder.export._export import FORMATS, ExportFormat, ExportReport, choose_verifier, export_run
+from ponder.export._export import FORMATS, ExportFormat, ExportReport, export_run
 from ponder.export._formats import SKIP_REASONS, pick_pairs
 from ponder.export._prompts import PromptBuilder, PromptSource, prompt_builder
 from ponder.export._writers import PARQUET_COLUMNS
@@ -19,7 +19,6 @@ __all__ = [
     "ExportReport",
     "PromptBuilder",
     "PromptSource",
-    "choose_verifier",
     "export_run",
     "pick_pairs",
     "prompt_builder",

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from ponder.errors import ConfigError, UserError
+from ponder.analysis import run_verifier
+from ponder.errors import ConfigError
 from ponder.export._formats import (
     SKIP_REASONS,
     ProblemSamples,
@@ -88,29 +89,10 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def choose_verifier(store: Store, run_id: str, verifier: str | None) -> str:
-    """The verifier whose verdicts to use: ``verifier``, else the run's first.
-
-    Raises:
-        UserError: the run has no verdicts, or none from ``verifier``.
-    """
-    found = store.verifiers(run_id)
-    if not found:
-        raise UserError(f"run {run_id} has no verdicts yet", hint=f"ponder verify {run_id}")
-    if verifier is None:
-        return found[0]
-    if verifier not in found:
-        raise UserError(
-            f"run {run_id} has no verdicts from verifier {verifier!r} (it has: {', '.join(found)})",
-            hint=f"ponder verify {run_id}",
-        )
-    return verifier
-
-
 def load_samples(store: Store, run_ref: str, verifier: str | None, prompts: bool) -> RunSamples:
     """A run's problems (in run order), samples (in index order) and verdicts from one verifier."""
     info = store.get_run(run_ref)
-    name = choose_verifier(store, info.id, verifier)
+    name = run_verifier(store, info.id, verifier)
     verdicts = store.verdicts(info.id, name)
     by_problem: dict[str, list[Sample]] = defaultdict(list)
     for s in store.samples(info.id):

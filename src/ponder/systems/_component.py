@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from ponder._registry import loaded, lookup, names, registering, set_adopter
 from ponder.errors import ConfigError
@@ -75,6 +75,8 @@ class ModelComponentConfig(ComponentConfig):
     model: ModelRef | None = Field(None, description="Default: the system's model.")
     temperature: float = Field(0.2, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k_tokens: int = Field(0, ge=0, description="Sample from the k likeliest tokens; 0: off.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p x the top one.")
     max_tokens: int = Field(512, ge=1, le=131072)
     stop: list[str] = Field(default_factory=list)
     system_prompt: str | None = Field(
@@ -106,6 +108,16 @@ class ModelComponentConfig(ComponentConfig):
             raise ValueError("stop strings must be non-empty")
         return value
 
+    @model_serializer(mode="wrap")
+    def _omit_truncation_off(self, handler: Any) -> Any:
+        # Left out while off, so a config's dump (hence a system run's id) is what it was before
+        # these fields existed; ``top_k_tokens`` is not ``top_k``, which rank/judge use for candidates.
+        data = handler(self)
+        for key in ("top_k_tokens", "min_p"):
+            if isinstance(data, dict) and data.get(key) == 0:
+                del data[key]
+        return data
+
     def model_refs(self) -> list[ModelRef | None]:
         return [self.model]
 
@@ -114,6 +126,8 @@ class ModelComponentConfig(ComponentConfig):
         values: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k_tokens,
+            "min_p": self.min_p,
             "max_tokens": self.max_tokens,
             "stop": tuple(self.stop),
             "seed": seed,
