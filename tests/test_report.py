@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -244,13 +243,13 @@ def _svg_x_tick_labels(svg: str) -> list[str]:
 
 def test_cost_chart_labels_its_token_axis_within_one_decade(tmp_path: Path) -> None:
     """Tokens at k = 1..3 span less than a decade: a log axis's decade ticks would leave the token
-    axis with no labelled tick at all."""
+    axis with at most one labelled tick."""
     db = tmp_path / "t.db"
     run_id = make_run(db, problems=1, n=3)
     report = _json("report", run_id, "--db", str(db), "--json", "--bootstrap", "0")["runs"][0]
     tokens = report["cost"]["by_k"]["total_tokens"]
     lo, hi = min(tokens), max(tokens)
-    assert math.floor(math.log10(lo)) == math.floor(math.log10(hi))  # within a decade
+    assert hi < 10 * lo  # less than a decade: at most one decade tick falls inside
     page = tmp_path / "r.html"
     CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(page)])
     charts = re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.S)
