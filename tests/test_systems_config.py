@@ -495,10 +495,6 @@ class TestArchon:
                 "layers[1][0] (ranker): key 'temperature_schedule' cannot be mapped",
             ),
             (
-                lambda d: d["layers"][1][0].update(model="llm-blender/PairRM"),
-                "layers[1][0] (ranker).model: the PairRM reward-model ranker cannot be mapped",
-            ),
-            (
                 lambda d: d["layers"][2][0].update(type="summarizer"),
                 "layers[2][0].type: 'summarizer' cannot be mapped",
             ),
@@ -515,8 +511,8 @@ class TestArchon:
                 "layers[3][0] (fuser).samples: must be a whole number >= 1 (got 0)",
             ),
             (
-                lambda d: d["layers"].__setitem__(1, {"branches": 2, "models": d["layers"][1]}),
-                "layers[1].branches: 2 cannot be mapped",
+                lambda d: d["layers"].__setitem__(1, {"branches": 0, "models": d["layers"][1]}),
+                "layers[1].branches: must be a whole number >= 1 (got 0)",
             ),
         ],
     )

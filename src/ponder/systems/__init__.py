@@ -5,6 +5,7 @@
     from ponder.systems import System
 
     system = System.load("configs/sample-8-vote.yaml")   # or System.from_dict / from_archon
+    # Archon JSON: System.load("archon.json", default_model="qwen2.5-coder-0.5b", model_map={...})
     result = system.run("What is 17*23?")                 # or: await system.arun(messages)
     result.answer, result.trace, result.usage
 
@@ -19,7 +20,14 @@ Components: see :mod:`ponder.systems.components`; add your own with :func:`regis
 """
 
 from ponder.systems import components as components
-from ponder.systems._archon import ARCHON_TYPES, convert_archon, import_archon, looks_like_archon
+from ponder.systems._archon import (
+    ARCHON_TYPES,
+    ArchonImportWarning,
+    ModelTarget,
+    convert_archon,
+    import_archon,
+    looks_like_archon,
+)
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -33,6 +41,7 @@ from ponder.systems._config import SystemConfig, config_error, read_config_file
 from ponder.systems._context import Asked, Resources, RunContext, VerifierLike
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor, extractor_names, get_extractor, register_extractor
+from ponder.systems._load import load_config, parse_model, parse_model_map, with_default_model
 from ponder.systems._models import BackendPool, ModelRef, ModelSpec
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
@@ -49,6 +58,7 @@ from ponder.systems._tree import trace_tree
 
 __all__ = [
     "ARCHON_TYPES",
+    "ArchonImportWarning",
     "Asked",
     "BackendPool",
     "CallRecord",
@@ -65,6 +75,7 @@ __all__ = [
     "ModelComponentConfig",
     "ModelRef",
     "ModelSpec",
+    "ModelTarget",
     "Provenance",
     "Query",
     "Resources",
@@ -86,10 +97,14 @@ __all__ = [
     "extractor_names",
     "get_extractor",
     "import_archon",
+    "load_config",
     "looks_like_archon",
+    "parse_model",
+    "parse_model_map",
     "query_text",
     "read_config_file",
     "register_component",
     "register_extractor",
     "trace_tree",
+    "with_default_model",
 ]
