@@ -15,6 +15,11 @@ query, the candidates (with provenance and scores), critiques and unit tests. Th
 first candidate after the last layer. Every run has a :class:`Trace` (JSON-serialisable; render it
 with :func:`trace_tree`) and :class:`Usage` summed per component and per query.
 
+Components that put many candidates in one prompt (fuse, rank, critique, judge) fit them into the
+model's context, shortening the longest with a visible marker (recorded in the trace), and every
+call's ``max_tokens`` is limited to what the context leaves after its prompt; see
+:mod:`ponder.systems._budget`.
+
 Components: see :mod:`ponder.systems.components`; add your own with :func:`register_component`
 (plugins: the ``ponder.components`` entry-point group).
 """
@@ -28,6 +33,7 @@ from ponder.systems._archon import (
     import_archon,
     looks_like_archon,
 )
+from ponder.systems._budget import ContextInfo, PromptTooLongError
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -67,6 +73,7 @@ __all__ = [
     "ComponentConfig",
     "ComponentError",
     "ComponentEvent",
+    "ContextInfo",
     "Critique",
     "Delta",
     "Extractor",
@@ -76,6 +83,7 @@ __all__ = [
     "ModelRef",
     "ModelSpec",
     "ModelTarget",
+    "PromptTooLongError",
     "Provenance",
     "Query",
     "Resources",

@@ -71,7 +71,7 @@ def parse_model_map(items: Iterable[str], *, what: str = "model map") -> dict[st
     return out
 
 
-def _target(value: ModelTarget | None, what: str) -> ModelTarget | None:
+def _target(value: ModelTarget, what: str) -> ModelTarget:
     return parse_model(value, what=what) if isinstance(value, str) else value
 
 
@@ -99,8 +99,8 @@ def load_config(
             Ponder config.
         NotFoundError: the file does not exist.
     """
-    model = _target(model, "model")
-    default_model = _target(default_model, "default model")
+    model = None if model is None else _target(model, "model")
+    default_model = None if default_model is None else _target(default_model, "default model")
     mapped = {k: _target(v, f"model map {k!r}") for k, v in (model_map or {}).items()}
     where = None
     if isinstance(source, SystemConfig):
