@@ -33,7 +33,7 @@ def parse_model(text: str, *, what: str = "model") -> ModelTarget:
     """A model given as text: a name or ``.gguf`` path as is, a JSON model spec as a mapping.
 
     Raises:
-        ConfigError: ``text`` starts with ``{`` but is not a JSON object (``what`` names the source).
+        ConfigError: ``text`` starts with ``{`` but is not valid JSON (``what`` names the source).
     """
     text = text.strip()
     if not text.startswith("{"):
@@ -45,10 +45,7 @@ def parse_model(text: str, *, what: str = "model") -> ModelTarget:
             f"{what}: invalid JSON model spec ({exc.msg} at column {exc.colno})",
             hint=f"e.g. {SPEC_EXAMPLE}",
         ) from None
-    if not isinstance(spec, dict):
-        raise ConfigError(
-            f"{what}: a JSON model spec must be an object", hint=f"e.g. {SPEC_EXAMPLE}"
-        )
+    assert isinstance(spec, dict)  # JSON text that starts with '{' is an object
     return spec
 
 
