@@ -7,6 +7,7 @@ per word; one test fuses many long candidates on the real embedded model.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import warnings
 from collections.abc import Iterator
@@ -17,7 +18,17 @@ import pytest
 from ponder.backends import ScriptedBackend
 from ponder.errors import RunError, UserError
 from ponder.records import Generation, Message, Prompt, SamplingParams
-from ponder.systems import ContextInfo, PromptTooLongError, System, SystemResult
+from ponder.systems import (
+    BackendPool,
+    ComponentEvent,
+    ContextInfo,
+    PromptTooLongError,
+    Resources,
+    RunContext,
+    System,
+    SystemResult,
+    get_extractor,
+)
 
 TEST_MODEL = "smollm2-135m"
 MARKER = re.compile(r"\[\.\.\. (\d+) tokens cut \.\.\.\]")
@@ -256,3 +267,33 @@ def test_fuse_over_many_long_candidates_on_the_embedded_model(small_context: Any
     (fallback,) = event.fallbacks
     assert "context of 512 tokens" in fallback.reason and len(fallback.candidate_ids) == 6
     assert isinstance(call.prompt[0], Message)
+
+
+def test_components_can_ask_the_run_context_about_the_model() -> None:
+    model = WordModel(321, ScriptedBackend())
+    plain = ScriptedBackend()
+    resources = Resources(
+        pool=BackendPool(default=model),
+        extractor=get_extractor("math"),
+        checker=lambda name: lambda reference, texts: [False] * len(texts),
+        repair_retries=0,
+    )
+    event = ComponentEvent(layer=0, index=0, component="x", label="x", input_ids=[])
+    ctx = RunContext(event=event, resources=resources, seed=0, query_key="k")
+    prompt = [Message(role="user", content="one two three")]
+
+    async def ask() -> tuple[Any, ...]:
+        return (
+            await ctx.context_size(model),
+            await ctx.count_tokens(model, prompt),
+            await ctx.context_size(plain),
+            await ctx.count_tokens(plain, "x" * 30),
+        )
+
+    sizes = asyncio.run(ask())
+    assert sizes == (
+        321,
+        3 + OVERHEAD_PER_MESSAGE + OVERHEAD_PER_PROMPT,
+        None,
+        10 + OVERHEAD_PER_PROMPT,
+    )

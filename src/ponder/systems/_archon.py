@@ -192,7 +192,6 @@ def convert_archon(
     *,
     model_map: Mapping[str, ModelTarget] | None = None,
     default_model: ModelTarget | None = None,
-    warn: bool = True,
 ) -> dict[str, Any]:
     """An Archon config as a Ponder config mapping (validate it with ``SystemConfig.from_data``).
 
@@ -200,8 +199,10 @@ def convert_archon(
         data: The Archon config.
         model_map: Archon model (``name`` or ``"<model_type>:<name>"``) -> Ponder model.
         default_model: The model of every Archon model the map does not name.
-        warn: Issue one :class:`ArchonImportWarning` naming what the import changed, if anything
-            (the same notes go into the returned description either way).
+
+    Warns:
+        ArchonImportWarning: once, naming everything the import changed (the same notes go into
+            the returned description).
 
     Raises:
         ConfigError: listing every key or value that cannot be mapped, by layer and component.
@@ -275,7 +276,7 @@ def convert_archon(
     out["description"] = "imported from an Archon config" + (
         "; changes: " + "; ".join(changes) if changes else ""
     )
-    if changes and warn:
+    if changes:
         warnings.warn(
             f"Archon config {name!r} imported with changes: " + "; ".join(changes),
             ArchonImportWarning,

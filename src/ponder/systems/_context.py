@@ -181,6 +181,15 @@ class RunContext:
         record.completion_tokens = sum(c.completion_tokens for c in generation.completions)
         return generation
 
+    async def context_size(self, backend: Backend) -> int | None:
+        """Tokens one request to ``backend`` may hold, prompt and reply (None: unknown)."""
+        return await self.resources.meter(backend).context()
+
+    async def count_tokens(self, backend: Backend, prompt: Prompt) -> int:
+        """Tokens ``prompt`` takes on ``backend``'s model, with an allowance for the chat template
+        (estimated from its length when the backend has no tokenizer)."""
+        return await self.resources.meter(backend).prompt_tokens(prompt)
+
     async def _within_context(
         self, backend: Backend, prompt: Prompt, params: SamplingParams, purpose: str
     ) -> SamplingParams:
