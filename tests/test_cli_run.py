@@ -247,6 +247,7 @@ ARCHON = {
                 "temperature": 0.7,
                 "max_tokens": 20,
                 "samples": 3,
+                "checkpoint": "",
             }
         ],
         [
@@ -271,9 +272,11 @@ def test_archon_file_with_model_map(files: dict[str, Path], tmp_path: Path) -> N
     result = cli(*args, code=2)
     assert "has no local equivalent" in result.stderr and "--model-map" in result.stderr
     target = json.dumps({"backend": "scripted", "outputs": OUTPUTS})
-    out = json.loads(
-        cli(*args, "--model-map", f"Qwen/Qwen2-72B-Instruct={target}", "--json").stdout
-    )
+    result = cli(*args, "--model-map", f"Qwen/Qwen2-72B-Instruct={target}", "--json")
+    out = json.loads(result.stdout)
+    # What the import changed is said once, as a warning naming the key.
+    assert result.stderr.count("warning: Archon config 'gen-fuse' imported with changes") == 1
+    assert "checkpoint at layers[0][0]" in result.stderr
     assert out["system"]["name"] == "archon:gen-fuse"
     assert out["system"]["describe"].startswith("generate(") and "fuse" in out["system"]["describe"]
     assert out["system"]["calls"] == 4  # a generate and a fuse call per problem

@@ -168,9 +168,9 @@ def test_keys_without_local_meaning_are_named_in_one_warning(tmp_path: Path) -> 
         "remove_unit_tests_from_prompt",
     ):
         assert key in warned[0]
-    assert "checkpoint (" in warned[0] and "layers[0][0], layers[0][1], layers[3][0]" in warned[0]
+    assert "checkpoint at layers[0][0], layers[0][1], layers[3][0]: a hosted model's" in warned[0]
     # Keys Archon itself ignores (a generator's or critic's top_k) are dropped without a word.
-    assert "top_k (" not in warned[0]
+    assert re.search(r"\btop_k at", warned[0]) is None
     # The misspelled key is ignored, as Archon does: the fuser gets no length control.
     fuse = system.config.layers[3][0]
     assert isinstance(fuse, FuseConfig) and fuse.concise is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -72,7 +73,7 @@ def load_system(
 ) -> System:
     """The system in ``path`` with the command line's model flags; the rules that apply them live in
     :meth:`ponder.systems.System.load`."""
-    from ponder.systems import System, parse_model_map
+    from ponder.systems import ArchonImportWarning, System, parse_model_map
 
     if base_url is not None and backend == "llamacpp":
         raise ConfigError(
@@ -87,12 +88,20 @@ def load_system(
             target["base_url"] = base_url
         if backend == "openai":
             target["api_key_env"] = api_key_env
-    return System.load(
-        path,
-        model=target,
-        default_model=default_model,
-        model_map=parse_model_map(model_map or [], what="--model-map"),
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ArchonImportWarning)
+        system = System.load(
+            path,
+            model=target,
+            default_model=default_model,
+            model_map=parse_model_map(model_map or [], what="--model-map"),
+        )
+    for w in caught:
+        if issubclass(w.category, ArchonImportWarning):
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return system
 
 
 # ----- progress -------------------------------------------------------------------------------------

@@ -120,14 +120,14 @@ _MAPPED: dict[str, set[str]] = {
 }
 # Keys of published configs that have no local meaning: accepted, and named in the one warning.
 _NO_LOCAL_MEANING: dict[str, str] = {
-    "checkpoint": "a hosted model's checkpoint (local weights come from the model mapping)",
+    "checkpoint": "a hosted model's checkpoint; local weights come from the model mapping",
     "ranker_batch_size": "a batch size of the PairRM reward model",
     "batch_num": "a batch setting today's Archon verifier does not read",
-    "top_k_generations": "an older fuser's pre-ranking (today's Archon fuser does not read it)",
-    "fuse_generations_count": "an older fuser's setting (today's Archon fuser does not read it)",
-    "ranker_config": "an older fuser's PairRM pre-ranking (today's Archon fuser does not read it)",
+    "top_k_generations": "an older fuser's pre-ranking, which today's Archon fuser does not read",
+    "fuse_generations_count": "an older fuser's setting, which today's Archon fuser does not read",
+    "ranker_config": "an older fuser's PairRM pre-ranking, which today's Archon fuser does not read",
     "remove_unit_tests_from_prompt": "read by Archon's unit_test_evaluator only",
-    "length_contorl": "a misspelling of length_control that Archon ignores (so no length control)",
+    "length_contorl": "a misspelling of length_control that Archon ignores, so no length control",
 }
 _MAX_TOKENS_LIMIT = max(
     (m.le for m in ModelComponentConfig.model_fields["max_tokens"].metadata if hasattr(m, "le")),
@@ -174,7 +174,7 @@ class _Notes:
         out = []
         if self.unused:
             parts = [
-                f"{key} ({_NO_LOCAL_MEANING[key]}; at {_places(where)})"
+                f"{key} at {_places(where)}: {_NO_LOCAL_MEANING[key]}"
                 for key, where in self.unused.items()
             ]
             out.append("keys without local meaning, ignored: " + "; ".join(parts))
