@@ -99,19 +99,13 @@ class TokenMeter:
         self._backend = backend
         self._context: int | None = None
         self._known = False
-        self._lock = asyncio.Lock()
-
-    @property
-    def exact(self) -> bool:
-        """Whether counts come from the model's tokenizer (else they are estimates)."""
-        return isinstance(self._backend, ContextInfo | LlamaCppBackend)
 
     async def context(self) -> int | None:
         """Tokens one request may hold (None: unknown)."""
-        async with self._lock:
-            if not self._known:
-                self._context = await self._measure_context()
-                self._known = True
+        # Not locked: concurrent first calls may both measure, and get the same answer.
+        if not self._known:
+            self._context = await self._measure_context()
+            self._known = True
         return self._context
 
     async def _measure_context(self) -> int | None:
