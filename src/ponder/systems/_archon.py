@@ -224,20 +224,10 @@ def convert_archon(
     layers: list[list[dict[str, Any]]] = []
     have_candidates = False
     for i, layer in enumerate(raw_layers):
-        branches = 1
-        if isinstance(layer, Mapping) and "type" not in layer:
-            extra = sorted(set(layer) - {"models", "branches"})
-            if extra:
-                problems.append(f"layers[{i}]: cannot map key(s) {', '.join(extra)}")
-            branches = layer.get("branches", 1)
-            if not isinstance(branches, int) or isinstance(branches, bool) or branches < 1:
-                problems.append(
-                    f"layers[{i}].branches: must be a whole number >= 1 (got {branches!r})"
-                )
-                branches = 1
-        elif not isinstance(layer, list | Mapping):
+        if not isinstance(layer, list | Mapping):
             problems.append(f"layers[{i}]: must be a list of components or one component")
             continue
+        branches = _branches(layer, i, problems.append)
         items = _layer_items(layer)
         if not items:
             problems.append(f"layers[{i}]: has no components")
@@ -283,6 +273,20 @@ def convert_archon(
             stacklevel=3,
         )
     return out
+
+
+def _branches(layer: Mapping[str, Any] | list[Any], i: int, problem: Callable[[str], None]) -> int:
+    """How many times the older form ``{"models": [...], "branches": k}`` repeats its components."""
+    if not isinstance(layer, Mapping) or "type" in layer:
+        return 1
+    extra = sorted(set(layer) - {"models", "branches"})
+    if extra:
+        problem(f"layers[{i}]: cannot map key(s) {', '.join(extra)}")
+    branches = layer.get("branches", 1)
+    if not isinstance(branches, int) or isinstance(branches, bool) or branches < 1:
+        problem(f"layers[{i}].branches: must be a whole number >= 1 (got {branches!r})")
+        return 1
+    return branches
 
 
 _MODEL_HINT = (
