@@ -246,6 +246,7 @@ ARCHON = {
                 "temperature": 0.7,
                 "max_tokens": 20,
                 "samples": 3,
+                "checkpoint": "",
             }
         ],
         [
@@ -270,9 +271,11 @@ def test_archon_file_with_model_map(files: dict[str, Path], tmp_path: Path) -> N
     result = cli(*args, code=2)
     assert "has no local equivalent" in result.stderr and "--model-map" in result.stderr
     target = json.dumps({"backend": "scripted", "outputs": OUTPUTS})
-    out = json.loads(
-        cli(*args, "--model-map", f"Qwen/Qwen2-72B-Instruct={target}", "--json").stdout
-    )
+    result = cli(*args, "--model-map", f"Qwen/Qwen2-72B-Instruct={target}", "--json")
+    out = json.loads(result.stdout)
+    # What the import changed is said once, as a warning naming the key.
+    assert result.stderr.count("warning: Archon config 'gen-fuse' imported with changes") == 1
+    assert "checkpoint at layers[0][0]" in result.stderr
     assert out["system"]["name"] == "archon:gen-fuse"
     assert out["system"]["describe"].startswith("generate(") and "fuse" in out["system"]["describe"]
     assert out["system"]["calls"] == 4  # a generate and a fuse call per problem
@@ -362,3 +365,46 @@ def test_run_and_trace_on_the_embedded_model(tmp_path: Path) -> None:
     assert trace.returncode == 0, trace.stderr
     assert "generate" in trace.stdout and "llamacpp:smollm2-135m" in trace.stdout
     assert "usage per component" in trace.stdout
+
+
+def test_the_resume_hint_only_where_a_rerun_can_help(files: dict[str, Path]) -> None:
+    # A server that is down: the run may pass later, so the hint says how to resume.
+    files["system"].write_text(
+        "name: down\n"
+        "model: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, max_retries: 0,"
+        " api_key_env: PONDER_TEST_NO_KEY}\n"
+        "layers:\n  - type: generate\n    max_tokens: 8\n"
+    )
+    args = ["run", "--system", str(files["system"]), "--task", "jsonl", "--data"]
+    args += [str(files["data"]), "--db", str(files["db"]), "--limit", "1", "--no-baseline"]
+    down = cli(*args, code=1)
+    assert "rerun the same command to resume" in down.stderr
+
+
+@pytest.mark.embedded
+def test_a_prompt_longer_than_the_context_does_not_promise_a_rerun(
+    files: dict[str, Path], llama_server: str
+) -> None:
+    files["data"].write_text(json.dumps({"question": "why " * 9000, "answer": "1"}) + "\n")
+    args = ["run", "--system", str(files["system"]), "--task", "jsonl", "--data"]
+    args += [str(files["data"]), "--db", str(files["db"]), "--no-baseline"]
+    # Measured before sending (the embedded engine tells its context): refused by Ponder.
+    files["system"].write_text(
+        "name: tiny-context\n"
+        "model: {backend: llamacpp, model: smollm2-135m, n_parallel: 1, ctx_per_sequence: 128,"
+        " threads: 1}\n"
+        "layers:\n  - type: generate\n    max_tokens: 8\n"
+    )
+    result = cli(*args, code=2)
+    assert "more than the model's context" in result.stderr
+    assert "rerun" not in result.stderr
+    # A server whose context Ponder does not know: llama.cpp rejects the request (HTTP 400).
+    files["system"].write_text(
+        "name: served\n"
+        f"model: {{backend: openai, base_url: '{llama_server}/v1', model: m,"
+        " api_key_env: PONDER_TEST_NO_KEY}\n"
+        "layers:\n  - type: generate\n    max_tokens: 8\n"
+    )
+    result = cli(*args, code=2)
+    assert "exceeds the available context size" in result.stderr
+    assert "rerun" not in result.stderr

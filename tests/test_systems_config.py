@@ -21,6 +21,8 @@ from ponder.systems import (
     SystemConfig,
     convert_archon,
     looks_like_archon,
+    parse_model,
+    parse_model_map,
     register_component,
 )
 from ponder.systems.components import GenerateConfig, RankConfig, VoteConfig
@@ -495,10 +497,6 @@ class TestArchon:
                 "layers[1][0] (ranker): key 'temperature_schedule' cannot be mapped",
             ),
             (
-                lambda d: d["layers"][1][0].update(model="llm-blender/PairRM"),
-                "layers[1][0] (ranker).model: the PairRM reward-model ranker cannot be mapped",
-            ),
-            (
                 lambda d: d["layers"][2][0].update(type="summarizer"),
                 "layers[2][0].type: 'summarizer' cannot be mapped",
             ),
@@ -515,8 +513,8 @@ class TestArchon:
                 "layers[3][0] (fuser).samples: must be a whole number >= 1 (got 0)",
             ),
             (
-                lambda d: d["layers"].__setitem__(1, {"branches": 2, "models": d["layers"][1]}),
-                "layers[1].branches: 2 cannot be mapped",
+                lambda d: d["layers"].__setitem__(1, {"branches": 0, "models": d["layers"][1]}),
+                "layers[1].branches: must be a whole number >= 1 (got 0)",
             ),
         ],
     )
@@ -549,3 +547,77 @@ def test_archon_ranker_and_critic_run_on_scripted_models() -> None:
     # The ranker had use_critiques false; the fuser saw the critic's reviews.
     fuse_prompt = result.trace.events[-1].calls[0].prompt
     assert isinstance(fuse_prompt, list) and "Review of [1]" in fuse_prompt[-1].content
+
+
+# ----- model choices at load time (the rules behind --model / --default-model / --model-map) -----
+
+EMBEDDED_TUNED = {
+    "name": "tuned",
+    "model": {"backend": "llamacpp", "model": "qwen2.5-coder-0.5b", "threads": 1, "n_parallel": 4},
+    "layers": [[{"type": "generate", "n": 2}]],
+}
+
+
+class TestLoadWithModels:
+    def test_a_model_name_keeps_the_embedded_engine_options(self) -> None:
+        config = System.load(EMBEDDED_TUNED, model="smollm2-135m").config
+        assert config.model is not None and config.model.model_dump() == {
+            "backend": "llamacpp",
+            "model": "smollm2-135m",
+            "threads": 1,
+            "n_parallel": 4,
+        }
+
+    def test_a_spec_replaces_the_default_model_whole(self) -> None:
+        spec = {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m"}
+        for given in (spec, json.dumps(spec)):  # a mapping, or JSON text as on a command line
+            config = System.load(EMBEDDED_TUNED, model=given).config
+            assert config.model is not None and config.model.model_dump() == spec
+
+    def test_a_name_of_a_callers_backend_stays_a_name(self) -> None:
+        backend = scripted(default="#### 1")
+        system = System.load(EMBEDDED_TUNED, model="mine", backends={"mine": backend})
+        assert system.config.model == "mine"
+        with system:
+            assert system.run("q").answer == "#### 1"
+
+    def test_sources_file_mapping_and_config(self, tmp_path: Path) -> None:
+        path = tmp_path / "tuned.json"
+        path.write_text(json.dumps(EMBEDDED_TUNED))
+        config = SystemConfig.from_data(EMBEDDED_TUNED)
+        loaded = [
+            System.load(s, model="smollm2-135m").config for s in (path, EMBEDDED_TUNED, config)
+        ]
+        assert loaded[0] == loaded[1] == loaded[2]
+
+    def test_archon_defaults_follow_model_and_map(self) -> None:
+        config = System.load(ARCHON_ENSEMBLE, model="smollm2-135m").config
+        # Every Archon model runs on `model` when no default model is given.
+        assert config.model is not None and config.model.model_dump()["model"] == "smollm2-135m"
+        config = System.load(
+            ARCHON_ENSEMBLE,
+            default_model="smollm2-135m",
+            model_map={"Qwen/Qwen2-72B-Instruct": '{"backend": "llamacpp", "model": "m.gguf"}'},
+        ).config
+        assert config.layers[0][0].model_dump()["model"] == {
+            "backend": "llamacpp",
+            "model": "m.gguf",
+        }
+        assert config.layers[0][1].model_dump()["model"] is None  # the default
+
+    def test_archon_choices_for_a_ponder_config_are_errors(self) -> None:
+        for kwargs in ({"default_model": "smollm2-135m"}, {"model_map": {"a": "b"}}):
+            with pytest.raises(ConfigError, match="Archon configs only"):
+                System.load(EMBEDDED_TUNED, **kwargs)
+
+    def test_model_text_and_map_items(self) -> None:
+        assert parse_model(" smollm2-135m ") == "smollm2-135m"
+        assert parse_model('{"backend": "scripted"}') == {"backend": "scripted"}
+        with pytest.raises(ConfigError, match="--default-model: invalid JSON model spec"):
+            parse_model("{backend", what="--default-model")
+        pairs = parse_model_map(["Together_API:Qwen/Qwen2=smollm2-135m", 'a={"backend": "x"}'])
+        assert pairs == {"Together_API:Qwen/Qwen2": "smollm2-135m", "a": {"backend": "x"}}
+        with pytest.raises(ConfigError, match="expected ARCHON_MODEL=MODEL"):
+            parse_model_map(["no-equals-sign"])
+        with pytest.raises(ConfigError, match=r"backend option\(s\): slots: is not an option"):
+            System.load(EMBEDDED_TUNED, model={"backend": "llamacpp", "slots": 2})

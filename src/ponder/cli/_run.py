@@ -9,8 +9,8 @@ baseline.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -67,44 +67,12 @@ from ponder.verify import make_verifier
 
 if TYPE_CHECKING:
     from ponder.records import Problem
-    from ponder.systems import System, SystemConfig, SystemResult
+    from ponder.systems import System, SystemResult
 
 _RESUME_HINT = "the answers finished so far are stored: rerun the same command to resume"
 
 
 # ----- loading the system -------------------------------------------------------------------------
-
-
-def model_target(value: str, flag: str) -> str | dict[str, Any]:
-    """A model given on the command line: a name or path, or a JSON model spec (``{"backend": ...}``)."""
-    value = value.strip()
-    if not value.startswith("{"):
-        return value
-    try:
-        spec = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{flag}: invalid JSON model spec ({exc.msg} at column {exc.colno})",
-            hint='e.g. {"backend": "llamacpp", "model": "smollm2-135m"}',
-        ) from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{flag}: a JSON model spec must be an object")
-    return spec
-
-
-def parse_model_map(items: list[str]) -> dict[str, str | dict[str, Any]]:
-    """``--model-map ARCHON=OURS`` pairs (the Archon name may hold ``:`` and ``/``, not ``=``);
-    OURS is a model name, a .gguf path, or a JSON model spec."""
-    out: dict[str, str | dict[str, Any]] = {}
-    for item in items:
-        name, sep, target = item.partition("=")
-        if not sep or not name.strip() or not target.strip():
-            raise ConfigError(
-                f"--model-map expects ARCHON_MODEL=MODEL, got {item!r}",
-                hint="e.g. --model-map 'Qwen/Qwen2-72B-Instruct=qwen2.5-coder-0.5b'",
-            )
-        out[name.strip()] = model_target(target, "--model-map")
-    return out
 
 
 def load_system(
@@ -114,22 +82,12 @@ def load_system(
     backend: str = "llamacpp",
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
-    model_map: dict[str, str | dict[str, Any]] | None = None,
-    default_model: str | dict[str, Any] | None = None,
+    model_map: list[str] | None = None,
+    default_model: str | None = None,
 ) -> System:
-    """The system in ``path`` (Ponder YAML/JSON, or Archon JSON), its default model replaced by ``model``.
-
-    ``model`` keeps the other options of an embedded default (slots, context per sequence), so a
-    config tuned for long critique prompts stays tuned.
-    """
-    from ponder.systems import (
-        ModelSpec,
-        System,
-        SystemConfig,
-        import_archon,
-        looks_like_archon,
-        read_config_file,
-    )
+    """The system in ``path`` with the command line's model flags; the rules that apply them live in
+    :meth:`ponder.systems.System.load`."""
+    from ponder.systems import ArchonImportWarning, System, parse_model_map
 
     if base_url is not None and backend == "llamacpp":
         raise ConfigError(
@@ -137,36 +95,27 @@ def load_system(
         )
     if backend != "llamacpp" and model is None:
         raise ConfigError(f"--backend {backend} needs --model (the model the server serves)")
-    data = read_config_file(path)
-    archon = looks_like_archon(data)
-    if not archon and (model_map or default_model):
-        raise ConfigError(
-            "--model-map and --default-model apply to Archon configs only",
-            hint=f"{path} is a Ponder config: set `model:` in it, or use --model",
-        )
-    config: SystemConfig
-    if archon:
-        config = import_archon(
-            data,
-            model_map=model_map,
-            default_model=default_model or model,
-            source=str(path),
-        )
-    else:
-        config = SystemConfig.from_data(data, source=str(path))
-    if model is not None:
-        spec: dict[str, Any] = {"backend": backend, "model": model}
-        old = config.model
-        if backend == "llamacpp" and isinstance(old, ModelSpec) and old.backend == "llamacpp":
-            spec = {**old.options, **spec}
+    target: str | dict[str, Any] | None = model
+    if model is not None and backend != "llamacpp":
+        target = {"backend": backend, "model": model}
         if base_url is not None:
-            spec["base_url"] = base_url
+            target["base_url"] = base_url
         if backend == "openai":
-            spec["api_key_env"] = api_key_env
-        config = SystemConfig.from_data(
-            {**config.model_dump(mode="json"), "model": spec}, source=str(path)
+            target["api_key_env"] = api_key_env
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ArchonImportWarning)
+        system = System.load(
+            path,
+            model=target,
+            default_model=default_model,
+            model_map=parse_model_map(model_map or [], what="--model-map"),
         )
-    return System(config)
+    for w in caught:
+        if issubclass(w.category, ArchonImportWarning):
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return system
 
 
 def with_truncation(system: System, top_k: int | None, min_p: float | None) -> System:
@@ -239,7 +188,10 @@ async def _run_both(
                     on_answer=on_answer,
                 )
             except RunError as exc:
-                exc.hint = exc.hint or _RESUME_HINT
+                # Only a failure that may pass gets the hint: a rejected request (a prompt longer
+                # than the model's context, a bad option) fails the same way on every rerun.
+                if not isinstance(exc, UserError):
+                    exc.hint = exc.hint or _RESUME_HINT
                 raise
             progress.update(bar, completed=len(problems))
             base = None
@@ -441,10 +393,8 @@ def run(
             backend=backend,
             base_url=base_url,
             api_key_env=api_key_env,
-            model_map=parse_model_map(model_map or []),
-            default_model=model_target(default_model, "--default-model")
-            if default_model is not None
-            else None,
+            model_map=model_map,
+            default_model=default_model,
         )
         the_system = with_truncation(the_system, top_k, min_p)
         describe = the_system.config.describe()

@@ -5,6 +5,7 @@
     from ponder.systems import System
 
     system = System.load("configs/sample-8-vote.yaml")   # or System.from_dict / from_archon
+    # Archon JSON: System.load("archon.json", default_model="qwen2.5-coder-0.5b", model_map={...})
     result = system.run("What is 17*23?")                 # or: await system.arun(messages)
     result.answer, result.trace, result.usage
 
@@ -14,12 +15,25 @@ query, the candidates (with provenance and scores), critiques and unit tests. Th
 first candidate after the last layer. Every run has a :class:`Trace` (JSON-serialisable; render it
 with :func:`trace_tree`) and :class:`Usage` summed per component and per query.
 
+Components that put many candidates in one prompt (fuse, rank, critique, judge) fit them into the
+model's context, shortening the longest with a visible marker (recorded in the trace), and every
+call's ``max_tokens`` is limited to what the context leaves after its prompt; see
+:mod:`ponder.systems._budget`.
+
 Components: see :mod:`ponder.systems.components`; add your own with :func:`register_component`
 (plugins: the ``ponder.components`` entry-point group).
 """
 
 from ponder.systems import components as components
-from ponder.systems._archon import ARCHON_TYPES, convert_archon, import_archon, looks_like_archon
+from ponder.systems._archon import (
+    ARCHON_TYPES,
+    ArchonImportWarning,
+    ModelTarget,
+    convert_archon,
+    import_archon,
+    looks_like_archon,
+)
+from ponder.systems._budget import ContextInfo, PromptTooLongError
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -33,6 +47,7 @@ from ponder.systems._config import SystemConfig, config_error, read_config_file
 from ponder.systems._context import Asked, Resources, RunContext, VerifierLike
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor, extractor_names, get_extractor, register_extractor
+from ponder.systems._load import load_config, parse_model, parse_model_map, with_default_model
 from ponder.systems._models import BackendPool, ModelRef, ModelSpec
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
@@ -49,6 +64,7 @@ from ponder.systems._tree import trace_tree
 
 __all__ = [
     "ARCHON_TYPES",
+    "ArchonImportWarning",
     "Asked",
     "BackendPool",
     "CallRecord",
@@ -57,6 +73,7 @@ __all__ = [
     "ComponentConfig",
     "ComponentError",
     "ComponentEvent",
+    "ContextInfo",
     "Critique",
     "Delta",
     "Extractor",
@@ -65,6 +82,8 @@ __all__ = [
     "ModelComponentConfig",
     "ModelRef",
     "ModelSpec",
+    "ModelTarget",
+    "PromptTooLongError",
     "Provenance",
     "Query",
     "Resources",
@@ -86,10 +105,14 @@ __all__ = [
     "extractor_names",
     "get_extractor",
     "import_archon",
+    "load_config",
     "looks_like_archon",
+    "parse_model",
+    "parse_model_map",
     "query_text",
     "read_config_file",
     "register_component",
     "register_extractor",
     "trace_tree",
+    "with_default_model",
 ]

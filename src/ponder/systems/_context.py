@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ponder.backends import Backend
 from ponder.errors import UserError
 from ponder.records import Completion, Generation, Message, Prompt, SamplingParams
+from ponder.systems._budget import PromptTooLongError, TokenMeter, fit_texts, upper_bound
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor
 from ponder.systems._models import BackendPool, ModelRef
@@ -21,6 +23,7 @@ from ponder.systems._trace import CallRecord, ComponentEvent, Fallback
 from ponder.verify import Verifier
 
 T = TypeVar("T")
+P = TypeVar("P", bound=Prompt)
 
 VerifierLike = Verifier | Callable[[str | None, str], bool]
 """A task verifier, or a function ``(reference, candidate text) -> passed``."""
@@ -57,12 +60,21 @@ class Resources:
         extractor: The system's answer extractor.
         checker: A named verifier as a :data:`Checker`.
         repair_retries: The system's default number of repair prompts.
+        meters: The context meter of each backend (by ``id``), made on first use.
     """
 
     pool: BackendPool
     extractor: Extractor
     checker: Callable[[str], Checker]
     repair_retries: int
+    meters: dict[int, TokenMeter] = field(default_factory=dict)
+
+    def meter(self, backend: Backend) -> TokenMeter:
+        """The context meter of ``backend`` (shared by every component and query)."""
+        key = id(backend)
+        if key not in self.meters:
+            self.meters[key] = TokenMeter(backend)
+        return self.meters[key]
 
 
 class RunContext:
@@ -132,6 +144,15 @@ class RunContext:
             UserError: the backend rejected the request or the model is missing (a note names
                 the component).
         """
+        try:
+            params = await self._within_context(backend, prompt, params, purpose)
+        except UserError:
+            raise
+        except Exception as exc:  # the backend could not measure the prompt: chained below
+            raise self._error(
+                f"measuring the prompt of {purpose!r} failed: {type(exc).__name__}: {exc}",
+                backend.identity,
+            ) from exc
         record = CallRecord(
             purpose=purpose, model=backend.identity, prompt=prompt, n=n, params=params
         )
@@ -159,6 +180,80 @@ class RunContext:
         record.prompt_tokens = generation.prompt_tokens
         record.completion_tokens = sum(c.completion_tokens for c in generation.completions)
         return generation
+
+    async def context_size(self, backend: Backend) -> int | None:
+        """Tokens one request to ``backend`` may hold, prompt and reply (None: unknown)."""
+        return await self.resources.meter(backend).context()
+
+    async def count_tokens(self, backend: Backend, prompt: Prompt) -> int:
+        """Tokens ``prompt`` takes on ``backend``'s model, with an allowance for the chat template
+        (estimated from its length when the backend has no tokenizer)."""
+        return await self.resources.meter(backend).prompt_tokens(prompt)
+
+    async def _within_context(
+        self, backend: Backend, prompt: Prompt, params: SamplingParams, purpose: str
+    ) -> SamplingParams:
+        """``params`` with ``max_tokens`` lowered to what the model's context leaves after the
+        prompt (noted in the trace, and warned once per component).
+
+        Raises:
+            PromptTooLongError: the prompt alone fills the context.
+        """
+        meter = self.resources.meter(backend)
+        context = await meter.context()
+        if context is None or upper_bound(prompt) + params.max_tokens <= context:
+            return params
+        used = await meter.prompt_tokens(prompt)
+        if used + params.max_tokens <= context:
+            return params
+        where = f"layers[{self.layer}][{self.index}] ({self.label})"
+        if used >= context:
+            raise PromptTooLongError(
+                f"{where}: the prompt of call {purpose!r} takes about {used} tokens, more than the "
+                f"model's context of {context} tokens",
+                hint="shorten the query or the candidates before this component, or use a model "
+                "with a longer context",
+            )
+        limit = context - used
+        self.note(
+            f"{purpose}: max_tokens {params.max_tokens} lowered to {limit} (the model's context "
+            f"of {context} tokens minus the prompt's {used})"
+        )
+        warnings.warn(
+            f"{where}: max_tokens {params.max_tokens} is more than the model's context leaves "
+            f"after the prompt; each call is limited to the context ({context} tokens) minus its "
+            "prompt (see the trace)",
+            stacklevel=2,
+        )
+        return params.model_copy(update={"max_tokens": limit})
+
+    async def fit(
+        self,
+        backend: Backend,
+        build: Callable[[list[str]], P],
+        candidates: Sequence[Candidate],
+        *,
+        max_tokens: int,
+    ) -> P:
+        """``build`` applied to the candidates' texts, shortened where the prompt would not leave
+        room for the reply in the model's context (see :mod:`ponder.systems._budget`); what was
+        cut is recorded as a fallback in the trace.
+
+        Raises:
+            PromptTooLongError: the candidates cannot be fitted.
+        """
+        texts = [c.text.strip() for c in candidates]
+        fitted = await fit_texts(self.resources.meter(backend), build, texts, max_tokens=max_tokens)
+        if fitted.cut:
+            cut = ", ".join(f"{candidates[i].id}: {n}" for i, n in fitted.cut.items())
+            self.fallback(
+                f"the {len(candidates)} candidate(s) do not fit in the model's context of "
+                f"{fitted.context} tokens with room for the reply",
+                f"shortened the candidates listed here to share {fitted.room} tokens, each keeping "
+                f"its start and end around a '[... N tokens cut ...]' marker (tokens cut: {cut})",
+                [candidates[i].id for i in fitted.cut],
+            )
+        return fitted.prompt
 
     async def ask(
         self,

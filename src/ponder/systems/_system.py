@@ -17,13 +17,14 @@ from ponder.backends import Backend
 from ponder.errors import ConfigError, PonderError, RunError, UserError
 from ponder.records import Message
 from ponder.systems._aio import gather_all
-from ponder.systems._archon import ModelTarget, import_archon, looks_like_archon
+from ponder.systems._archon import ModelTarget, import_archon
 from ponder.systems._component import Component, Delta, component_class
 from ponder.systems._config import SystemConfig, read_config_file
 from ponder.systems._context import Checker, Resources, RunContext, VerifierLike
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import get_extractor
 from ponder.systems._layer import merge
+from ponder.systems._load import load_config
 from ponder.systems._models import BackendPool
 from ponder.systems._state import Candidate, State, as_messages
 from ponder.systems._trace import ComponentEvent, LayerRecord, Trace, Usage, sum_usage
@@ -152,23 +153,43 @@ class System:
     @classmethod
     def load(
         cls,
-        path: str | Path,
+        source: str | Path | Mapping[str, Any] | SystemConfig,
         *,
-        model_map: Mapping[str, ModelTarget] | None = None,
+        model: ModelTarget | None = None,
         default_model: ModelTarget | None = None,
+        model_map: Mapping[str, ModelTarget] | None = None,
         **kwargs: Any,
     ) -> System:
-        """A system from a YAML or JSON file; Archon configs are recognised and imported.
+        """A system from a YAML or JSON file (or a config mapping); Archon configs are recognised
+        and imported.
 
-        ``model_map``/``default_model`` apply to Archon configs only.
+        Args:
+            source: A Ponder or Archon config: a file, a mapping, or a :class:`SystemConfig`.
+            model: Replaces the default model (of components that name none). A name or ``.gguf``
+                path runs embedded and keeps the engine options of an embedded default; a spec
+                mapping (``{"backend": "openai", ...}``) replaces it whole.
+            default_model: Archon configs only: the model of every Archon model that
+                ``model_map`` does not name (default: ``model``).
+            model_map: Archon configs only: Archon model (``name`` or ``"<model_type>:<name>"``)
+                -> Ponder model.
+            **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
+                ``verifiers``).
+
+        Models may be given as text as on a command line (a JSON spec starting with ``{``); see
+        :func:`ponder.systems.parse_model` and the rules in :mod:`ponder.systems._load`.
+
+        Raises:
+            ConfigError: an invalid config or model; a model map or default model for a Ponder
+                config; an Archon config that cannot be imported (naming each field).
+            NotFoundError: no such file.
         """
-        data = read_config_file(path)
-        if looks_like_archon(data):
-            config = import_archon(
-                data, model_map=model_map, default_model=default_model, source=str(path)
-            )
-        else:
-            config = SystemConfig.from_data(data, source=str(path))
+        config = load_config(
+            source,
+            model=model,
+            default_model=default_model,
+            model_map=model_map,
+            named=tuple(kwargs.get("backends") or ()),
+        )
         return cls(config, **kwargs)
 
     @property

@@ -29,11 +29,19 @@ def chat(system: str, user: str) -> list[Message]:
     return [*messages, Message(role="user", content=user)]
 
 
-def numbered(candidates: Sequence[Candidate], state: State | None = None) -> str:
-    """Candidates as ``[1] text`` blocks; with ``state``, each followed by its current critiques."""
+def numbered(
+    candidates: Sequence[Candidate],
+    state: State | None = None,
+    texts: Sequence[str] | None = None,
+) -> str:
+    """Candidates as ``[1] text`` blocks; with ``state``, each followed by its current critiques.
+
+    ``texts`` replaces the candidates' texts (shortened to fit the context, see ``RunContext.fit``).
+    """
     blocks = []
-    for i, candidate in enumerate(candidates, 1):
-        block = f"[{i}]\n{candidate.text.strip()}"
+    shown = [c.text.strip() for c in candidates] if texts is None else texts
+    for i, (candidate, text) in enumerate(zip(candidates, shown, strict=True), 1):
+        block = f"[{i}]\n{text}"
         if state is not None:
             for c in state.critiques_of(candidate):
                 if c.strengths or c.weaknesses:

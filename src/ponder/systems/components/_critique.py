@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ponder.records import Message
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import RunContext
 from ponder.systems._parsing import ParsedCritique, parse_critiques, require_all_critiques
@@ -48,12 +49,19 @@ class Critic(Component[CritiqueConfig]):
             ctx.note("no candidates to critique")
             return Delta()
         backend = ctx.backend(cfg.model)
-        user = render(
-            user_template(cfg, "critique"),
-            query=query_text(state.messages),
-            candidates=numbered(candidates),
-            count=count,
-        )
+        template = user_template(cfg, "critique")
+        system = system_text(cfg, "critique.system")
+
+        def build(texts: list[str]) -> list[Message]:
+            user = render(
+                template,
+                query=query_text(state.messages),
+                candidates=numbered(candidates, texts=texts),
+                count=count,
+            )
+            return chat(system, user)
+
+        messages = await ctx.fit(backend, build, candidates, max_tokens=cfg.max_tokens)
         merged: dict[int, ParsedCritique] = {}
 
         def parse(text: str) -> dict[int, ParsedCritique]:
@@ -63,7 +71,7 @@ class Critic(Component[CritiqueConfig]):
 
         asked = await ctx.ask(
             backend,
-            chat(system_text(cfg, "critique.system"), user),
+            messages,
             cfg.sampling(ctx.seed_for("critique")),
             parse,
             purpose="critique",

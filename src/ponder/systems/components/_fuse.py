@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ponder.records import Message
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import RunContext
 from ponder.systems._prompts import render
@@ -46,21 +47,30 @@ class Fuse(Component[FuseConfig]):
             ctx.note("no candidates to fuse")
             return Delta()
         with_critiques = cfg.use_critiques and any(state.critiques_of(c) for c in candidates)
-        user = render(
-            user_template(cfg, "fuse"),
-            query=query_text(state.messages),
-            candidates=numbered(candidates, state if with_critiques else None),
-            count=len(candidates),
-            critique_note=" with a reviewer's notes on each" if with_critiques else "",
-            length_note=(
-                "\nKeep your answer about as long as a typical candidate." if cfg.concise else ""
-            ),
-        )
+        template = user_template(cfg, "fuse")
+        system = system_text(cfg, "fuse.system")
+
+        def build(texts: list[str]) -> list[Message]:
+            user = render(
+                template,
+                query=query_text(state.messages),
+                candidates=numbered(candidates, state if with_critiques else None, texts),
+                count=len(candidates),
+                critique_note=" with a reviewer's notes on each" if with_critiques else "",
+                length_note=(
+                    "\nKeep your answer about as long as a typical candidate."
+                    if cfg.concise
+                    else ""
+                ),
+            )
+            return chat(system, user)
+
         backend = ctx.backend(cfg.model)
+        prompt = await ctx.fit(backend, build, candidates, max_tokens=cfg.max_tokens)
         completions = await sample(
             ctx,
             backend,
-            chat(system_text(cfg, "fuse.system"), user),
+            prompt,
             cfg.n,
             lambda chunk: cfg.sampling(ctx.seed_for("fuse", chunk)),
             "fuse",

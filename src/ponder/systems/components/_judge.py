@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from ponder.records import Message
 from ponder.systems._aio import gather_all
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import Asked, RunContext
@@ -67,11 +68,15 @@ class Judge(Component[JudgeConfig]):
         query = query_text(state.messages)
 
         async def judge(candidate: Candidate) -> Asked[float]:
-            user = render(body, query=query, candidate=candidate.text.strip())
+            def build(texts: list[str]) -> list[Message]:
+                user = render(body, query=query, candidate=texts[0])
+                return chat(system_text(cfg, "judge.system"), user)
+
             scored = cfg.mode == "score"
+            messages = await ctx.fit(backend, build, [candidate], max_tokens=cfg.max_tokens)
             return await ctx.ask(
                 backend,
-                chat(system_text(cfg, "judge.system"), user),
+                messages,
                 cfg.sampling(ctx.seed_for("judge", candidate.id)),
                 parse_score if scored else _accepted,
                 purpose=f"judge {candidate.id}",

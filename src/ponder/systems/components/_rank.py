@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from ponder.records import Message
 from ponder.systems._aio import gather_all
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import Asked, RunContext
@@ -79,16 +80,24 @@ class Rank(Component[RankConfig]):
         candidates = state.candidates
         count = len(candidates)
         example = " > ".join(f"[{i}]" for i in _example(count))
-        user = render(
-            user_template(cfg, "rank"),
-            query=query_text(state.messages),
-            candidates=numbered(candidates, state if cfg.use_critiques else None),
-            count=count,
-            example=example,
-        )
+        template = user_template(cfg, "rank")
+        system = system_text(cfg, "rank.system")
+
+        def build(texts: list[str]) -> list[Message]:
+            user = render(
+                template,
+                query=query_text(state.messages),
+                candidates=numbered(candidates, state if cfg.use_critiques else None, texts),
+                count=count,
+                example=example,
+            )
+            return chat(system, user)
+
+        backend = ctx.backend(cfg.model)
+        messages = await ctx.fit(backend, build, candidates, max_tokens=cfg.max_tokens)
         asked = await ctx.ask(
-            ctx.backend(cfg.model),
-            chat(system_text(cfg, "rank.system"), user),
+            backend,
+            messages,
             cfg.sampling(ctx.seed_for("rank")),
             lambda text: parse_ranking(text, count, cfg.top_k),
             purpose="rank",
@@ -118,11 +127,16 @@ class Rank(Component[RankConfig]):
 
         async def compare(i: int, j: int) -> Asked[str]:
             a, b = candidates[i], candidates[j]
-            user = render(body, query=query, a=a.text.strip(), b=b.text.strip())
+
+            def build(texts: list[str]) -> list[Message]:
+                user = render(body, query=query, a=texts[0], b=texts[1])
+                return chat(system_text(cfg, "rank.system"), user)
+
             purpose = f"compare {a.id} vs {b.id}"
+            messages = await ctx.fit(backend, build, [a, b], max_tokens=cfg.max_tokens)
             return await ctx.ask(
                 backend,
-                chat(system_text(cfg, "rank.system"), user),
+                messages,
                 cfg.sampling(ctx.seed_for("pair", a.id, b.id)),
                 parse_winner,
                 purpose=purpose,
