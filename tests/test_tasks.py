@@ -486,3 +486,25 @@ def test_sampling_sends_the_stops_and_verification_ignores_a_made_up_next_proble
             [verdict] = store.verdicts(report.run_id, verifier.name).values()
     assert extract_answer(text) == "1"  # the invented problem's answer, were it not cut
     assert (verdict.status, verdict.extracted) == ("correct", "8")
+
+
+@pytest.mark.embedded
+def test_a_tasks_stop_sequences_reach_the_real_engine(tmp_path: Path, embedded: object) -> None:
+    from ponder.backends import LlamaCppBackend
+
+    assert isinstance(embedded, LlamaCppBackend)
+    data = write_jsonl(
+        tmp_path / "count.jsonl", [{"question": "Count from 1 to 10.", "answer": "x"}]
+    )
+    template = "Write each number on its own line.\n\nTask: {question}"
+    params = SamplingParams(temperature=0.0, max_tokens=24)
+    texts = {}
+    with Store(tmp_path / "s.db") as store:
+        for stop in ([], ["\n"]):
+            task = get_task("jsonl", path=data, template=template, stop=stop)
+            report = asyncio.run(sample_run(store, embedded, task, task.problems(), 1, params))
+            assert store.get_run(report.run_id).spec.params.stop == tuple(stop)
+            [sample] = store.samples(report.run_id)
+            texts[tuple(stop)] = sample
+    assert "\n" in texts[()].text.strip()  # the model does write several lines
+    assert "\n" not in texts[("\n",)].text and texts[("\n",)].finish_reason == "stop"
