@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from ponder.errors import ConfigError, NotFoundError
+from ponder.errors import ConfigError, NotFoundError, UserError
 from ponder.plugins import unregister
 from ponder.systems import (
     Component,
@@ -194,6 +194,12 @@ def test_shipped_configs_use_the_embedded_models() -> None:
 def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         System.load(tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="cannot read system config"):
+        System.load(tmp_path)  # a folder
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        System.load(latin1)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("name: x\nlayers:\n  - type: [generate\n")
     with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):

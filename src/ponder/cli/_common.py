@@ -113,7 +113,7 @@ MinPOpt = Annotated[
 M = TypeVar("M", bound=BaseModel)
 
 
-def setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -148,8 +148,10 @@ def validated(config_type: type[M], flags: dict[str, str], /, **values: Any) -> 
 
 
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn Ponder errors into a clear message and exit code (2: user error, 1: run error)."""
+def reported_errors(verbose: bool = False) -> Iterator[None]:
+    """How every command runs: logging set up (INFO with ``verbose``, else WARNING), and Ponder
+    errors turned into a clear message and exit code (2: user error, 1: run error)."""
+    _setup_logging(verbose)
     try:
         yield
     except PonderError as exc:

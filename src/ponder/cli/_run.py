@@ -46,7 +46,6 @@ from ponder.cli._common import (
     open_store,
     reported_errors,
     run_verify,
-    setup_logging,
     validated,
 )
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
@@ -370,8 +369,7 @@ def run(
 ) -> None:
     """Run a composed system on a task's problems (resumable), verify its answers, compare them with
     one greedy sample per problem, and report accuracy, calls, tokens and latency."""
-    setup_logging(verbose)
-    with reported_errors():
+    with reported_errors(verbose):
         if concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         if seed is not None and not 0 <= seed < 2**31:
@@ -500,7 +498,6 @@ def trace(
     """
     from ponder.systems import trace_tree
 
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         if width < 10:
             raise UserError(f"--width must be >= 10, got {width}")

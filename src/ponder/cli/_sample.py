@@ -32,7 +32,6 @@ from ponder.cli._common import (
     reported_errors,
     run_verify,
     sampling_progress,
-    setup_logging,
     summary_json,
     validated,
 )
@@ -170,8 +169,7 @@ def sample(
     ] = False,
 ) -> None:
     """Draw N samples per problem (only the missing ones), verify them, print coverage@k."""
-    setup_logging(verbose)
-    with reported_errors():
+    with reported_errors(verbose):
         params = validated(
             SamplingParams,
             _PARAM_FLAGS,
@@ -278,7 +276,6 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a run's samples with the verifier its task declares (only those without a verdict)."""
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
         with make_verifier(declared_verifier(info.spec)) as verifier:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ponder._aio import gather_all
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
@@ -169,14 +170,8 @@ async def system_run(
             on_answer(result)
 
     async def answer_all(owner: int, todo: Sequence[Problem]) -> None:
-        tasks = [asyncio.ensure_future(answer(owner, p)) for p in todo]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            # On the first failure stop the others; what they committed stays committed.
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # The first failure stops the other queries; what they committed stays committed.
+        await gather_all(answer(owner, p) for p in todo)
 
     start = time.perf_counter()
     await fill_run(

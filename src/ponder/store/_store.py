@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ponder._closing import Closing
 from ponder.errors import NotFoundError, StoreError
 from ponder.records import Message, Problem, Prompt, Sample, Verdict
 from ponder.store._migrations import upgrade
@@ -79,7 +80,7 @@ class ProblemRow:
     first_correct: str | None
 
 
-class Store:
+class Store(Closing):
     """A Ponder database. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, timeout_s: float = 30.0) -> None:
@@ -102,12 +103,6 @@ class Store:
         except BaseException:
             self._db.close()
             raise
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._db.close()
@@ -336,14 +331,11 @@ class Store:
         return ids
 
     def samples(self, run_id: str, problem_ids: Iterable[str] | None = None) -> list[Sample]:
-        query = "SELECT * FROM samples WHERE run_id = ?"
-        args: list[Any] = [run_id]
-        if problem_ids is not None:
-            ids = list(problem_ids)
-            query += f" AND problem_id IN ({','.join('?' * len(ids))})"
-            args += ids
+        where, args = _of_problems("problem_id", run_id, problem_ids)
         with self._guard("read samples"):
-            rows = self._db.execute(query + " ORDER BY problem_id, idx", args).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM samples WHERE run_id = ?{where} ORDER BY problem_id, idx", args
+            ).fetchall()
         return [_sample(r) for r in rows]
 
     # verdicts ---------------------------------------------------------------------------------------
@@ -483,13 +475,9 @@ class Store:
             "JOIN problems p ON p.run_id = s.run_id AND p.problem_id = s.problem_id "
             "WHERE s.run_id = ?"
         )
-        args: list[Any] = [run_id]
-        if problem_ids is not None:
-            ids = list(problem_ids)
-            query += f" AND s.problem_id IN ({','.join('?' * len(ids))})"
-            args += ids
+        where, args = _of_problems("s.problem_id", run_id, problem_ids)
         with self._guard("read traces"):
-            rows = self._db.execute(query + " ORDER BY p.position, s.idx", args).fetchall()
+            rows = self._db.execute(query + where + " ORDER BY p.position, s.idx", args).fetchall()
         return [TraceRow(*tuple(r)) for r in rows]
 
     # claims of work units (processes drawing samples of the same run) ----------------------------
@@ -566,6 +554,17 @@ class Store:
         ]
         if dead:
             db.executemany("DELETE FROM owners WHERE id = ?", dead)
+
+
+def _of_problems(
+    column: str, run_id: str, problem_ids: Iterable[str] | None
+) -> tuple[str, list[Any]]:
+    """The condition (after ``run_id = ?``) and arguments that keep rows of ``problem_ids`` only
+    (all of the run's rows when None)."""
+    if problem_ids is None:
+        return "", [run_id]
+    ids = list(problem_ids)
+    return f" AND {column} IN ({','.join('?' * len(ids))})", [run_id, *ids]
 
 
 def _insert_trace(db: sqlite3.Connection, sample_id: int, trace: Trace) -> None:

@@ -13,10 +13,11 @@ from typing import Any, Self, TypeAlias
 
 from pydantic import BaseModel, Field
 
+from ponder._aio import gather_all
+from ponder._closing import Closing
 from ponder.backends import Backend
 from ponder.errors import ConfigError, PonderError, RunError, UserError
 from ponder.records import Message
-from ponder.systems._aio import gather_all
 from ponder.systems._archon import ModelTarget, import_archon
 from ponder.systems._component import Component, Delta, component_class
 from ponder.systems._config import SystemConfig, read_config_file
@@ -65,7 +66,7 @@ def _passes(verifier: VerifierLike, reference: str, texts: list[str]) -> list[bo
     return [bool(verifier(reference, t)) for t in texts]
 
 
-class System:
+class System(Closing):
     """A composed inference system, loaded from a config.
 
     ::
@@ -412,17 +413,6 @@ class System:
         finally:
             runner.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -449,12 +439,7 @@ async def _run_component(component: Component[Any], state: State, ctx: RunContex
         raise
     except Exception as exc:  # a bug in a (plugin) component: re-raised with where it happened
         event.error = f"{type(exc).__name__}: {exc}"
-        raise ComponentError(
-            f"the component failed: {event.error}",
-            layer=ctx.layer,
-            index=ctx.index,
-            component=ctx.label,
-        ) from exc
+        raise ctx.error(f"the component failed: {event.error}") from exc
     finally:
         event.usage = Usage(
             calls=len(event.calls),
