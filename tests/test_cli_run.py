@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,43 @@ def test_text_output_is_side_by_side(files: dict[str, Path]) -> None:
     for part in ("accuracy", "calls / problem", "latency / problem, median", "baseline"):
         assert part in text
     assert "L0.0:generate" in text and "ponder trace" in text
+
+
+def test_answers_made_meanwhile_by_another_process_are_shown(files: dict[str, Path]) -> None:
+    # `ponder run` answers q/1 slowly; meanwhile another process on the same run (here a thread
+    # with its own connection and claims, as a second `ponder run` would) answers q/2 and q/3.
+    slow = files["system"].with_name("slow.yaml")
+    slow.write_text(CONFIG.replace("{backend: scripted,", "{backend: scripted, delay_s: 2.0,"))
+    db = files["db"]
+
+    def other_process() -> None:
+        while not (db.exists() and count(db, "claims")):  # q/1 is claimed: it is being answered
+            time.sleep(0.02)
+        with Store(db) as store:
+            run_id = store.runs()[0].id
+            owner = store.register_owner()
+            for pid in ("q/2", "q/3"):
+                assert store.claim(run_id, owner, pid, [0]) == [0]
+                answer = Sample(
+                    run_id=run_id,
+                    problem_id=pid,
+                    index=0,
+                    text="#### 2",
+                    finish_reason="stop",
+                    completion_tokens=2,
+                    prompt_tokens=5,
+                    latency_s=0.1,
+                    seed=0,
+                )
+                store.add_samples([answer], owner=owner)
+            store.release_owner(owner)
+
+    other = threading.Thread(target=other_process)
+    other.start()
+    args = ["run", "--system", str(slow), "--task", "jsonl", "--data", str(files["data"])]
+    text = cli(*args, "--db", str(db), "--limit", "3", "--concurrency", "1", "--no-baseline").stdout
+    other.join()
+    assert "1 new answers (0 already stored, 2 answered meanwhile by another process)" in text
 
 
 def test_trace_lists_shows_and_prints_json(files: dict[str, Path]) -> None:

@@ -126,6 +126,13 @@ def open_store(db: Path | None) -> Store:
     return Store(db if db is not None else default_db_path())
 
 
+def stored_note(already: int, elsewhere: int, made: str) -> str:
+    """``(N already stored[, M <made> meanwhile by another process])``: what a run held before
+    this command and what other processes on the same run added while it ran."""
+    meanwhile = f", {elsewhere} {made} meanwhile by another process" if elsewhere else ""
+    return f"({already} already stored{meanwhile})"
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -32,6 +32,7 @@ from ponder.cli._common import (
     reported_errors,
     run_verify,
     sampling_progress,
+    stored_note,
     summary_json,
     validated,
 )
@@ -206,15 +207,10 @@ def sample(
             if json_out:
                 emit_json(out)
                 return
-            elsewhere = (
-                f", {result.drawn_elsewhere} drawn meanwhile by another process"
-                if result.drawn_elsewhere
-                else ""
-            )
+            stored = stored_note(result.already_present, result.drawn_elsewhere, "drawn")
             console.print(
-                f"run [bold]{result.run_id}[/]: {result.drawn} new samples "
-                f"({result.already_present} already stored{elsewhere}) for {result.problems} "
-                "problems in "
+                f"run [bold]{result.run_id}[/]: {result.drawn} new samples {stored} "
+                f"for {result.problems} problems in "
                 f"{result.wall_s:.1f}s; {result.completion_tokens} completion tokens, "
                 f"{result.prompt_tokens} prompt tokens evaluated in {result.requests} requests"
             )

@@ -68,18 +68,6 @@ class RunSummary:
     created_at: float
 
 
-@dataclass(frozen=True)
-class ProblemRow:
-    """Per-problem tallies for one verifier."""
-
-    problem_id: str
-    reference: str | None
-    samples: int
-    verified: int
-    correct: int
-    first_correct: str | None
-
-
 class Store(Closing):
     """A Ponder database. Use as a context manager or call :meth:`close`."""
 
@@ -411,39 +399,6 @@ class Store(Closing):
             )
             cur.row_factory = None  # plain tuples: sqlite3.Row costs ~2x here
             return cur.fetchall()
-
-    def problem_table(self, run_id: str, verifier: str) -> list[ProblemRow]:
-        """One row per problem of the run, in run order."""
-        with self._guard("read results"):
-            rows = self._db.execute(
-                """
-                SELECT p.problem_id, p.reference,
-                  COUNT(s.id) AS samples,
-                  COUNT(v.sample_id) AS verified,
-                  COALESCE(SUM(v.status = 'correct'), 0) AS correct,
-                  (SELECT v2.extracted FROM samples s2 JOIN verdicts v2 ON v2.sample_id = s2.id
-                     WHERE s2.run_id = p.run_id AND s2.problem_id = p.problem_id
-                       AND v2.verifier = ? AND v2.status = 'correct'
-                     ORDER BY s2.idx LIMIT 1) AS first_correct
-                FROM problems p
-                LEFT JOIN samples s ON s.run_id = p.run_id AND s.problem_id = p.problem_id
-                LEFT JOIN verdicts v ON v.sample_id = s.id AND v.verifier = ?
-                WHERE p.run_id = ?
-                GROUP BY p.problem_id ORDER BY p.position
-                """,
-                (verifier, verifier, run_id),
-            ).fetchall()
-        return [
-            ProblemRow(
-                r["problem_id"],
-                r["reference"],
-                r["samples"],
-                r["verified"],
-                r["correct"],
-                r["first_correct"],
-            )
-            for r in rows
-        ]
 
     # traces (system runs) ----------------------------------------------------------------------------
 

@@ -47,7 +47,13 @@ from ponder.systems._config import SystemConfig, config_error, read_config_file
 from ponder.systems._context import Asked, Resources, RunContext, VerifierLike
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor, extractor_names, get_extractor, register_extractor
-from ponder.systems._load import load_config, parse_model, parse_model_map, with_default_model
+from ponder.systems._load import (
+    load_config,
+    parse_model,
+    parse_model_map,
+    with_default_model,
+    with_truncation,
+)
 from ponder.systems._models import BackendPool, ModelRef, ModelSpec
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
@@ -115,4 +121,5 @@ __all__ = [
     "register_extractor",
     "trace_tree",
     "with_default_model",
+    "with_truncation",
 ]

@@ -159,6 +159,8 @@ class System(Closing):
         model: ModelTarget | None = None,
         default_model: ModelTarget | None = None,
         model_map: Mapping[str, ModelTarget] | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
         **kwargs: Any,
     ) -> System:
         """A system from a YAML or JSON file (or a config mapping); Archon configs are recognised
@@ -173,6 +175,9 @@ class System(Closing):
                 ``model_map`` does not name (default: ``model``).
             model_map: Archon configs only: Archon model (``name`` or ``"<model_type>:<name>"``)
                 -> Ponder model.
+            top_k: Replaces the ``top_k_tokens`` of every component that calls a model (token
+                truncation; part of the config, hence of a system run's identity).
+            min_p: Replaces the ``min_p`` of every component that calls a model.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
                 ``verifiers``).
 
@@ -190,8 +195,17 @@ class System(Closing):
             default_model=default_model,
             model_map=model_map,
             named=tuple(kwargs.get("backends") or ()),
+            top_k=top_k,
+            min_p=min_p,
         )
         return cls(config, **kwargs)
+
+    @property
+    def pool(self) -> BackendPool:
+        """The backends of this system: ``pool.resolve(ref)`` is what a component's model ref
+        stands for, ``pool.get(ref)`` the very backend its components run on (shared, created on
+        first use, closed with the system)."""
+        return self._pool
 
     @property
     def name(self) -> str:
