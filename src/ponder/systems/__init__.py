@@ -33,7 +33,7 @@ from ponder.systems._archon import (
     import_archon,
     looks_like_archon,
 )
-from ponder.systems._budget import ContextInfo, PromptTooLongError
+from ponder.systems._budget import PromptTooLongError
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -79,7 +79,6 @@ __all__ = [
     "ComponentConfig",
     "ComponentError",
     "ComponentEvent",
-    "ContextInfo",
     "Critique",
     "Delta",
     "Extractor",
