@@ -620,7 +620,11 @@ class TestLoadWithModels:
     def test_token_truncation_reaches_every_component_that_calls_a_model(self) -> None:
         data = {
             "name": "t",
-            "layers": [[{"type": "generate", "n": 2, "min_p": 0.1}], {"type": "vote"}, {"type": "fuse"}],
+            "layers": [
+                [{"type": "generate", "n": 2, "min_p": 0.1}],
+                {"type": "vote"},
+                {"type": "fuse"},
+            ],
         }
         config = System.load(data, top_k=40, min_p=0.05).config
         generate, vote, fuse = config.layers[0][0], config.layers[1][0], config.layers[2][0]
