@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ponder._aio import gather_all
-from ponder.analysis import tally
+from ponder.analysis import summarize_tallies, tally
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
@@ -334,7 +334,7 @@ def run_stats(store: Store, run_id: str, problem_ids: Sequence[str], verifier: s
     """
     info = store.get_run(run_id)
     samples = [s for s in store.samples(run_id, problem_ids) if s.index == 0]
-    tallies = tally(problem_ids, samples, store.verdicts(run_id, verifier))
+    totals = summarize_tallies(tally(problem_ids, samples, store.verdicts(run_id, verifier)))
     traces = {t.sample_id: t for t in store.trace_rows(run_id, problem_ids)}
     calls = sum(traces[s.id].calls if s.id in traces else 1 for s in samples if s.id is not None)
     return RunStats(
@@ -342,11 +342,11 @@ def run_stats(store: Store, run_id: str, problem_ids: Sequence[str], verifier: s
         model=info.spec.model,
         problems=len(problem_ids),
         answered=len(samples),
-        verified=sum(t.verified for t in tallies),
-        correct=sum(t.correct for t in tallies),
+        verified=totals.verified,
+        correct=totals.correct,
         calls=calls,
-        prompt_tokens=sum(t.prompt_tokens for t in tallies),
-        completion_tokens=sum(t.completion_tokens for t in tallies),
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
         latencies_s=[s.latency_s for s in samples],
         components=component_usage(store, list(traces)) if traces else [],
     )

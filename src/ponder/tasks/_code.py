@@ -199,8 +199,6 @@ class JsonlCodeTask(CodeTask):
                     {"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source_name}: no problems (the file has no non-empty lines)")
         source: dict[str, object] = {
             "kind": "jsonl-code",
             "path": str(self._file.resolve()),
@@ -303,8 +301,6 @@ class MbppTask(CodeTask):
                     {"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source_name}: no problems (the file has no non-empty lines)")
         source: dict[str, object] = {
             "kind": "mbpp",
             "path": str(self._file.resolve()),

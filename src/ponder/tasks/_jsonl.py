@@ -39,9 +39,10 @@ def iter_jsonl(data: bytes, source: str) -> Iterator[tuple[int, dict[str, Any]]]
     Line numbers are 1-based and count blank lines, so they match an editor's.
 
     Raises:
-        DataError: a line is not UTF-8, not JSON, or not a JSON object; the message starts with
-            ``source:line``.
+        DataError: a line is not UTF-8, not JSON, or not a JSON object (the message starts with
+            ``source:line``), or no line holds anything.
     """
+    found = False
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
@@ -66,6 +67,9 @@ def iter_jsonl(data: bytes, source: str) -> Iterator[tuple[int, dict[str, Any]]]
                 hint=_LINE_HINT,
             )
         yield lineno, record
+        found = True
+    if not found:
+        raise DataError(f"{source}: no problems (the file has no non-empty lines)")
 
 
 def data_file(task: str, path: Path | str | None) -> Path:
@@ -211,8 +215,6 @@ class JsonlTask(MathTask):
                     metadata={"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source}: no problems (the file has no non-empty lines)")
         spec: dict[str, object] = {
             "kind": "jsonl",
             "path": str(self._file.resolve()),
