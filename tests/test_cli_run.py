@@ -141,39 +141,56 @@ def test_text_output_is_side_by_side(files: dict[str, Path]) -> None:
 
 
 def test_answers_made_meanwhile_by_another_process_are_shown(files: dict[str, Path]) -> None:
-    # `ponder run` answers q/1 slowly; meanwhile another process on the same run (here a thread
-    # with its own connection and claims, as a second `ponder run` would) answers q/2 and q/3.
+    # Another process on the same run (here this test, with its own connection and claims, as a
+    # second `ponder run` would) has claimed q/2 and q/3; it answers them while `ponder run`
+    # answers q/1, which waits for them instead of answering them twice.
     slow = files["system"].with_name("slow.yaml")
-    slow.write_text(CONFIG.replace("{backend: scripted,", "{backend: scripted, delay_s: 2.0,"))
-    db = files["db"]
+    slow.write_text(CONFIG.replace("{backend: scripted,", "{backend: scripted, delay_s: 1.0,"))
+    db, task = files["db"], get_task("jsonl", path=files["data"])
+    problems = task.problems()[:3]
+    with System.load(slow) as system:
+        run_id = system_spec(system, task).run_id
+    other = Store(db)
+    other.ensure_run(system_spec(System.load(slow), task))
+    other.add_problems(run_id, problems)
+    owner = other.register_owner()
+    for p in problems[1:]:
+        assert other.claim(run_id, owner, p.id, [0]) == [0]
+    failed: list[BaseException] = []
 
-    def other_process() -> None:
-        while not (db.exists() and count(db, "claims")):  # q/1 is claimed: it is being answered
-            time.sleep(0.02)
-        with Store(db) as store:
-            run_id = store.runs()[0].id
-            owner = store.register_owner()
-            for pid in ("q/2", "q/3"):
-                assert store.claim(run_id, owner, pid, [0]) == [0]
-                answer = Sample(
-                    run_id=run_id,
-                    problem_id=pid,
-                    index=0,
-                    text="#### 2",
-                    finish_reason="stop",
-                    completion_tokens=2,
-                    prompt_tokens=5,
-                    latency_s=0.1,
-                    seed=0,
-                )
-                store.add_samples([answer], owner=owner)
-            store.release_owner(owner)
+    def answer_them() -> None:
+        with Store(db) as mine:  # a connection of this thread's own
+            try:
+                while count(db, "claims") < 3:  # `ponder run` has claimed q/1: it is running
+                    time.sleep(0.02)
+                for p in problems[1:]:
+                    answer = Sample(
+                        run_id=run_id,
+                        problem_id=p.id,
+                        index=0,
+                        text="#### 2",
+                        finish_reason="stop",
+                        completion_tokens=2,
+                        prompt_tokens=5,
+                        latency_s=0.1,
+                        seed=0,
+                    )
+                    mine.add_samples([answer], owner=owner)
+            except Exception as exc:  # noqa: BLE001 - asserted in the test's thread
+                failed.append(exc)
+                mine.release_owner(owner)  # so that `ponder run` stops waiting for these
 
-    other = threading.Thread(target=other_process)
-    other.start()
-    args = ["run", "--system", str(slow), "--task", "jsonl", "--data", str(files["data"])]
-    text = cli(*args, "--db", str(db), "--limit", "3", "--concurrency", "1", "--no-baseline").stdout
-    other.join()
+    thread = threading.Thread(target=answer_them)
+    thread.start()
+    try:
+        args = ["run", "--system", str(slow), "--task", "jsonl", "--data", str(files["data"])]
+        text = cli(*args, "--db", str(db), "--limit", "3", "--no-baseline").stdout
+    finally:
+        thread.join()
+        other.release_owner(owner)
+        other.close()
+    assert not failed
+    assert f"run {run_id}" in text
     assert "1 new answers (0 already stored, 2 answered meanwhile by another process)" in text
 
 
