@@ -178,6 +178,22 @@ def test_token_counts_match_the_engine_per_sample() -> None:
     ]
 
 
+def test_context_size_and_token_counts_are_the_engines() -> None:
+    backend = LlamaCppBackend(
+        LlamaCppConfig(model="smollm2-135m", n_parallel=1, ctx_per_sequence=512, threads=1)
+    )
+    try:
+        assert backend.context_size() == 512  # what one request may hold
+        text = "The quick brown fox jumps over the lazy dog."
+        used = gen(backend, text, 1, max_tokens=1, temperature=0.0).prompt_tokens
+        assert backend.count_tokens(text) == used > 0 and backend.count_tokens("") == 0
+        # A prompt beyond the context is the engine's to refuse: the size is the real limit.
+        with pytest.raises(BackendRequestError):
+            gen(backend, "apple " * 600, 1, max_tokens=1)
+    finally:
+        backend.close()
+
+
 def test_truncation_params_reach_the_engine() -> None:
     backend = LlamaCppBackend(
         LlamaCppConfig(model="smollm2-135m", n_parallel=4, logprobs="sampling")

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,60 @@ def test_text_output_is_side_by_side(files: dict[str, Path]) -> None:
     for part in ("accuracy", "calls / problem", "latency / problem, median", "baseline"):
         assert part in text
     assert "L0.0:generate" in text and "ponder trace" in text
+
+
+def test_answers_made_meanwhile_by_another_process_are_shown(files: dict[str, Path]) -> None:
+    # Another process on the same run (here this test, with its own connection and claims, as a
+    # second `ponder run` would) has claimed q/2 and q/3; it answers them while `ponder run`
+    # answers q/1, which waits for them instead of answering them twice.
+    slow = files["system"].with_name("slow.yaml")
+    slow.write_text(CONFIG.replace("{backend: scripted,", "{backend: scripted, delay_s: 1.0,"))
+    db, task = files["db"], get_task("jsonl", path=files["data"])
+    problems = task.problems()[:3]
+    with System.load(slow) as system:
+        run_id = system_spec(system, task).run_id
+    other = Store(db)
+    other.ensure_run(system_spec(System.load(slow), task))
+    other.add_problems(run_id, problems)
+    owner = other.register_owner()
+    for p in problems[1:]:
+        assert other.claim(run_id, owner, p.id, [0]) == [0]
+    failed: list[BaseException] = []
+
+    def answer_them() -> None:
+        with Store(db) as mine:  # a connection of this thread's own
+            try:
+                while count(db, "claims") < 3:  # `ponder run` has claimed q/1: it is running
+                    time.sleep(0.02)
+                for p in problems[1:]:
+                    answer = Sample(
+                        run_id=run_id,
+                        problem_id=p.id,
+                        index=0,
+                        text="#### 2",
+                        finish_reason="stop",
+                        completion_tokens=2,
+                        prompt_tokens=5,
+                        latency_s=0.1,
+                        seed=0,
+                    )
+                    mine.add_samples([answer], owner=owner)
+            except Exception as exc:  # noqa: BLE001 - asserted in the test's thread
+                failed.append(exc)
+                mine.release_owner(owner)  # so that `ponder run` stops waiting for these
+
+    thread = threading.Thread(target=answer_them)
+    thread.start()
+    try:
+        args = ["run", "--system", str(slow), "--task", "jsonl", "--data", str(files["data"])]
+        text = cli(*args, "--db", str(db), "--limit", "3", "--no-baseline").stdout
+    finally:
+        thread.join()
+        other.release_owner(owner)
+        other.close()
+    assert not failed
+    assert f"run {run_id}" in text
+    assert "1 new answers (0 already stored, 2 answered meanwhile by another process)" in text
 
 
 def test_trace_lists_shows_and_prints_json(files: dict[str, Path]) -> None:

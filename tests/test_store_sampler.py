@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ponder.analysis import run_tallies
 from ponder.backends import ScriptedBackend
 from ponder.errors import BackendError, ConfigError, NotFoundError, StoreError
 from ponder.records import SamplingParams, Verdict
@@ -141,7 +142,7 @@ def test_duplicate_sample_is_rejected_by_the_store(tmp_path: Path) -> None:
         assert len(store.samples(rep.run_id)) == 1
 
 
-def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
+def test_verdicts_tallies_and_export(tmp_path: Path) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -167,8 +168,8 @@ def test_verdicts_problem_table_and_export(tmp_path: Path) -> None:
         store.add_verdicts("math", verdicts)
         assert store.unverified(rep.run_id, "math") == []
         assert len(store.unverified(rep.run_id, "math", force=True)) == 4
-        rows = store.problem_table(rep.run_id, "math")
-        assert [(r.problem_id, r.samples, r.correct, r.first_correct) for r in rows] == [
+        rows = run_tallies(store, rep.run_id, "math")
+        assert [(r.problem_id, r.samples, r.correct, r.first_correct_answer) for r in rows] == [
             ("p0", 2, 1, "0"),
             ("p1", 2, 2, "2"),
         ]

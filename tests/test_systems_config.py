@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from ponder.errors import ConfigError, NotFoundError
+from ponder.errors import ConfigError, NotFoundError, UserError
 from ponder.plugins import unregister
 from ponder.systems import (
     Component,
@@ -24,6 +24,7 @@ from ponder.systems import (
     parse_model,
     parse_model_map,
     register_component,
+    with_truncation,
 )
 from ponder.systems.components import GenerateConfig, RankConfig, VoteConfig
 from tests.test_systems_components import RANK, SCORE, answers, scripted
@@ -177,7 +178,7 @@ def test_the_example_configs_are_shipped() -> None:
 def test_every_shipped_config_validates(path: Path) -> None:
     system = System.load(path)  # validates; creates no backend
     assert system.config.name == path.stem
-    assert system._pool.created == []
+    assert system.pool.created == []
 
 
 def test_shipped_configs_use_the_embedded_models() -> None:
@@ -194,6 +195,12 @@ def test_shipped_configs_use_the_embedded_models() -> None:
 def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
         System.load(tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="cannot read system config"):
+        System.load(tmp_path)  # a folder
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        System.load(latin1)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("name: x\nlayers:\n  - type: [generate\n")
     with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):
@@ -609,6 +616,29 @@ class TestLoadWithModels:
         for kwargs in ({"default_model": "smollm2-135m"}, {"model_map": {"a": "b"}}):
             with pytest.raises(ConfigError, match="Archon configs only"):
                 System.load(EMBEDDED_TUNED, **kwargs)
+
+    def test_token_truncation_reaches_every_component_that_calls_a_model(self) -> None:
+        data = {
+            "name": "t",
+            "layers": [
+                [{"type": "generate", "n": 2, "min_p": 0.1}],
+                {"type": "vote"},
+                {"type": "fuse"},
+            ],
+        }
+        config = System.load(data, top_k=40, min_p=0.05).config
+        generate, vote, fuse = config.layers[0][0], config.layers[1][0], config.layers[2][0]
+        assert isinstance(generate, GenerateConfig) and isinstance(vote, VoteConfig)
+        assert (generate.top_k_tokens, generate.min_p) == (40, 0.05)
+        assert (fuse.model_dump()["top_k_tokens"], fuse.model_dump()["min_p"]) == (40, 0.05)
+        assert vote == SystemConfig.from_data(data).layers[1][0]  # calls no model: unchanged
+        # None keeps the config's value; nothing given is the config itself.
+        only_k = with_truncation(SystemConfig.from_data(data), top_k=5)
+        assert only_k.layers[0][0].model_dump()["min_p"] == 0.1
+        assert only_k.layers[0][0].model_dump()["top_k_tokens"] == 5
+        assert System.load(data).config == SystemConfig.from_data(data)
+        with pytest.raises(ConfigError, match="min_p"):
+            System.load(data, min_p=2.0)
 
     def test_model_text_and_map_items(self) -> None:
         assert parse_model(" smollm2-135m ") == "smollm2-135m"

@@ -21,7 +21,6 @@ from ponder.records import Generation, Message, Prompt, SamplingParams
 from ponder.systems import (
     BackendPool,
     ComponentEvent,
-    ContextInfo,
     PromptTooLongError,
     Resources,
     RunContext,
@@ -207,9 +206,10 @@ def test_a_prompt_longer_than_the_context_is_refused() -> None:
     assert model.prompts == []  # nothing was sent
 
 
-def test_the_word_model_is_a_context_info() -> None:
-    assert isinstance(WordModel(1, ScriptedBackend()), ContextInfo)
-    assert not isinstance(ScriptedBackend(), ContextInfo)
+def test_a_backend_knows_no_context_or_tokenizer_unless_it_says() -> None:
+    # The Backend base's defaults: an unknown context, no tokenizer (callers then estimate).
+    assert ScriptedBackend().context_size() is None
+    assert ScriptedBackend().count_tokens("one two") is None
 
 
 def test_without_a_known_context_nothing_is_cut() -> None:

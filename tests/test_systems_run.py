@@ -359,10 +359,10 @@ def test_a_system_shares_backends_across_components() -> None:
     }
     system = System.from_dict(config)
     result = system.run("q")
-    assert len(system._pool.created) == 1
+    assert len(system.pool.created) == 1
     assert result.trace.events[0].models == result.trace.events[1].models == ["scripted:shared"]
     system.close()
-    assert system._pool.created == []
+    assert system.pool.created == []
 
 
 def test_caller_backends_are_not_closed() -> None:

@@ -262,6 +262,14 @@ def test_jsonl_duplicate_ids(tmp_path: Path) -> None:
     assert "line 1" in info.value.message
 
 
+@pytest.mark.parametrize("name", ["jsonl", "jsonl-code", "mbpp"])
+def test_a_file_without_problems_is_a_data_error(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n")
+    with pytest.raises(DataError, match=r"empty.jsonl: no problems"):
+        get_task(name, path=path).problems()
+
+
 def test_jsonl_needs_path() -> None:
     with pytest.raises(ConfigError) as info:
         get_task("jsonl")

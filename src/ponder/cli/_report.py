@@ -23,7 +23,6 @@ from ponder.cli._common import (
     fmt,
     open_store,
     reported_errors,
-    setup_logging,
 )
 from ponder.errors import UserError
 from ponder.runs import is_system_spec
@@ -31,7 +30,6 @@ from ponder.runs import is_system_spec
 
 def runs(db: DbOpt = None, json_out: JsonOpt = False) -> None:
     """List the runs in the database."""
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         items = store.runs()
         if json_out:
@@ -70,7 +68,6 @@ def show(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-problem table: samples, verified, correct, first correct answer (the run's verifier)."""
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
         name = run_verifier(store, info.id, verifier, need_verdicts=False)
@@ -154,7 +151,6 @@ def report(
 
     Several runs of the same task are compared on the same axes.
     """
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         from ponder.analysis import Prices, build_report, check_comparable, load_run
 
@@ -278,7 +274,6 @@ def export(
     """Export a run: samples as JSON lines or Parquet, or training data (SFT examples, DPO pairs)."""
     from ponder.export import FORMATS, export_run
 
-    setup_logging(False)
     with reported_errors():
         if fmt not in FORMATS:
             raise UserError(f"unknown format {fmt!r}", hint=f"choose one of: {', '.join(FORMATS)}")

@@ -46,7 +46,7 @@ from ponder.cli._common import (
     open_store,
     reported_errors,
     run_verify,
-    setup_logging,
+    stored_note,
     validated,
 )
 from ponder.errors import ConfigError, NotFoundError, RunError, UserError
@@ -84,9 +84,11 @@ def load_system(
     api_key_env: str = "OPENAI_API_KEY",
     model_map: list[str] | None = None,
     default_model: str | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
 ) -> System:
-    """The system in ``path`` with the command line's model flags; the rules that apply them live in
-    :meth:`ponder.systems.System.load`."""
+    """The system in ``path`` with the command line's model and truncation flags; the rules that
+    apply them live in :meth:`ponder.systems.System.load`."""
     from ponder.systems import ArchonImportWarning, System, parse_model_map
 
     if base_url is not None and backend == "llamacpp":
@@ -109,6 +111,8 @@ def load_system(
             model=target,
             default_model=default_model,
             model_map=parse_model_map(model_map or [], what="--model-map"),
+            top_k=top_k,
+            min_p=min_p,
         )
     for w in caught:
         if issubclass(w.category, ArchonImportWarning):
@@ -116,24 +120,6 @@ def load_system(
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return system
-
-
-def with_truncation(system: System, top_k: int | None, min_p: float | None) -> System:
-    """``system`` with every model call's token truncation set (None: as in its config).
-
-    Part of the config, hence of the system run's identity: a new value is a new run.
-    """
-    if top_k is None and min_p is None:
-        return system
-    from ponder.systems import System, SystemConfig
-
-    data = system.config.model_dump(mode="json")
-    values = {"top_k_tokens": top_k, "min_p": min_p}
-    for layer_data, layer in zip(data["layers"], system.config.layers, strict=True):
-        for item, component in zip(layer_data, layer, strict=True):
-            if "min_p" in type(component).model_fields:  # a component that calls a model
-                item.update({k: v for k, v in values.items() if v is not None})
-    return System(SystemConfig.from_data(data, source=f"{system.name} with --top-k/--min-p"))
 
 
 # ----- progress -------------------------------------------------------------------------------------
@@ -370,8 +356,7 @@ def run(
 ) -> None:
     """Run a composed system on a task's problems (resumable), verify its answers, compare them with
     one greedy sample per problem, and report accuracy, calls, tokens and latency."""
-    setup_logging(verbose)
-    with reported_errors():
+    with reported_errors(verbose):
         if concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         if seed is not None and not 0 <= seed < 2**31:
@@ -395,8 +380,9 @@ def run(
             api_key_env=api_key_env,
             model_map=model_map,
             default_model=default_model,
+            top_k=top_k,
+            min_p=min_p,
         )
-        the_system = with_truncation(the_system, top_k, min_p)
         describe = the_system.config.describe()
         base_params = baseline_settings(the_system)[1]
         with open_store(db) as store, make_verifier(the_task.verifier) as verifier:
@@ -450,15 +436,16 @@ def run(
         console.print(f"system [bold]{the_system.name}[/]: {describe}", highlight=False)
         console.print(
             f"run [bold]{report.run_id}[/]: {report.answered} new answers "
-            f"({report.already_present} already stored) for {report.problems} problems in "
+            f"{stored_note(report.already_present, report.answered_elsewhere, 'answered')} "
+            f"for {report.problems} problems in "
             f"{report.wall_s:.1f}s; {report.calls} calls, {report.prompt_tokens:,} prompt + "
             f"{report.completion_tokens:,} completion tokens"
         )
         if base is not None:
             console.print(
                 f"baseline run [bold]{base.run_id}[/]: 1 greedy sample per problem from "
-                f"{base_model} (max_tokens {base_params.max_tokens}); {base.drawn} new, "
-                f"{base.already_present} already stored"
+                f"{base_model} (max_tokens {base_params.max_tokens}); {base.drawn} new "
+                f"{stored_note(base.already_present, base.drawn_elsewhere, 'drawn')}"
             )
         console.print(comparison_table(sys_stats, base_stats))
         if sys_stats.components:
@@ -500,7 +487,6 @@ def trace(
     """
     from ponder.systems import trace_tree
 
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         if width < 10:
             raise UserError(f"--width must be >= 10, got {width}")

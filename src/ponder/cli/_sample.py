@@ -32,7 +32,7 @@ from ponder.cli._common import (
     reported_errors,
     run_verify,
     sampling_progress,
-    setup_logging,
+    stored_note,
     summary_json,
     validated,
 )
@@ -170,8 +170,7 @@ def sample(
     ] = False,
 ) -> None:
     """Draw N samples per problem (only the missing ones), verify them, print coverage@k."""
-    setup_logging(verbose)
-    with reported_errors():
+    with reported_errors(verbose):
         params = validated(
             SamplingParams,
             _PARAM_FLAGS,
@@ -208,15 +207,10 @@ def sample(
             if json_out:
                 emit_json(out)
                 return
-            elsewhere = (
-                f", {result.drawn_elsewhere} drawn meanwhile by another process"
-                if result.drawn_elsewhere
-                else ""
-            )
+            stored = stored_note(result.already_present, result.drawn_elsewhere, "drawn")
             console.print(
-                f"run [bold]{result.run_id}[/]: {result.drawn} new samples "
-                f"({result.already_present} already stored{elsewhere}) for {result.problems} "
-                "problems in "
+                f"run [bold]{result.run_id}[/]: {result.drawn} new samples {stored} "
+                f"for {result.problems} problems in "
                 f"{result.wall_s:.1f}s; {result.completion_tokens} completion tokens, "
                 f"{result.prompt_tokens} prompt tokens evaluated in {result.requests} requests"
             )
@@ -278,7 +272,6 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a run's samples with the verifier its task declares (only those without a verdict)."""
-    setup_logging(False)
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
         with make_verifier(declared_verifier(info.spec)) as verifier:

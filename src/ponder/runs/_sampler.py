@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ponder._aio import gather_all
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
@@ -160,16 +161,8 @@ async def sample_run(
         queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
         for u in units:
             queue.put_nowait(u)
-        workers = [
-            asyncio.create_task(worker(owner, queue)) for _ in range(min(concurrency, len(units)))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            # On the first failure stop the others; what they committed stays committed.
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        # The first failure stops the other workers; what they committed stays committed.
+        await gather_all(worker(owner, queue) for _ in range(min(concurrency, len(units))))
 
     start = time.perf_counter()
     await fill_run(

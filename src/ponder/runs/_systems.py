@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ponder._aio import gather_all
+from ponder.analysis import summarize_tallies, tally
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
@@ -32,7 +34,7 @@ from ponder.store import RunSpec, Store
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
-    from ponder.systems import BackendPool, ModelRef, System, SystemResult
+    from ponder.systems import ModelRef, System, SystemResult
     from ponder.tasks import Task
 
 SYSTEM_PREFIX = "system:"
@@ -42,12 +44,6 @@ SYSTEM_PREFIX = "system:"
 def is_system_spec(spec: RunSpec) -> bool:
     """Whether a run was made by a system (``ponder run``) rather than by sampling."""
     return spec.model.startswith(SYSTEM_PREFIX)
-
-
-def _pool(system: System) -> BackendPool:
-    # The system's own pool resolves model refs exactly as its components do, and shares backends
-    # with them (the baseline must not load a second copy of an embedded model).
-    return system._pool
 
 
 def _identity(target: object) -> str:
@@ -65,7 +61,7 @@ def system_spec(system: System, task: Task, *, seed: int | None = None) -> RunSp
         seed: The system seed used for every query (default: the config's).
     """
     seed = system.config.seed if seed is None else seed
-    pool = _pool(system)
+    pool = system.pool  # resolves model refs exactly as the system's components do
     models: dict[str, str] = {}
     for layer in system.config.layers:
         for c in layer:
@@ -169,14 +165,8 @@ async def system_run(
             on_answer(result)
 
     async def answer_all(owner: int, todo: Sequence[Problem]) -> None:
-        tasks = [asyncio.ensure_future(answer(owner, p)) for p in todo]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            # On the first failure stop the others; what they committed stays committed.
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # The first failure stops the other queries; what they committed stays committed.
+        await gather_all(answer(owner, p) for p in todo)
 
     start = time.perf_counter()
     await fill_run(
@@ -222,7 +212,8 @@ def baseline_settings(system: System) -> tuple[ModelRef | None, SamplingParams]:
 def baseline_backend(system: System) -> Backend:
     """The backend of the baseline: the system's own instance of that model (shared, not copied)."""
     ref, _ = baseline_settings(system)
-    return _pool(system).get(ref)
+    # The system's own instance: the baseline must not load a second copy of an embedded model.
+    return system.pool.get(ref)
 
 
 async def baseline_run(
@@ -343,7 +334,7 @@ def run_stats(store: Store, run_id: str, problem_ids: Sequence[str], verifier: s
     """
     info = store.get_run(run_id)
     samples = [s for s in store.samples(run_id, problem_ids) if s.index == 0]
-    verdicts = store.verdicts(run_id, verifier)
+    totals = summarize_tallies(tally(problem_ids, samples, store.verdicts(run_id, verifier)))
     traces = {t.sample_id: t for t in store.trace_rows(run_id, problem_ids)}
     calls = sum(traces[s.id].calls if s.id in traces else 1 for s in samples if s.id is not None)
     return RunStats(
@@ -351,11 +342,11 @@ def run_stats(store: Store, run_id: str, problem_ids: Sequence[str], verifier: s
         model=info.spec.model,
         problems=len(problem_ids),
         answered=len(samples),
-        verified=sum(1 for s in samples if s.id in verdicts),
-        correct=sum(1 for s in samples if s.id in verdicts and verdicts[s.id].status == "correct"),
+        verified=totals.verified,
+        correct=totals.correct,
         calls=calls,
-        prompt_tokens=sum(s.prompt_tokens for s in samples),
-        completion_tokens=sum(s.completion_tokens for s in samples),
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
         latencies_s=[s.latency_s for s in samples],
         components=component_usage(store, list(traces)) if traces else [],
     )

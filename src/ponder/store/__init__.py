@@ -34,7 +34,6 @@ from ponder.store._owners import HEARTBEAT_S, LEASE_S, Owner
 from ponder.store._spec import RunSpec, request_seed, run_spec
 from ponder.store._store import (
     DEFAULT_DB,
-    ProblemRow,
     RunInfo,
     RunSummary,
     Store,
@@ -48,7 +47,6 @@ __all__ = [
     "LEASE_S",
     "SCHEMA_VERSION",
     "Owner",
-    "ProblemRow",
     "RunInfo",
     "RunSpec",
     "RunSummary",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ponder._closing import Closing
 from ponder.errors import NotFoundError, StoreError
 from ponder.records import Message, Problem, Prompt, Sample, Verdict
 from ponder.store._migrations import upgrade
@@ -67,19 +68,7 @@ class RunSummary:
     created_at: float
 
 
-@dataclass(frozen=True)
-class ProblemRow:
-    """Per-problem tallies for one verifier."""
-
-    problem_id: str
-    reference: str | None
-    samples: int
-    verified: int
-    correct: int
-    first_correct: str | None
-
-
-class Store:
+class Store(Closing):
     """A Ponder database. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, path: str | Path | None = None, *, timeout_s: float = 30.0) -> None:
@@ -102,12 +91,6 @@ class Store:
         except BaseException:
             self._db.close()
             raise
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._db.close()
@@ -336,14 +319,11 @@ class Store:
         return ids
 
     def samples(self, run_id: str, problem_ids: Iterable[str] | None = None) -> list[Sample]:
-        query = "SELECT * FROM samples WHERE run_id = ?"
-        args: list[Any] = [run_id]
-        if problem_ids is not None:
-            ids = list(problem_ids)
-            query += f" AND problem_id IN ({','.join('?' * len(ids))})"
-            args += ids
+        where, args = _of_problems("problem_id", run_id, problem_ids)
         with self._guard("read samples"):
-            rows = self._db.execute(query + " ORDER BY problem_id, idx", args).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM samples WHERE run_id = ?{where} ORDER BY problem_id, idx", args
+            ).fetchall()
         return [_sample(r) for r in rows]
 
     # verdicts ---------------------------------------------------------------------------------------
@@ -420,39 +400,6 @@ class Store:
             cur.row_factory = None  # plain tuples: sqlite3.Row costs ~2x here
             return cur.fetchall()
 
-    def problem_table(self, run_id: str, verifier: str) -> list[ProblemRow]:
-        """One row per problem of the run, in run order."""
-        with self._guard("read results"):
-            rows = self._db.execute(
-                """
-                SELECT p.problem_id, p.reference,
-                  COUNT(s.id) AS samples,
-                  COUNT(v.sample_id) AS verified,
-                  COALESCE(SUM(v.status = 'correct'), 0) AS correct,
-                  (SELECT v2.extracted FROM samples s2 JOIN verdicts v2 ON v2.sample_id = s2.id
-                     WHERE s2.run_id = p.run_id AND s2.problem_id = p.problem_id
-                       AND v2.verifier = ? AND v2.status = 'correct'
-                     ORDER BY s2.idx LIMIT 1) AS first_correct
-                FROM problems p
-                LEFT JOIN samples s ON s.run_id = p.run_id AND s.problem_id = p.problem_id
-                LEFT JOIN verdicts v ON v.sample_id = s.id AND v.verifier = ?
-                WHERE p.run_id = ?
-                GROUP BY p.problem_id ORDER BY p.position
-                """,
-                (verifier, verifier, run_id),
-            ).fetchall()
-        return [
-            ProblemRow(
-                r["problem_id"],
-                r["reference"],
-                r["samples"],
-                r["verified"],
-                r["correct"],
-                r["first_correct"],
-            )
-            for r in rows
-        ]
-
     # traces (system runs) ----------------------------------------------------------------------------
 
     def trace(self, sample_id: int) -> Trace:
@@ -483,13 +430,9 @@ class Store:
             "JOIN problems p ON p.run_id = s.run_id AND p.problem_id = s.problem_id "
             "WHERE s.run_id = ?"
         )
-        args: list[Any] = [run_id]
-        if problem_ids is not None:
-            ids = list(problem_ids)
-            query += f" AND s.problem_id IN ({','.join('?' * len(ids))})"
-            args += ids
+        where, args = _of_problems("s.problem_id", run_id, problem_ids)
         with self._guard("read traces"):
-            rows = self._db.execute(query + " ORDER BY p.position, s.idx", args).fetchall()
+            rows = self._db.execute(query + where + " ORDER BY p.position, s.idx", args).fetchall()
         return [TraceRow(*tuple(r)) for r in rows]
 
     # claims of work units (processes drawing samples of the same run) ----------------------------
@@ -566,6 +509,17 @@ class Store:
         ]
         if dead:
             db.executemany("DELETE FROM owners WHERE id = ?", dead)
+
+
+def _of_problems(
+    column: str, run_id: str, problem_ids: Iterable[str] | None
+) -> tuple[str, list[Any]]:
+    """The condition (after ``run_id = ?``) and arguments that keep rows of ``problem_ids`` only
+    (all of the run's rows when None)."""
+    if problem_ids is None:
+        return "", [run_id]
+    ids = list(problem_ids)
+    return f" AND {column} IN ({','.join('?' * len(ids))})", [run_id, *ids]
 
 
 def _insert_trace(db: sqlite3.Connection, sample_id: int, trace: Trace) -> None:

@@ -33,7 +33,7 @@ from ponder.systems._archon import (
     import_archon,
     looks_like_archon,
 )
-from ponder.systems._budget import ContextInfo, PromptTooLongError
+from ponder.systems._budget import PromptTooLongError
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -47,7 +47,13 @@ from ponder.systems._config import SystemConfig, config_error, read_config_file
 from ponder.systems._context import Asked, Resources, RunContext, VerifierLike
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor, extractor_names, get_extractor, register_extractor
-from ponder.systems._load import load_config, parse_model, parse_model_map, with_default_model
+from ponder.systems._load import (
+    load_config,
+    parse_model,
+    parse_model_map,
+    with_default_model,
+    with_truncation,
+)
 from ponder.systems._models import BackendPool, ModelRef, ModelSpec
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
@@ -73,7 +79,6 @@ __all__ = [
     "ComponentConfig",
     "ComponentError",
     "ComponentEvent",
-    "ContextInfo",
     "Critique",
     "Delta",
     "Extractor",
@@ -115,4 +120,5 @@ __all__ = [
     "register_extractor",
     "trace_tree",
     "with_default_model",
+    "with_truncation",
 ]

@@ -11,14 +11,11 @@ limited to the context minus its prompt (``max_tokens`` lowered, with a note in 
 warning per component); a prompt that cannot fit at all raises :class:`PromptTooLongError`, which no
 rerun can fix.
 
-Where the numbers come from, for each backend (measured once, then cached):
-
-1. a backend that implements :class:`ContextInfo` (``context_size()`` and ``count_tokens(text)``)
-   answers itself: this is what backends should expose;
-2. until they do, the embedded llama.cpp engine is asked through its public HTTP endpoint
-   (``/props`` for the context one request may use, ``/tokenize`` for counts);
-3. any other backend has an unknown context (nothing is fitted or limited; the server decides) and
-   estimated counts.
+Where the numbers come from: the backend's own :meth:`~ponder.backends.Backend.context_size` and
+:meth:`~ponder.backends.Backend.count_tokens` (the embedded llama.cpp engine answers both; the
+context is asked once per backend). A backend that does not know its context (the default: a server
+decides) gets nothing fitted or limited, and one without a tokenizer gets counts estimated from the
+text's length (:func:`estimate_tokens`).
 
 Chat prompts count their messages' text plus :data:`MESSAGE_OVERHEAD` tokens per message and
 :data:`TEMPLATE_OVERHEAD` per prompt (role markers, and the default system prompt some chat
@@ -31,12 +28,10 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Generic, TypeVar
 
-import httpx
-
-from ponder.backends import Backend, LlamaCppBackend
-from ponder.errors import BackendError, UserError
+from ponder.backends import Backend
+from ponder.errors import UserError
 from ponder.records import Prompt
 
 CHARS_PER_TOKEN = 3.0
@@ -59,19 +54,6 @@ class PromptTooLongError(UserError):
 
     Retrying cannot help: the prompt, the model or the config must change.
     """
-
-
-@runtime_checkable
-class ContextInfo(Protocol):
-    """What a backend can tell about its model's context (optional for backends)."""
-
-    def context_size(self) -> int | None:
-        """Tokens one request may hold, prompt and completion together (None: unknown)."""
-        ...
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` by the model's tokenizer (no special tokens added)."""
-        ...
 
 
 def estimate_tokens(text: str) -> int:
@@ -109,26 +91,15 @@ class TokenMeter:
         return self._context
 
     async def _measure_context(self) -> int | None:
-        backend = self._backend
-        if isinstance(backend, ContextInfo):
-            return await asyncio.to_thread(backend.context_size)
-        if isinstance(backend, LlamaCppBackend):
-            props = await asyncio.to_thread(_llamacpp, backend, "GET", "/props", None)
-            return int(props["default_generation_settings"]["n_ctx"])
-        return None
+        # Off the event loop: the backend may load its model or ask its engine.
+        return await asyncio.to_thread(self._backend.context_size)
 
     async def count(self, text: str) -> int:
-        """Tokens of ``text``."""
+        """Tokens of ``text`` (estimated when the backend has no tokenizer)."""
         if not text:
             return 0
-        backend = self._backend
-        if isinstance(backend, ContextInfo):
-            return await asyncio.to_thread(backend.count_tokens, text)
-        if isinstance(backend, LlamaCppBackend):
-            body = {"content": text, "add_special": False}
-            reply = await asyncio.to_thread(_llamacpp, backend, "POST", "/tokenize", body)
-            return len(reply["tokens"])
-        return estimate_tokens(text)
+        counted = await asyncio.to_thread(self._backend.count_tokens, text)
+        return estimate_tokens(text) if counted is None else counted
 
     async def prompt_tokens(self, prompt: Prompt) -> int:
         """Tokens of a prompt, template overhead included (never fewer than the real count)."""
@@ -136,15 +107,6 @@ class TokenMeter:
             return await self.count(prompt) + TEMPLATE_OVERHEAD
         counts = [await self.count(m.content or "") for m in prompt]
         return sum(counts) + MESSAGE_OVERHEAD * len(prompt) + TEMPLATE_OVERHEAD
-
-
-def _llamacpp(backend: LlamaCppBackend, method: str, path: str, body: Any) -> Any:
-    try:
-        reply = httpx.request(method, backend.base_url + path, json=body, timeout=60.0)
-        reply.raise_for_status()
-        return reply.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise BackendError(f"llama.cpp could not answer {path}: {exc}") from exc
 
 
 # ----- fitting candidates -----------------------------------------------------------------------

@@ -35,7 +35,8 @@ from pydantic import (
     model_validator,
 )
 
-from ponder.errors import ConfigError, NotFoundError, UserError
+from ponder._files import read_user_file
+from ponder.errors import ConfigError, UserError
 from ponder.systems._component import (
     ComponentConfig,
     component_class,
@@ -310,14 +311,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         ConfigError: the file is not valid YAML/JSON or not a mapping (naming the line).
     """
     path = Path(path)
+    raw = read_user_file(path, "system config", hint="check the path (see configs/*.yaml)")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"system config {path} does not exist", hint="check the path (see configs/*.yaml)"
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="save the config as UTF-8",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read system config {path}: {exc}") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:

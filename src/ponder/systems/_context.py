@@ -129,7 +129,8 @@ class RunContext:
         )
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 2**31
 
-    def _error(self, message: str, model: str | None) -> ComponentError:
+    def error(self, message: str, model: str | None = None) -> ComponentError:
+        """A :class:`ComponentError` that names this component's place (and ``model``)."""
         return ComponentError(
             message, layer=self.layer, index=self.index, component=self.label, model=model
         )
@@ -149,7 +150,7 @@ class RunContext:
         except UserError:
             raise
         except Exception as exc:  # the backend could not measure the prompt: chained below
-            raise self._error(
+            raise self.error(
                 f"measuring the prompt of {purpose!r} failed: {type(exc).__name__}: {exc}",
                 backend.identity,
             ) from exc
@@ -167,14 +168,14 @@ class RunContext:
             raise
         except Exception as exc:  # any backend failure: re-raised below with the cause chained
             record.error = f"{type(exc).__name__}: {exc}"
-            raise self._error(
+            raise self.error(
                 f"backend call {purpose!r} failed: {record.error}", backend.identity
             ) from exc
         finally:
             record.latency_s = time.perf_counter() - start
         if len(generation.completions) != n:
             record.error = f"asked for {n} completions, got {len(generation.completions)}"
-            raise self._error(f"backend call {purpose!r}: {record.error}", backend.identity)
+            raise self.error(f"backend call {purpose!r}: {record.error}", backend.identity)
         record.outputs = [c.text for c in generation.completions]
         record.finish_reasons = [c.finish_reason for c in generation.completions]
         record.prompt_tokens = generation.prompt_tokens

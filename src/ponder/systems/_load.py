@@ -10,6 +10,10 @@
   Ponder model, ``default_model`` runs every Archon model the map does not name, and defaults to
   ``model``.
 
+* ``top_k`` and ``min_p`` set the token truncation of every component that calls a model (its
+  ``top_k_tokens`` and ``min_p``), overriding the config; left out (None), the config's stand.
+  Truncation is part of the config, hence of a system run's identity.
+
 Each model may also be given as text (as on a command line): a name, a ``.gguf`` path, or a JSON
 model spec starting with ``{``; see :func:`parse_model` and :func:`parse_model_map`.
 """
@@ -23,6 +27,7 @@ from typing import Any
 
 from ponder.errors import ConfigError
 from ponder.systems._archon import ModelTarget, import_archon, looks_like_archon
+from ponder.systems._component import ModelComponentConfig
 from ponder.systems._config import SystemConfig, read_config_file
 from ponder.systems._models import ModelSpec
 
@@ -79,9 +84,11 @@ def load_config(
     default_model: ModelTarget | None = None,
     model_map: Mapping[str, ModelTarget] | None = None,
     named: Collection[str] = (),
+    top_k: int | None = None,
+    min_p: float | None = None,
 ) -> SystemConfig:
     """The config in ``source`` (a YAML/JSON file, a mapping, or a config), with the model choices
-    applied (see the module docstring).
+    and token truncation applied (see the module docstring).
 
     Args:
         source: A Ponder or Archon config (Archon configs are recognised and imported).
@@ -90,6 +97,8 @@ def load_config(
         model_map: Archon configs: Archon model -> Ponder model.
         named: Names of backends the caller passes to the system (a string ``model`` naming one
             of them is kept as that name).
+        top_k: Sample every model call from its ``top_k`` likeliest tokens (0: off).
+        min_p: Drop tokens below ``min_p`` times the likeliest one in every model call (0: off).
 
     Raises:
         ConfigError: an invalid config or model, or ``default_model``/``model_map`` given for a
@@ -127,7 +136,7 @@ def load_config(
             config = SystemConfig.from_data(data, source=where)
     if model is not None:
         config = with_default_model(config, model, named=named, source=where)
-    return config
+    return with_truncation(config, top_k=top_k, min_p=min_p, source=where)
 
 
 def with_default_model(
@@ -151,3 +160,27 @@ def with_default_model(
         assert isinstance(old, ModelSpec)
         ref = {**old.options, **ref}
     return SystemConfig.from_data({**config.model_dump(mode="json"), "model": ref}, source=source)
+
+
+def with_truncation(
+    config: SystemConfig,
+    *,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    source: str | None = None,
+) -> SystemConfig:
+    """``config`` with ``top_k`` as the ``top_k_tokens`` and ``min_p`` as the ``min_p`` of every
+    component that calls a model (None: as in the config); see the module docstring.
+
+    Raises:
+        ConfigError: a value out of range (naming each component).
+    """
+    values = {k: v for k, v in (("top_k_tokens", top_k), ("min_p", min_p)) if v is not None}
+    if not values:
+        return config
+    data = config.model_dump(mode="json")
+    for layer_data, layer in zip(data["layers"], config.layers, strict=True):
+        for item, component in zip(layer_data, layer, strict=True):
+            if isinstance(component, ModelComponentConfig):
+                item.update(values)
+    return SystemConfig.from_data(data, source=source)

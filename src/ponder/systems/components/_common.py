@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ponder._aio import gather_all
 from ponder.backends import Backend
 from ponder.records import Completion, Message, Prompt, SamplingParams
-from ponder.systems._aio import gather_all
 from ponder.systems._component import ModelComponentConfig
 from ponder.systems._context import RunContext
 from ponder.systems._prompts import template

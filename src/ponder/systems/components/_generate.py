@@ -6,8 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ponder._aio import gather_all
 from ponder.records import Completion, Message
-from ponder.systems._aio import gather_all
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import RunContext
 from ponder.systems._models import ModelRef, describe_ref

@@ -6,8 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from ponder._aio import gather_all
 from ponder.records import Message
-from ponder.systems._aio import gather_all
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import Asked, RunContext
 from ponder.systems._parsing import parse_score, parse_verdict

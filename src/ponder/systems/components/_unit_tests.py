@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from ponder.systems._aio import gather_all
+from ponder._aio import gather_all
 from ponder.systems._component import Component, Delta, ModelComponentConfig, register_component
 from ponder.systems._context import Asked, RunContext
 from ponder.systems._parsing import parse_test_results, parse_unit_tests, require_all_results

@@ -10,7 +10,6 @@ from pydantic import Field
 from ponder.errors import PonderError
 from ponder.systems._component import Component, ComponentConfig, Delta, register_component
 from ponder.systems._context import RunContext
-from ponder.systems._errors import ComponentError
 from ponder.systems._state import State
 
 
@@ -53,11 +52,8 @@ class Verify(Component[VerifyConfig]):
         except PonderError:
             raise
         except Exception as exc:  # a user-supplied check failed: re-raised with where it happened
-            raise ComponentError(
-                f"verifier {cfg.verifier!r} failed: {type(exc).__name__}: {exc}",
-                layer=ctx.layer,
-                index=ctx.index,
-                component=ctx.label,
+            raise ctx.error(
+                f"verifier {cfg.verifier!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         scores = {c.id: 1.0 if ok else 0.0 for c, ok in zip(candidates, passed, strict=True)}
         kept = [c.id for c, ok in zip(candidates, passed, strict=True) if ok]

@@ -16,9 +16,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
+from ponder._closing import Closing
 from ponder.errors import ConfigError, VerifyError
 from ponder.verify.code._mode import Plan, SandboxInfo, SandboxLimits, sandbox_plan
 from ponder.verify.code._verdict import CodeVerdict, interpret
@@ -75,7 +75,7 @@ def _sandbox_pidfd(info_r: int, deadline: float) -> int | None:
         return None  # bwrap failed to start; its error output says why
 
 
-class Sandbox:
+class Sandbox(Closing):
     """A sandboxed process that runs programs against tests, one at a time.
 
     Starting it costs one interpreter start-up (~50 ms); each check then costs a ``fork()`` in the
@@ -356,17 +356,6 @@ class Sandbox:
         self._kill()  # without the lock, so that a check blocked on the sandbox returns at once
         with self._lock:
             self._stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # A forgotten sandbox must not outlive its owner. (When this process ends, the zygote

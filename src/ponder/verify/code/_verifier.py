@@ -8,9 +8,8 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from types import TracebackType
-from typing import Self
 
+from ponder._closing import Closing
 from ponder.errors import ConfigError, DataError
 from ponder.records import Verdict
 from ponder.verify.code._extract import extract
@@ -38,7 +37,7 @@ def to_verdict(result: CodeVerdict, program: str) -> Verdict:
     return Verdict(status="incorrect", extracted=program, detail=result.detail)
 
 
-class CodeVerifier:
+class CodeVerifier(Closing):
     """Checks code samples by running them against the problem's test in a sandbox.
 
     Each reference is a :class:`CodeReference` as JSON. Per sample: the program is extracted
@@ -185,17 +184,6 @@ class CodeVerifier:
                 self._idle.get_nowait()
             except queue.Empty:
                 break
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

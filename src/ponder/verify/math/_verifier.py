@@ -10,9 +10,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.queues import SimpleQueue
-from types import TracebackType
-from typing import Self
 
+from ponder._closing import Closing
 from ponder.errors import ConfigError, VerifyError
 from ponder.records import Verdict, VerdictStatus
 from ponder.text import DEFAULT_STRATEGIES, ExtractStrategy, check_strategies, extract_answer
@@ -111,7 +110,7 @@ class _Batch:
     startless_breaks: int = 0
 
 
-class MathVerifier:
+class MathVerifier(Closing):
     """Checks final answers of math problems: extract the answer, compare it with the reference.
 
     Each check runs in a worker process (math-verify's own timeouts need a process's main thread,
@@ -333,17 +332,6 @@ class MathVerifier:
     def close(self) -> None:
         """Shut the worker pool down (a later call starts a new one)."""
         self._discard_pool(kill=False)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (
