@@ -29,6 +29,10 @@ from ponder.systems import (
 from ponder.systems.components import GenerateConfig, RankConfig, VoteConfig
 from tests.test_systems_components import RANK, SCORE, answers, scripted
 
+# The Archon fixtures here carry keys without local meaning (ranker_batch_size); the warning that names
+# them is tested in test_systems_archon.py and would only be noise here.
+pytestmark = pytest.mark.filterwarnings("ignore::ponder.systems.ArchonImportWarning")
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED = [
     "sample-8-vote.yaml",
