@@ -143,6 +143,14 @@ def report(
         int, typer.Option(help="Samples per problem shown in the HTML sample browser.")
     ] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and subset draws.")] = 0,
+    cost_x: Annotated[
+        str,
+        typer.Option(
+            "--x",
+            help="X axis of the cost chart: tokens, or flops (2 x parameters x tokens; puts runs "
+            "of different models at equal compute on one axis).",
+        ),
+    ] = "tokens",
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -158,6 +166,8 @@ def report(
             raise UserError(
                 "--bootstrap, --holdout and --samples-per-problem must be >= 0, --subsets >= 1"
             )
+        if cost_x not in ("tokens", "flops"):
+            raise UserError(f"unknown --x {cost_x!r}", hint="choose tokens or flops")
         prices = Prices(prompt_per_million=price_in, completion_per_million=price_out)
         reports = [
             build_report(
@@ -177,13 +187,25 @@ def report(
             from ponder.analysis import render_html
 
             html_out.write_text(
-                render_html(reports, samples_per_problem=samples_per_problem), "utf-8"
+                render_html(
+                    reports,
+                    samples_per_problem=samples_per_problem,
+                    cost_x=cost_x,  # type: ignore[arg-type]  # checked above
+                ),
+                "utf-8",
             )
             written.append(str(html_out))
         if plots is not None:
             from ponder.analysis import save_plots
 
-            written += [str(p) for p in save_plots(reports, plots)]
+            written += [
+                str(p)
+                for p in save_plots(
+                    reports,
+                    plots,
+                    cost_x=cost_x,  # type: ignore[arg-type]  # checked above
+                )
+            ]
         if json_out:
             from ponder.analysis import report_json
 
