@@ -64,8 +64,8 @@ def gym_version() -> str:
 
 
 def _registry() -> Mapping[str, tuple[type, type]]:
+    import_gym()  # importing the package registers every dataset (or says how to install it)
     factory = importlib.import_module("reasoning_gym.factory")
-    import_gym()  # importing the package registers every dataset
     datasets: Mapping[str, tuple[type, type]] = factory.DATASETS
     return datasets
 
@@ -178,6 +178,8 @@ def canonical_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 hint="e.g. -T mix=chain_sum:2,basic_arithmetic:1",
             )
         mix = _parse_mix(done["mix"])
+        for sub, _ in mix:
+            _classes(sub)  # an unknown name is named, with a close match
         done["mix"] = ",".join(f"{n}:{w:g}" for n, w in mix)
         configs = done.get("configs", {})
         if not isinstance(configs, Mapping) or not all(
