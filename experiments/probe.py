@@ -3,7 +3,8 @@
 A quick run (default 8 problems x 8 samples) of each candidate task; pass@1 (coverage@1, the mean share of
 correct samples) and coverage@K per task. A task is chosen when its pass@1 lies within --band (default
 0.05-0.5: the model solves some problems sometimes, leaving room for coverage to grow with k) and its
-coverage@K is above pass@1 (extra samples do find new solutions); the chosen tasks are ranked by pass@1
+coverage@K is above pass@1 (extra samples do find new solutions); a task below the band where most
+samples are unparsed is reported as such (the model does not write the answer format). The chosen tasks are ranked by pass@1
 nearest the band's geometric middle. The runs are kept: a long run of a chosen task with the same
 sampling parameters extends them.
 """
@@ -74,7 +75,10 @@ def run() -> None:
             unparsed = sum(a is None for pr in data.problems for a in pr.answers) / max(
                 1, sum(pr.n for pr in data.problems)
             )
-            if p1 < lo:
+            if p1 < lo and unparsed > 0.5:
+                # Not a measure of the task's difficulty: the model does not follow the answer format.
+                verdict = "no: mostly unparsed (answer format not followed)"
+            elif p1 < lo:
                 verdict = "no: too hard"
             elif p1 > hi:
                 verdict = "no: too easy"

@@ -28,7 +28,10 @@ pytestmark = [pytest.mark.embedded, pytest.mark.slow]
 
 def experiment(name: str, tmp_path: Path, *args: str) -> tuple[str, str]:
     """Run ``experiments/NAME.py`` with a temporary database and results folder; its stdout, stderr."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / f"{name}.py"),
          "--db", str(tmp_path / "e.db"), "--out", str(tmp_path / "out"), *args],
@@ -93,10 +96,12 @@ def test_plateau_k_is_the_first_k_after_which_no_doubling_gains() -> None:
     import numpy as np
 
     ks = [1, 2, 4, 8, 16]
-    assert plateau_k(ks, np.array([0.1, 0.2, 0.25, 0.255, 0.258]), 0.01) == "8"
+    # 2 -> 4 gains 5 points, 4 -> 8 and 8 -> 16 under 1 point each
+    assert plateau_k(ks, np.array([0.1, 0.2, 0.25, 0.255, 0.258]), 0.01) == "4"
     assert plateau_k(ks, np.array([0.1, 0.2, 0.3, 0.4, 0.5]), 0.01) == "not by 16"
-    # a dip and a late gain: the plateau starts only after the last doubling that gains
-    assert plateau_k(ks, np.array([0.3, 0.3, 0.2, 0.2, 0.25]), 0.01) == "16"
+    # after a dip, the plateau starts only after the last doubling that gains
+    assert plateau_k(ks, np.array([0.3, 0.35, 0.2, 0.3, 0.3]), 0.01) == "8"
+    assert plateau_k(ks, np.array([0.3, 0.3, 0.2, 0.2, 0.25]), 0.01) == "not by 16"
     assert plateau_k(ks, np.array([0.5, 0.5, 0.5, 0.5, 0.5]), 0.01) == "1"
 
 
@@ -144,5 +149,5 @@ def test_probe_chooses_by_the_pass1_band(tmp_path: Path) -> None:
     assert by_task["gym:no_such_dataset"][-1].startswith("skipped")
     p1 = float(by_task["gym:chain_sum"][1])
     chosen = by_task["gym:chain_sum"][-1]
-    assert chosen in ("yes", "no: coverage does not grow")
+    assert chosen == "yes" or chosen.startswith("no: "), chosen
     assert ("1. gym:chain_sum" in md) == (chosen == "yes"), (p1, md)
