@@ -4,9 +4,9 @@ A quick run (default 8 problems x 8 samples) of each candidate task; pass@1 (cov
 correct samples) and coverage@K per task. A task is chosen when its pass@1 lies within --band (default
 0.05-0.5: the model solves some problems sometimes, leaving room for coverage to grow with k) and its
 coverage@K is above pass@1 (extra samples do find new solutions); a task below the band where most
-samples are unparsed is reported as such (the model does not write the answer format). The chosen tasks are ranked by pass@1
-nearest the band's geometric middle. The runs are kept: a long run of a chosen task with the same
-sampling parameters extends them.
+samples are unparsed is reported as such (the model does not write the answer format). The chosen
+tasks are ranked by pass@1 nearest the band's geometric middle. The runs are kept: a long run of a
+chosen task with the same sampling parameters extends them.
 """
 
 from __future__ import annotations
