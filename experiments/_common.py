@@ -53,7 +53,7 @@ def parser(
     n: int,
     tasks: Sequence[str],
     models: Sequence[str] = ("smollm2-135m",),
-    max_tokens: int = 96,
+    max_tokens: int = 128,
     temperature: float = 0.7,
 ) -> argparse.ArgumentParser:
     """The command line every experiment shares; ``problems``, ``n``, ... are the experiment's defaults."""

@@ -311,10 +311,18 @@ def test_load_run_scores_by_logprob_or_by_verifier(tmp_path: Path) -> None:
             sample_run(store, backend, the_task, chosen, 3, SamplingParams(max_tokens=8))
         )
         todo = store.unverified(rep.run_id, "partial", force=False)
+        # the last sample is right: the verifier's score knows it, the model's confidence does not
         store.add_verdicts(
             "partial",
             [
-                (s.id or 0, Verdict(status="incorrect", extracted=s.text[-1], score=0.5 + 0.1 * j))
+                (
+                    s.id or 0,
+                    Verdict(
+                        status="correct" if j == 2 else "incorrect",
+                        extracted=s.text[-1],
+                        score=0.5 + 0.1 * j,
+                    ),
+                )
                 for j, (s, _) in enumerate(todo)
             ],
         )
@@ -327,3 +335,10 @@ def test_load_run_scores_by_logprob_or_by_verifier(tmp_path: Path) -> None:
     assert by["logprob"].tolist() == pytest.approx([-0.1, -0.2, -0.3])
     assert by["verifier"].tolist() == pytest.approx([0.5, 0.6, 0.7])
     assert by["auto"].tolist() == by["verifier"].tolist()
+    db = str(tmp_path / "t.db")
+    best = {
+        source: _json("report", rep.run_id, "--db", db, "--verifier", "partial", "--json",
+                      "--bootstrap", "0", "--scores", source)["runs"][0]["selection"]["best_of"][-1]
+        for source in ("logprob", "verifier")
+    }  # fmt: skip
+    assert best == {"logprob": 0.0, "verifier": 1.0}
