@@ -18,7 +18,7 @@ from ponder.analysis import RunReport, ScalingFit, fit_scaling_law, k_grid_log
 from ponder.errors import UserError
 
 NAME = "scaling_law"
-DEFAULT_TASKS = ("gym:chain_sum", "gym:basic_arithmetic")
+DEFAULT_TASKS = ("gym:chain_sum", "gym:products")
 """Chosen by the probe of qwen2.5-coder-0.5b (docs/results.md); replace them with the full probe's choice."""
 
 
