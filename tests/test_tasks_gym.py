@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from ponder.plugins import isolated
 from ponder.records import Problem
 from ponder.tasks import GymTask, get_task, register_task
 from ponder.text import tagged_answer
-from ponder.verify import make_verifier
+from ponder.verify import Verifier, make_verifier
 from ponder.verify.gym import GYM_INSTALL, GYM_VERSION, GymReference, GymVerifier
 
 reasoning_gym = pytest.importorskip("reasoning_gym")
@@ -36,9 +37,20 @@ def _oracle(dataset: str, index: int, **options: object) -> tuple[object, dict]:
     return ds, ds[index]
 
 
-def _score(problem: Problem, answer_text: str) -> tuple[str, float | None, str | None, str]:
+_shared: list[Verifier] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_verifier() -> Iterator[None]:
+    """One verifier (one scoring worker process) for the module's checks."""
     with make_verifier("gym") as verifier:
-        (verdict,) = verifier.verify_many([(problem.reference, answer_text)])
+        _shared.append(verifier)
+        yield
+        _shared.clear()
+
+
+def _score(problem: Problem, answer_text: str) -> tuple[str, float | None, str | None, str]:
+    (verdict,) = _shared[0].verify_many([(problem.reference, answer_text)])
     return verdict.status, verdict.score, verdict.extracted, verdict.detail
 
 
@@ -309,6 +321,30 @@ def test_unparsed_and_broken_references() -> None:
         broken = problem.model_copy(update={"reference": ref.model_copy(update=changed).to_json()})
         status, _, _, detail = _score(broken, answer)
         assert status == "error" and message in detail, detail
+
+
+def test_scorers_run_in_a_worker_with_a_time_limit() -> None:
+    """string_insertion's scorer evaluates a wrong answer as Python: an answer that sleeps or
+    ends the process is an error verdict, and the next sample is scored by a fresh worker."""
+    problem = get_task("gym:string_insertion", size=1).problems()[0]
+    right = f"<answer>{problem.metadata['answer']}</answer>"
+    with GymVerifier(timeout_s=2) as verifier:
+        assert verifier.name == "gym:timeout=2"
+        hang, after_hang, crash, after_crash = verifier.verify_many(
+            [
+                (problem.reference, "<answer>__import__('time').sleep(120)</answer>"),
+                (problem.reference, right),
+                (problem.reference, "<answer>__import__('os')._exit(3)</answer>"),
+                (problem.reference, right),
+            ]
+        )
+    assert (hang.status, hang.score) == ("error", None)
+    assert "took longer than 2s" in hang.detail
+    assert crash.status == "error" and "exit code 3" in crash.detail
+    assert after_hang.status == after_crash.status == "correct"
+    assert GymVerifier().name == "gym"
+    with pytest.raises(ConfigError):
+        GymVerifier(timeout_s=0)
 
 
 # ----- the optional extra -------------------------------------------------------------------------

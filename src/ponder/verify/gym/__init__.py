@@ -6,6 +6,13 @@ until a dataset is built or a sample scored, and a missing install is a
 
 * :class:`GymVerifier`: the answer between ``<answer>`` tags (:func:`ponder.text.tagged_answer`),
   scored by the dataset that generated the problem; the score is kept, the full score is correct.
+  Scorers run in a worker process with a time limit per score (:data:`DEFAULT_TIMEOUT_S`).
+
+Safety: some scorers evaluate the answer text as Python (``eval`` in ``string_insertion``,
+``spiral_matrix``, ``binary_matrix`` and ``n_queens``; sympy's ``parse_expr``, which uses ``eval``,
+in ``countdown``, ``puzzle24``, ``polynomial_multiplication`` and the integration datasets). The
+worker process stops an answer that hangs or kills its process from taking Ponder down with it,
+but it is not a sandbox: it runs with the user's rights, like reasoning-gym's own scoring.
 * :class:`GymReference`: what a gym problem stores as its reference (dataset, options, index,
   answer, library version); the verifier regenerates the entry from it.
 * :func:`make_dataset`, :func:`canonical_options`, :func:`dataset_options`, :func:`gym_datasets`,
@@ -28,13 +35,15 @@ from ponder.verify.gym._library import (
     import_gym,
     make_dataset,
 )
-from ponder.verify.gym._verifier import ANSWER_TAG, GymReference, GymVerifier
+from ponder.verify.gym._reference import GymReference
+from ponder.verify.gym._verifier import ANSWER_TAG, DEFAULT_TIMEOUT_S, GymVerifier
 
 __all__ = [
     "ANSWER_TAG",
     "COMPOSITE",
     "DEFAULT_SEED",
     "DEFAULT_SIZE",
+    "DEFAULT_TIMEOUT_S",
     "GYM_DISTRIBUTION",
     "GYM_INSTALL",
     "GYM_VERSION",
