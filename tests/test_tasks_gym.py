@@ -437,3 +437,30 @@ def test_sample_and_report_end_to_end(tmp_path: Path) -> None:
     assert run["task"] == "gym:basic_arithmetic" and run["verifier"] == "gym"
     assert run["problems"] == 2 and run["k"] == [1, 2]
     assert run["cost"]["samples"] == 4
+
+
+def test_scorers_that_run_answers_are_sandboxed(tmp_path: Path) -> None:
+    """The answer string_insertion's scorer evaluates is model-written code: it runs in the code
+    sandbox, so it cannot write outside it, reach the network, or see what the host keeps in /tmp."""
+    from ponder.verify.code import sandbox_mode
+
+    if sandbox_mode().mode != "bwrap":
+        pytest.skip("the filesystem and network claims are made for the bubblewrap sandbox")
+    problem = get_task("gym:string_insertion", size=1).problems()[0]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host data")
+    escaped = tmp_path / "escaped.txt"
+    attempts = [
+        f"__import__('pathlib').Path({str(escaped)!r}).write_text('x')",
+        f"__import__('pathlib').Path({str(secret)!r}).read_text()",
+        "__import__('socket').create_connection(('127.0.0.1', 9), 1)",
+    ]
+    with GymVerifier(timeout_s=20) as verifier:
+        verdicts = verifier.verify_many(
+            [(problem.reference, f"<answer>{code}</answer>") for code in attempts]
+        )
+    assert not escaped.exists()
+    for code, verdict in zip(attempts, verdicts, strict=True):
+        # The scorer catches what the answer raised (a wrong answer) or reports it: never a pass.
+        assert verdict.status in ("incorrect", "error"), (code, verdict)
+        assert "host data" not in verdict.detail

@@ -6,13 +6,14 @@ until a dataset is built or a sample scored, and a missing install is a
 
 * :class:`GymVerifier`: the answer between ``<answer>`` tags (:func:`ponder.text.tagged_answer`),
   scored by the dataset that generated the problem; the score is kept, the full score is correct.
-  Scorers run in a worker process with a time limit per score (:data:`DEFAULT_TIMEOUT_S`).
+  Scorers run in a sandboxed worker process with a time limit per score (:data:`DEFAULT_TIMEOUT_S`).
 
 Safety: some scorers evaluate the answer text as Python (``eval`` in ``string_insertion``,
 ``spiral_matrix``, ``binary_matrix`` and ``n_queens``; sympy's ``parse_expr``, which uses ``eval``,
-in ``countdown``, ``puzzle24``, ``polynomial_multiplication`` and the integration datasets). The
-worker process stops an answer that hangs or kills its process from taking Ponder down with it,
-but it is not a sandbox: it runs with the user's rights, like reasoning-gym's own scoring.
+in ``countdown``, ``puzzle24``, ``polynomial_multiplication`` and the integration datasets). That
+is model-written code, so the worker runs inside the code sandbox (:mod:`ponder.verify.code`:
+bubblewrap where available, else its weaker fallback), and a hang or a crash costs one ``error``
+verdict and a new worker.
 * :class:`GymReference`: what a gym problem stores as its reference (dataset, options, index,
   answer, library version); the verifier regenerates the entry from it.
 * :func:`make_dataset`, :func:`canonical_options`, :func:`dataset_options`, :func:`gym_datasets`,

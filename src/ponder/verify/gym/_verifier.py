@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
-from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
 
+import ponder
 from ponder._closing import Closing
 from ponder.errors import ConfigError, DataError, UserError, VerifyError
 from ponder.records import Verdict
 from ponder.text import tagged_answer
+from ponder.verify.code import SandboxLimits, sandbox_plan
 from ponder.verify.gym._library import import_gym
 from ponder.verify.gym._reference import GymReference
-from ponder.verify.gym._worker import READY, Reply, serve
+from ponder.verify.gym._worker import Reply
 
 ANSWER_TAG = "answer"
 """The tag a gym task asks the model to put its final answer in: ``<answer>...</answer>``."""
@@ -23,61 +33,112 @@ DEFAULT_TIMEOUT_S = 10.0
 _START_TIMEOUT_S = 120.0  # starting a worker imports reasoning-gym: seconds on a loaded machine
 
 
+_BOOT = """
+import json, sys
+config = json.loads(sys.stdin.readline())
+sys.path[:0] = config["path"]
+from ponder.verify.gym._worker import serve_lines
+serve_lines(config)
+"""
+"""Started with ``python -I -S`` inside the sandbox: the import path comes from the parent."""
+
+
 class _Worker:
-    """One scoring process (see ``_worker``) and the parent's end of its pipe."""
+    """One sandboxed scoring process (see ``_worker``) and the parent's ends of its pipes."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs llama.cpp
-        self.conn, child = ctx.Pipe()
-        self.process: BaseProcess = ctx.Process(
-            target=serve, args=(child,), name="ponder-gym-scorer", daemon=True
-        )
-        self.process.start()
-        child.close()
-        if not self.conn.poll(_START_TIMEOUT_S):
-            self.stop()
-            raise VerifyError(f"the gym scoring worker did not start in {_START_TIMEOUT_S:g}s")
+        plan = sandbox_plan()
+        limits = SandboxLimits(memory_bytes=4 << 30)  # sympy and numpy map a lot of address space
+        src_root = str(Path(ponder.__file__).resolve().parent.parent)
+        path = [src_root, *(p for p in sys.path if p and os.path.isdir(p) and p != src_root)]
+        argv = [*plan.argv(limits, sys.executable, keep=[src_root]), "-c", _BOOT]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         try:
-            ok, message = self.conn.recv()
-        except EOFError:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+                cwd="/",
+                text=True,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise VerifyError(
+                f"the gym scoring sandbox ({plan.info.mode}) could not start: {exc}"
+            ) from exc
+        config = {
+            "path": path,
+            "drop_to_uid": plan.drop_to_uid,
+            "limits": {
+                "memory_bytes": limits.memory_bytes,
+                "max_processes": limits.max_processes,
+                "file_bytes": limits.file_bytes,
+            },
+        }
+        reply = self._exchange(json.dumps(config), _START_TIMEOUT_S)
+        if reply is None:
+            why = self._stderr_tail() or f"exit code {self.process.poll()}"
             self.stop()
             raise VerifyError(
-                f"the gym scoring worker exited while starting (exit code {self.process.exitcode})"
-            ) from None
+                f"the gym scoring sandbox ({plan.info.mode}) did not start: {why}",
+                hint=f"check that this works: {' '.join(plan.argv(limits, sys.executable))} -c pass",
+            )
+        ok, message = reply
         if not ok:
             self.stop()
             raise UserError(str(message))
-        assert message == READY
+
+    def _exchange(self, line: str, timeout_s: float) -> list[Any] | None:
+        """Send one line and read the reply; None when the worker died or overran ``timeout_s``."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(line + "\n")
+            stdin.flush()
+        except OSError:
+            return None
+        ready, _, _ = select.select([stdout], [], [], timeout_s)
+        if not ready:
+            return None
+        text = stdout.readline()
+        if not text:  # it ended: let the launcher report the exit code
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            return None
+        return json.loads(text)
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-2000:].decode(errors="replace").strip()
 
     def score(self, reference: str, answer: str, timeout_s: float) -> Reply:
         """The worker's reply, or (False, why) when it overran the limit or died (then it is
         stopped, and the caller starts another)."""
-        try:
-            self.conn.send((reference, answer))
-        except OSError:  # it died after its last reply
-            self.stop()
-            return False, f"the scoring worker had ended (exit code {self.process.exitcode})"
-        if not self.conn.poll(timeout_s):
-            self.stop()
+        reply = self._exchange(json.dumps([reference, answer]), timeout_s)
+        if reply is not None:
+            return bool(reply[0]), reply[1]
+        code = self.process.poll()
+        self.stop()
+        if code is None:
             return False, f"the scorer took longer than {timeout_s:g}s (stopped)"
-        try:
-            reply: Reply = self.conn.recv()
-        except EOFError:
-            self.process.join(5)
-            code = self.process.exitcode
-            self.stop()
-            return False, f"the scorer ended its worker process (exit code {code})"
-        return reply
+        return False, f"the scorer ended its worker process (exit code {code})"
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive() and not self.conn.closed
+        return self.process.poll() is None
 
     def stop(self) -> None:
-        self.conn.close()
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+        for stream in (self.process.stdin, self.process.stdout, self._stderr):
+            if stream is not None:
+                stream.close()
 
 
 class GymVerifier(Closing):
@@ -92,8 +153,8 @@ class GymVerifier(Closing):
     process, and a problem that cannot be regenerated (another reasoning-gym version installed, a
     changed generator), give ``error`` with the cause in the detail.
 
-    Scorers run in one worker process (started on first use, replaced after a timeout or a
-    crash), since some of them evaluate the answer text as Python; see ``ponder.verify.gym``.
+    Scorers run in one sandboxed worker process (started on first use, replaced after a timeout
+    or a crash), since some of them evaluate the answer text as Python; see ``ponder.verify.gym``.
 
     Args:
         timeout_s: Time limit of one score, in seconds.

@@ -1,11 +1,17 @@
-"""The scoring worker: a separate process that regenerates entries and runs the datasets' scorers.
+"""The scoring worker: a sandboxed process that regenerates entries and runs the datasets' scorers.
 
-Scorers run outside Ponder's process because some of them evaluate the answer text as Python
-(``eval`` in ``string_insertion``, ``spiral_matrix``, ``binary_matrix``, ``n_queens``; sympy's
-``parse_expr`` in ``countdown``, ``puzzle24``, ``polynomial_multiplication`` and the integration
-datasets): an answer can hang, exhaust memory or kill the process. The parent gives each score a
-time limit and replaces a worker that overran or died. This is isolation from hangs and crashes,
-not a sandbox: the worker runs with the user's rights.
+Some scorers evaluate the answer text (model-written) as Python: ``eval`` in ``string_insertion``,
+``spiral_matrix``, ``binary_matrix``, ``n_queens``; sympy's ``parse_expr`` (which evaluates too) in
+``countdown``, ``puzzle24``, ``polynomial_multiplication`` and the integration datasets. So the worker
+runs inside the same sandbox as model-written code (:mod:`ponder.verify.code`): with bubblewrap, no
+network, a read-only filesystem, home directories and the host's ``/tmp`` hidden, its own PID
+namespace; as ``nobody`` when Ponder runs as root; with rlimits on memory, processes, file size and
+core dumps, set once the scorers' libraries are imported and before the first answer is read. The
+parent gives each score a time limit and replaces a worker that overran or died.
+
+Protocol: one JSON object per line. The parent sends the configuration first
+(``{"drop_to_uid": ..., "limits": {...}}``), the worker answers ``[true, "ready"]`` (or
+``[false, why]``), then each request ``[reference JSON, answer]`` gets one reply ``[ok, score or why]``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from multiprocessing.connection import Connection
+import os
+import sys
 from typing import Any
 
 from ponder.errors import DataError, UserError
@@ -84,17 +91,44 @@ class _Scorer:
         return True, value
 
 
-def serve(conn: Connection) -> None:
-    """Worker main loop: answer each :data:`Request` with a :data:`Reply` until the pipe closes."""
+def _confine(config: dict[str, Any]) -> None:
+    """Drop root (when the sandbox kept the right to) and set the rlimits, before any answer."""
+    import resource
+
+    uid = config.get("drop_to_uid")
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    limits = config.get("limits", {})
+    for which, value in (
+        (resource.RLIMIT_AS, limits.get("memory_bytes")),
+        (resource.RLIMIT_NPROC, limits.get("max_processes")),
+        (resource.RLIMIT_FSIZE, limits.get("file_bytes")),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        if value is not None:
+            resource.setrlimit(which, (value, value))
+
+
+def serve_lines(config: dict[str, Any]) -> None:
+    """Worker main loop over stdin/stdout (see the module docstring), until stdin closes."""
+    out = sys.stdout
+    # What a scorer prints must not corrupt the replies: its output goes to stderr.
+    sys.stdout = sys.stderr
+
+    def reply(value: object) -> None:
+        out.write(json.dumps(value) + "\n")
+        out.flush()
+
     try:
         scorer = _Scorer()
     except UserError as exc:  # reasoning-gym missing: the parent raises it
-        conn.send((False, exc.message))
+        reply([False, exc.message])
         return
-    conn.send((True, READY))
-    while True:
-        try:
-            reference, answer = conn.recv()
-        except (EOFError, OSError):
-            return
-        conn.send(scorer.score(reference, answer))
+    _confine(config)
+    reply([True, READY])
+    for line in sys.stdin:
+        reference, answer = json.loads(line)
+        ok, value = scorer.score(reference, answer)
+        reply([ok, value])
