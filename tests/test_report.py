@@ -261,3 +261,84 @@ def test_cost_chart_labels_its_token_axis_within_one_decade(tmp_path: Path) -> N
     # the k axes keep their labels
     coverage = next(c for c in charts if "Coverage and selection" in c)
     assert _svg_x_tick_labels(coverage)[:2] == ["1", "2"]
+
+
+def test_cost_chart_against_flops_needs_a_parameter_count(tmp_path: Path) -> None:
+    """`report --x flops` puts coverage and majority against FLOPs (2 x params x tokens); a model whose
+    size Ponder does not know is refused with the flag that fixes it."""
+    db = tmp_path / "t.db"
+    run_id = make_run(db, problems=3, n=8)
+    page = tmp_path / "r.html"
+    refused = CliRunner().invoke(
+        app, ["report", run_id, "--db", str(db), "--html", str(page), "--x", "flops"]
+    )
+    assert refused.exit_code == 2, refused.output
+    assert "--params" in refused.output
+    params = 1_000_000
+    args = ["report", run_id, "--db", str(db), "--params", str(params), "--bootstrap", "0"]
+    tokens = _json(*args, "--json")["runs"][0]["cost"]["by_k"]["total_tokens"]
+    done = CliRunner().invoke(app, [*args, "--html", str(page), "--x", "flops"])
+    assert done.exit_code == 0, done.output
+    charts = re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.S)
+    cost = next(c for c in charts if "Coverage versus cost (flops)" in c)
+    assert "FLOPs" in cost and "majority vote" in cost
+    values = [float(x.replace("k", "e3").replace("M", "e6")) for x in _svg_x_tick_labels(cost)]
+    lo, hi = 2 * params * min(tokens), 2 * params * max(tokens)
+    assert values and all(lo * 0.99 <= v <= hi * 1.01 for v in values), (values, lo, hi)
+    bad = CliRunner().invoke(app, [*args, "--html", str(page), "--x", "dollars"])
+    assert bad.exit_code == 2 and "tokens or flops" in bad.output
+
+
+class _LogprobBackend(ScriptedBackend):
+    """A scripted model that also reports a mean token log-probability per sample."""
+
+    async def _send(self, request):  # type: ignore[no-untyped-def]
+        gen = await super()._send(request)
+        completions = [
+            c.model_copy(update={"mean_logprob": -0.1 * (i + 1)})
+            for i, c in enumerate(gen.completions)
+        ]
+        return gen.model_copy(update={"completions": completions})
+
+
+def test_load_run_scores_by_logprob_or_by_verifier(tmp_path: Path) -> None:
+    """Best-of-k by the model's confidence must not see a verifier's partial-credit score."""
+    the_task = get_task("gsm8k")
+    chosen = select_problems(the_task.problems(), limit=1)
+    backend = _LogprobBackend(outputs=["#### 1", "#### 2", "#### 3"], batch=3)
+    with Store(tmp_path / "t.db") as store:
+        rep = asyncio.run(
+            sample_run(store, backend, the_task, chosen, 3, SamplingParams(max_tokens=8))
+        )
+        todo = store.unverified(rep.run_id, "partial", force=False)
+        # the last sample is right: the verifier's score knows it, the model's confidence does not
+        store.add_verdicts(
+            "partial",
+            [
+                (
+                    s.id or 0,
+                    Verdict(
+                        status="correct" if j == 2 else "incorrect",
+                        extracted=s.text[-1],
+                        score=0.5 + 0.1 * j,
+                    ),
+                )
+                for j, (s, _) in enumerate(todo)
+            ],
+        )
+        by = {
+            source: load_run(store, rep.run_id, "partial", scores=source).problems[0].scores
+            for source in ("auto", "logprob", "verifier")
+        }
+        with pytest.raises(UserError, match="score source"):
+            load_run(store, rep.run_id, "partial", scores="nope")  # type: ignore[arg-type]
+    assert by["logprob"].tolist() == pytest.approx([-0.1, -0.2, -0.3])
+    assert by["verifier"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+    assert by["auto"].tolist() == by["verifier"].tolist()
+    db = str(tmp_path / "t.db")
+    best = {
+        source: _json("report", rep.run_id, "--db", db, "--verifier", "partial", "--json",
+                      "--bootstrap", "0", "--scores", source)["runs"][0]["selection"]["best_of"][-1]
+        for source in ("logprob", "verifier")
+    }  # fmt: skip
+    assert best == {"logprob": 0.0, "verifier": 1.0}

@@ -303,7 +303,8 @@ def test_unknown_task_lists_valid_names() -> None:
         get_task("gsm9k")
     assert "unknown task 'gsm9k'" in info.value.message
     assert (
-        "choose one of: aime2025, gsm8k, humaneval, jsonl, jsonl-code, mbpp" in info.value.message
+        "choose one of: aime2025, gsm8k, gym, humaneval, jsonl, jsonl-code, mbpp"
+        in info.value.message
     )
 
 

@@ -13,7 +13,7 @@ from ponder.analysis._curves import (
     per_problem_pass_at_k,
     samples_to_reach,
 )
-from ponder.analysis._data import ProblemSamples, RunData, load_run
+from ponder.analysis._data import ProblemSamples, RunData, ScoreSource, load_run
 from ponder.analysis._passk import (
     coverage_at_k,
     k_grid,
@@ -68,6 +68,7 @@ __all__ = [
     "RunReport",
     "RunSummaryStats",
     "ScalingFit",
+    "ScoreSource",
     "build_report",
     "check_comparable",
     "cost_curve",

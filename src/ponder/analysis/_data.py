@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ponder.analysis._tally import run_verifier
+from ponder.errors import UserError
 from ponder.store import RunSpec, Store
 
 
@@ -69,10 +70,21 @@ class RunData:
         return np.array([p.c for p in self.problems], dtype=np.int64)
 
 
-def load_run(store: Store, run_ref: str, verifier: str | None = None) -> RunData:
+ScoreSource = Literal["auto", "logprob", "verifier"]
+"""Where a sample's score (what best-of-k and weighted vote rank by) comes from."""
+
+
+def load_run(
+    store: Store, run_ref: str, verifier: str | None = None, *, scores: ScoreSource = "auto"
+) -> RunData:
     """Load a run's verified samples. Samples without a verdict from ``verifier`` are left out.
 
     ``verifier`` defaults to the run's verifier (see :func:`run_verifier`).
+
+    ``scores`` chooses each sample's score: ``"auto"`` the verifier's score where it gave one, else the
+    mean token log-probability; ``"logprob"`` only the mean token log-probability (a selector that does
+    not see the verifier, e.g. best-of-k by the model's confidence when the verifier gives partial
+    credit); ``"verifier"`` only the verifier's score. A sample without one gets NaN.
 
     Raises:
         UserError: the run has no verdicts (yet), or none from ``verifier``.
@@ -88,20 +100,24 @@ def load_run(store: Store, run_ref: str, verifier: str | None = None) -> RunData
         # Columns as in Store.verified_rows; rows come ordered by sample index.
         cols = list(zip(*rows, strict=True)) if rows else [()] * 10
         _, _, status, extracted, score, logprob, ctok, ptok, latency, text = cols
-        scores = np.array(
-            [
-                v if v is not None else (lp if lp is not None else np.nan)
-                for v, lp in zip(score, logprob, strict=True)
-            ],
-            dtype=np.float64,
-        )
+        if scores == "logprob":
+            chosen: Any = logprob
+        elif scores == "verifier":
+            chosen = score
+        elif scores == "auto":
+            chosen = [v if v is not None else lp for v, lp in zip(score, logprob, strict=True)]
+        else:
+            raise UserError(
+                f"unknown score source {scores!r}", hint="choose auto, logprob or verifier"
+            )
+        sample_scores = np.array([np.nan if v is None else v for v in chosen], dtype=np.float64)
         problems.append(
             ProblemSamples(
                 problem_id=p.id,
                 reference=p.reference,
                 correct=np.array([st == "correct" for st in status], dtype=np.bool_),
                 answers=list(extracted),
-                scores=scores,
+                scores=sample_scores,
                 completion_tokens=np.array(ctok, dtype=np.int64),
                 prompt_tokens=np.array(ptok, dtype=np.int64),
                 latency_s=np.array(latency, dtype=np.float64),

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ponder.analysis._plots import cost_figure, coverage_figure, figure_svg, scaling_figure
+from ponder.analysis._plots import (
+    CostAxis,
+    cost_figure,
+    coverage_figure,
+    figure_svg,
+    scaling_figure,
+)
 from ponder.analysis._report import RunReport
 
 _CSS = """
@@ -166,13 +172,13 @@ def _sample_browser(r: RunReport, per_problem: int) -> str:
     return "".join(parts)
 
 
-def render_html(reports: Sequence[RunReport], *, samples_per_problem: int = 20) -> str:
-    """The whole report as one HTML document."""
+def render_html(
+    reports: Sequence[RunReport], *, samples_per_problem: int = 20, cost_x: CostAxis = "tokens"
+) -> str:
+    """The whole report as one HTML document; ``cost_x`` is the cost chart's x axis (tokens or FLOPs)."""
     notes = "".join(f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes)
-    charts = "".join(
-        f"<div class=charts>{figure_svg(make(reports))}</div>"
-        for make in (coverage_figure, scaling_figure, cost_figure)
-    )
+    figures = (coverage_figure(reports), scaling_figure(reports), cost_figure(reports, cost_x))
+    charts = "".join(f"<div class=charts>{figure_svg(fig)}</div>" for fig in figures)
     title = f"Ponder report: {', '.join(r.label for r in reports)}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head>

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from ponder.errors import UserError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -137,15 +139,47 @@ def scaling_figure(reports: Sequence[RunReport]) -> Figure:
     return fig
 
 
-def cost_figure(reports: Sequence[RunReport]) -> Figure:
-    """Coverage against the tokens it cost."""
+CostAxis = Literal["tokens", "flops"]
+"""What the cost chart's x axis counts: tokens, or FLOPs (``2 * params`` per token, see :mod:`ponder.analysis`)."""
+
+_COST_AXIS = {
+    "tokens": ("total_tokens", "total tokens (prompt + completion, all problems)"),
+    "flops": ("flops", "FLOPs (2 x parameters x tokens, all problems)"),
+}
+
+
+def cost_figure(reports: Sequence[RunReport], x: CostAxis = "tokens") -> Figure:
+    """Coverage (solid) and majority vote (dashed) against what they cost: tokens or FLOPs.
+
+    FLOPs put runs of different models on one axis (a small model with many samples against a large
+    one with few); they need each run's parameter count.
+
+    Raises:
+        UserError: ``x="flops"`` for a run whose model's parameter count is unknown.
+    """
+    if x not in _COST_AXIS:
+        raise UserError(f"unknown cost axis {x!r}", hint=f"choose one of: {', '.join(_COST_AXIS)}")
+    key, xlabel = _COST_AXIS[x]
     fig = _figure()
     ax = fig.add_subplot()
     spans = []
     for r, color in zip(reports, _colors(len(reports)), strict=True):
-        tokens = np.asarray(r.cost_by_k["total_tokens"], dtype=float)
-        ax.plot(tokens, r.coverage.mean, "-o", color=color, ms=3, label=r.label)
-        spans.append(tokens[np.isfinite(tokens) & (tokens > 0)])
+        cost = np.asarray(r.cost_by_k[key], dtype=float)
+        if not np.isfinite(cost).any():
+            raise UserError(
+                f"run {r.data.run_id} has no FLOPs: the parameter count of {r.data.spec.model} is unknown",
+                hint="pass the model's parameter count (ponder report --params N), or plot tokens",
+            )
+        ax.plot(cost, r.coverage.mean, "-o", color=color, ms=3, label=f"{r.label}: coverage")
+        if "majority" in r.selection:
+            ax.plot(
+                cost,
+                r.selection["majority"].mean,
+                _SELECTION_STYLE["majority"],
+                color=color,
+                label=f"{r.label}: majority vote",
+            )
+        spans.append(cost[np.isfinite(cost) & (cost > 0)])
     _log_x(ax)
     shown = np.concatenate(spans) if spans else np.array([])
     if shown.size:
@@ -154,9 +188,9 @@ def cost_figure(reports: Sequence[RunReport]) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(shown.min(), shown.max())))
     _finish(
         ax,
-        xlabel="total tokens (prompt + completion, all problems)",
-        ylabel="coverage",
-        title="Coverage versus cost",
+        xlabel=xlabel,
+        ylabel="share of problems solved",
+        title=f"Coverage versus cost ({x})",
     )
     return fig
 
@@ -178,13 +212,20 @@ def figure_svg(fig: Figure) -> str:
 
 
 def save_plots(
-    reports: Sequence[RunReport], directory: Path, formats: Sequence[str] = ("png", "svg")
+    reports: Sequence[RunReport],
+    directory: Path,
+    formats: Sequence[str] = ("png", "svg"),
+    *,
+    cost_x: CostAxis = "tokens",
 ) -> list[Path]:
-    """Write every chart in every format to ``directory``; returns the paths."""
+    """Write every chart in every format to ``directory``; returns the paths.
+
+    ``cost_x``: the x axis of the cost chart (tokens or FLOPs).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, make in FIGURES.items():
-        fig = make(reports)
+        fig = cost_figure(reports, cost_x) if name == "cost" else make(reports)
         for fmt in formats:
             path = directory / f"{name}.{fmt}"
             fig.savefig(path, format=fmt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ponder.cli import _models, _report, _run, _sample
+from ponder.cli import _models, _report, _run, _sample, _tasks
 
 app = typer.Typer(
     name="ponder",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(_models.app, name="models")
+app.command("tasks")(_tasks.tasks)
 app.command("sample")(_sample.sample)
 app.command("verify")(_sample.verify)
 app.command("run")(_run.run)

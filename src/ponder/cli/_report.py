@@ -143,6 +143,23 @@ def report(
         int, typer.Option(help="Samples per problem shown in the HTML sample browser.")
     ] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and subset draws.")] = 0,
+    scores: Annotated[
+        str,
+        typer.Option(
+            help="What best-of-k and weighted vote rank by: auto (the verifier's score where it "
+            "gives one, else the mean token log-probability), logprob (the model's confidence only; "
+            "use it when the verifier's score is partial credit, which knows the reference), or "
+            "verifier.",
+        ),
+    ] = "auto",
+    cost_x: Annotated[
+        str,
+        typer.Option(
+            "--x",
+            help="X axis of the cost chart: tokens, or flops (2 x parameters x tokens; puts runs "
+            "of different models at equal compute on one axis).",
+        ),
+    ] = "tokens",
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -158,10 +175,19 @@ def report(
             raise UserError(
                 "--bootstrap, --holdout and --samples-per-problem must be >= 0, --subsets >= 1"
             )
+        if scores not in ("auto", "logprob", "verifier"):
+            raise UserError(f"unknown --scores {scores!r}", hint="choose auto, logprob or verifier")
+        if cost_x not in ("tokens", "flops"):
+            raise UserError(f"unknown --x {cost_x!r}", hint="choose tokens or flops")
         prices = Prices(prompt_per_million=price_in, completion_per_million=price_out)
         reports = [
             build_report(
-                load_run(store, ref, verifier),
+                load_run(
+                    store,
+                    ref,
+                    verifier,
+                    scores=scores,  # type: ignore[arg-type]  # checked above
+                ),
                 bootstrap=bootstrap,
                 subsets=subsets,
                 holdout=holdout,
@@ -177,13 +203,25 @@ def report(
             from ponder.analysis import render_html
 
             html_out.write_text(
-                render_html(reports, samples_per_problem=samples_per_problem), "utf-8"
+                render_html(
+                    reports,
+                    samples_per_problem=samples_per_problem,
+                    cost_x=cost_x,  # type: ignore[arg-type]  # checked above
+                ),
+                "utf-8",
             )
             written.append(str(html_out))
         if plots is not None:
             from ponder.analysis import save_plots
 
-            written += [str(p) for p in save_plots(reports, plots)]
+            written += [
+                str(p)
+                for p in save_plots(
+                    reports,
+                    plots,
+                    cost_x=cost_x,  # type: ignore[arg-type]  # checked above
+                )
+            ]
         if json_out:
             from ponder.analysis import report_json
 

@@ -278,7 +278,12 @@ def run(
         ),
     ],
     task: Annotated[
-        str, typer.Option("--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, ...")
+        str,
+        typer.Option(
+            "--task",
+            "-t",
+            help="gsm8k, aime2025, jsonl, humaneval, gym:NAME, ... (`ponder tasks` lists them)",
+        ),
     ] = "gsm8k",
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,

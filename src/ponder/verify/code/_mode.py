@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -96,10 +97,19 @@ class Plan:
     uid_is_host_uid: bool  # no user namespace: RLIMIT_NPROC counts the uid's host-wide processes
     guard: bool  # install the in-process reliability guard
 
-    def argv(self, limits: SandboxLimits, python: str, info_fd: int | None = None) -> list[str]:
+    def argv(
+        self,
+        limits: SandboxLimits,
+        python: str,
+        info_fd: int | None = None,
+        *,
+        keep: Sequence[str] = (),
+    ) -> list[str]:
         """The command that starts the zygote (without ``-c SOURCE``).
 
         ``info_fd``: where bwrap writes the sandbox's PID (as seen from here) once it exists.
+        ``keep``: directories that must stay visible (read-only) even where home directories and
+        the host's ``/tmp`` are hidden, besides the interpreter's own.
         """
         argv = list(self.prefix)
         if self.bwrap:
@@ -111,7 +121,7 @@ class Plan:
                 "--tmpfs", "/dev/shm",
                 "--remount-ro", "/dev",
             ]  # fmt: skip
-            argv += _hide_args(python)
+            argv += _hide_args(python, keep)
             argv += ["--chdir", "/tmp", "--clearenv", "--setenv", "PATH", _PATH]
             argv += ["--setenv", "LANG", "C.UTF-8", "--"]
         return [*argv, python, "-I", "-S"]
@@ -134,7 +144,7 @@ def _python_dirs(python: str) -> list[str]:
     return sorted({os.path.realpath(d) for d in dirs if d})
 
 
-def _hide_args(python: str) -> list[str]:
+def _hide_args(python: str, keep: Sequence[str] = ()) -> list[str]:
     """bwrap arguments that hide home directories (and the host's /tmp) but keep Python visible."""
     home = os.path.realpath(os.path.expanduser("~"))
     hidden: list[str] = []
@@ -146,7 +156,8 @@ def _hide_args(python: str) -> list[str]:
     for path in hidden:
         if path != "/tmp":  # mounted already, with its size limit
             args += ["--perms", "0755", "--tmpfs", path]
-    needed = [d for d in _python_dirs(python) if any(_under(d, h) for h in hidden)]
+    visible = sorted({*_python_dirs(python), *(os.path.realpath(k) for k in keep)})
+    needed = [d for d in visible if any(_under(d, h) for h in hidden)]
     kept: list[str] = []
     for d in needed:  # sorted, so a parent comes before what it contains
         if not any(_under(d, k) for k in kept):
