@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import reasoning_gym  # the dev setup installs the gym extra: its absence is a failure, not a skip
+from reasoning_gym.factory import DATASETS
 from typer.testing import CliRunner
 
 from ponder.cli import app
@@ -23,9 +25,6 @@ from ponder.tasks import GymTask, get_task, register_task
 from ponder.text import tagged_answer
 from ponder.verify import Verifier, make_verifier
 from ponder.verify.gym import GYM_INSTALL, GYM_VERSION, GymReference, GymVerifier
-
-reasoning_gym = pytest.importorskip("reasoning_gym")
-from reasoning_gym.factory import DATASETS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PONDER = str(Path(sys.executable).parent / "ponder")
@@ -439,13 +438,14 @@ def test_sample_and_report_end_to_end(tmp_path: Path) -> None:
     assert run["cost"]["samples"] == 4
 
 
-def test_scorers_that_run_answers_are_sandboxed(tmp_path: Path) -> None:
+def test_scorers_that_run_answers_are_sandboxed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The answer string_insertion's scorer evaluates is model-written code: it runs in the code
     sandbox, so it cannot write outside it, reach the network, or see what the host keeps in /tmp."""
-    from ponder.verify.code import sandbox_mode
-
-    if sandbox_mode().mode != "bwrap":
-        pytest.skip("the filesystem and network claims are made for the bubblewrap sandbox")
+    # These are the bubblewrap sandbox's claims (the setup script installs it): forced, so that a
+    # machine without it fails here instead of testing the weaker fallback against them.
+    monkeypatch.setenv("PONDER_SANDBOX", "bwrap")
     problem = get_task("gym:string_insertion", size=1).problems()[0]
     secret = tmp_path / "secret.txt"
     secret.write_text("host data")
