@@ -169,6 +169,16 @@ def params_of(args: argparse.Namespace, **override: Any) -> SamplingParams:
     return SamplingParams(**values)
 
 
+def task_model_cells(args: argparse.Namespace) -> list[Cell]:
+    """One cell per (task, model) of the command line, at its sampling parameters and ``--n``."""
+    options = task_options(args.task_option)
+    return [
+        Cell(model, task, args.n, params_of(args), f"{task} / {model}", options)
+        for task in args.task
+        for model in args.model
+    ]
+
+
 def _problems(task: Task, count: int) -> list[Problem]:
     return select_problems(task.problems(), limit=count)
 

@@ -46,12 +46,7 @@ def run() -> None:
         help="points (percent of problems) a doubling of k must gain to count as improving",
     )
     args = c.parse_args(p)
-    options = c.task_options(args.task_option)
-    cells = [
-        c.Cell(model, task, args.n, c.params_of(args), f"{task} / {model}", options)
-        for task in args.task
-        for model in args.model
-    ]
+    cells = c.task_model_cells(args)
     summary = []
     per_run = []
     reports = []

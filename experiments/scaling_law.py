@@ -74,12 +74,7 @@ def run() -> None:
         help="fit the law on k <= this; every larger k is held out and predicted (default 64)",
     )
     args = c.parse_args(p)
-    options = c.task_options(args.task_option)
-    cells = [
-        c.Cell(model, task, args.n, c.params_of(args), f"{task} / {model}", options)
-        for task in args.task
-        for model in args.model
-    ]
+    cells = c.task_model_cells(args)
     with c.opened(args) as store:
         drawn = c.draw(args, store, cells)
         # The HTML report's own fit holds out the same k as the table's.
