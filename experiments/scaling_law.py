@@ -12,9 +12,8 @@ The issue's sizes: 2 tasks x 40 problems x 256 samples with smollm2-135m (the de
 from __future__ import annotations
 
 import _common as c
-import numpy as np
 
-from ponder.analysis import RunReport, ScalingFit, fit_scaling_law, k_grid_log
+from ponder.analysis import RunReport, ScalingFit, coverage_at_k, fit_scaling_law, k_grid_log
 from ponder.errors import UserError
 
 NAME = "scaling_law"
@@ -91,10 +90,13 @@ def run() -> None:
     grid = c.doubling_grid(max(int(r.ks.max()) for _, r in reports))
     coverage_rows = []
     for k in grid:
-        cells_k = []
-        for _, r in reports:
-            hit = np.nonzero(r.ks == k)[0]
-            cells_k.append(c.pct(r.coverage.mean[hit[0]]) if hit.size else "–")
+        # Computed at exactly k (the report's curve is on a log grid that skips most powers of two).
+        cells_k = [
+            c.pct(coverage_at_k(r.data.n_per_problem(), r.data.c_per_problem(), k))
+            if k <= int(r.ks.max())
+            else "–"
+            for _, r in reports
+        ]
         coverage_rows.append([k, *cells_k])
     wall = c.md_table(
         ["run", "id", "samples drawn now", "sampling wall s (this invocation)", "samples/s"],

@@ -334,11 +334,12 @@ def test_load_run_scores_by_logprob_or_by_verifier(tmp_path: Path) -> None:
             load_run(store, rep.run_id, "partial", scores="nope")  # type: ignore[arg-type]
     assert by["logprob"].tolist() == pytest.approx([-0.1, -0.2, -0.3])
     assert by["verifier"].tolist() == pytest.approx([0.5, 0.6, 0.7])
-    assert by["auto"].tolist() == by["verifier"].tolist()
+    # the default never ranks by a score that knows the reference
+    assert by["auto"].tolist() == by["logprob"].tolist()
     db = str(tmp_path / "t.db")
     best = {
         source: _json("report", rep.run_id, "--db", db, "--verifier", "partial", "--json",
                       "--bootstrap", "0", "--scores", source)["runs"][0]["selection"]["best_of"][-1]
-        for source in ("logprob", "verifier")
+        for source in ("logprob", "verifier", "auto")
     }  # fmt: skip
-    assert best == {"logprob": 0.0, "verifier": 1.0}
+    assert best == {"logprob": 0.0, "verifier": 1.0, "auto": 0.0}

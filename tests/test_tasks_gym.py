@@ -322,6 +322,34 @@ def test_unparsed_and_broken_references() -> None:
         assert status == "error" and message in detail, detail
 
 
+def test_extract_fallback_is_opt_in_and_part_of_the_identity() -> None:
+    plain = get_task("gym:chain_sum", size=3)
+    loose = get_task("gym:chain_sum", size=3, extract="tag,last_number")
+    assert "extract" not in plain.spec()["source"]  # runs from before the option keep their id
+    assert loose.spec()["source"]["extract"] == ["tag", "last_number"]
+    assert plain.spec() != loose.spec()
+    problem, loose_problem = plain.problems()[1], loose.problems()[1]
+    assert problem.reference is not None
+    answer = GymReference.from_json(problem.reference).answer
+    assert answer is not None
+    wrong = str(int(answer) + 1)
+    reply = f"First 3 and 4. So the sum is {answer}."
+    assert _score(problem, reply)[0] == "unparsed"
+    assert _score(loose_problem, reply)[:3] == ("correct", 1.0, answer)
+    # the tag still wins over a later number, and a wrong last number is wrong
+    assert _score(loose_problem, f"<answer>{answer}</answer> (not {wrong})")[0] == "correct"
+    assert _score(loose_problem, f"it is {wrong}")[:3] == ("incorrect", 0.0, wrong)
+    status, _, _, detail = _score(loose_problem, "no idea")
+    assert status == "unparsed" and "last_number" in detail
+    # the order is the user's: last_number first takes the number after the tag
+    first = get_task("gym:chain_sum", size=3, extract=["last_number", "tag"]).problems()[1]
+    assert _score(first, f"<answer>{answer}</answer> (not {wrong})")[0] == "incorrect"
+    for bad in ("tagg", "", ["tag", "nope"]):
+        with pytest.raises(ConfigError, match="extract") as info:
+            get_task("gym:chain_sum", size=3, extract=bad)
+        assert "last_number" in (info.value.hint or "")
+
+
 def test_scorers_run_in_a_worker_with_a_time_limit() -> None:
     """string_insertion's scorer evaluates a wrong answer as Python: an answer that sleeps or
     ends the process is an error verdict, and the next sample is scored by a fresh worker."""

@@ -81,10 +81,12 @@ def load_run(
 
     ``verifier`` defaults to the run's verifier (see :func:`run_verifier`).
 
-    ``scores`` chooses each sample's score: ``"auto"`` the verifier's score where it gave one, else the
-    mean token log-probability; ``"logprob"`` only the mean token log-probability (a selector that does
-    not see the verifier, e.g. best-of-k by the model's confidence when the verifier gives partial
-    credit); ``"verifier"`` only the verifier's score. A sample without one gets NaN.
+    ``scores`` chooses each sample's score, what best-of-k and the weighted vote rank by: ``"auto"``
+    (the default) and ``"logprob"`` the mean token log-probability, the model's own confidence;
+    ``"verifier"`` the verifier's score. A run's verifier scores against the problem's reference
+    (the gym scorers' partial credit, for example), so ranking by it is an oracle: an upper bound
+    next to coverage, not a selector a deployed system could use; it is never chosen by default.
+    A sample without the chosen score gets NaN.
 
     Raises:
         UserError: the run has no verdicts (yet), or none from ``verifier``.
@@ -100,12 +102,10 @@ def load_run(
         # Columns as in Store.verified_rows; rows come ordered by sample index.
         cols = list(zip(*rows, strict=True)) if rows else [()] * 10
         _, _, status, extracted, score, logprob, ctok, ptok, latency, text = cols
-        if scores == "logprob":
+        if scores in ("auto", "logprob"):
             chosen: Any = logprob
         elif scores == "verifier":
             chosen = score
-        elif scores == "auto":
-            chosen = [v if v is not None else lp for v, lp in zip(score, logprob, strict=True)]
         else:
             raise UserError(
                 f"unknown score source {scores!r}", hint="choose auto, logprob or verifier"

@@ -146,10 +146,9 @@ def report(
     scores: Annotated[
         str,
         typer.Option(
-            help="What best-of-k and weighted vote rank by: auto (the verifier's score where it "
-            "gives one, else the mean token log-probability), logprob (the model's confidence only; "
-            "use it when the verifier's score is partial credit, which knows the reference), or "
-            "verifier.",
+            help="What best-of-k and weighted vote rank by: auto or logprob (the mean token "
+            "log-probability, the model's own confidence), or verifier (the verifier's score, "
+            "e.g. partial credit: it knows the reference, so that ranking is an oracle bound).",
         ),
     ] = "auto",
     cost_x: Annotated[

@@ -11,7 +11,12 @@
 * for ``gym:composite``, ``mix=NAME:WEIGHT,...`` (reasoning-gym's composite dataset; each problem
   comes from one of the named datasets, drawn with these weights) and optionally
   ``configs={"NAME": {options}}``;
-* Ponder's prompt options ``system_prompt``, ``template`` (with ``{question}``) and ``stop``.
+* Ponder's prompt options ``system_prompt``, ``template`` (with ``{question}``) and ``stop``;
+* ``extract`` (default ``tag``): where the verifier finds the answer, methods tried in order,
+  comma-separated: ``tag`` or one of :data:`ponder.text.ExtractStrategy`. ``-T
+  extract=tag,last_number`` takes the tag, else the last number of the reply: for models too small
+  to write the tag (SmolLM2-135M never does), on datasets whose answers are single numbers. It is
+  part of the task's identity (a different extraction scores the same replies differently).
 
 Problem ids are ``gym:NAME/<index>``. The task's spec (the run's identity) holds the
 reasoning-gym version, the dataset name, its options and its full configuration.
@@ -38,9 +43,12 @@ from ponder.records import Problem
 from ponder.tasks._base import TemplateTask, VerifierKind
 from ponder.tasks._registry import register_task
 from ponder.verify.gym import (
+    DEFAULT_EXTRACT,
     GYM_DISTRIBUTION,
+    GymExtract,
     GymReference,
     canonical_options,
+    check_extract,
     dataset_config,
     gym_version,
     make_dataset,
@@ -73,6 +81,7 @@ class GymTask(TemplateTask):
     template: str = GYM_TEMPLATE
     dataset: str
     options: dict[str, Any] = field(default_factory=dict)
+    extract: tuple[GymExtract, ...] = DEFAULT_EXTRACT
     _version: str = field(default="", init=False, repr=False, compare=False)
     _generator: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -86,6 +95,7 @@ class GymTask(TemplateTask):
             self.stop = GYM_STOP
         super().__post_init__()
         self.name = f"gym:{self.dataset}"
+        self.extract = check_extract(self.extract)
         # Checks the names (and imports reasoning-gym, or says how to install it) before any
         # generation; the values are checked by the generator's configuration when it is built.
         self.options = canonical_options(self.dataset, self.options)
@@ -104,6 +114,7 @@ class GymTask(TemplateTask):
                 index=index,
                 answer=None if answer is None else str(answer),
                 version=self._version,
+                extract=self.extract,
             )
             problems.append(
                 Problem(
@@ -125,6 +136,9 @@ class GymTask(TemplateTask):
             "options": dict(self.options),
             "config": dataset_config(self._generator),
         }
+        if self.extract != DEFAULT_EXTRACT:
+            # Only when set: runs from before the option keep their identity.
+            source["extract"] = list(self.extract)
         return problems, source
 
 
@@ -135,6 +149,7 @@ def gym_task(
     system_prompt: str | None = None,
     template: str = GYM_TEMPLATE,
     stop: list[str] | tuple[str, ...] | None = None,
+    extract: str | list[str] | tuple[str, ...] = DEFAULT_EXTRACT,
     **options: Any,
 ) -> GymTask:
     """A reasoning-gym dataset as a task: ``--task gym:NAME -T OPTION=VALUE ...``.
@@ -144,6 +159,7 @@ def gym_task(
         system_prompt: Optional system message.
         template: The user message, with ``{question}`` (default :data:`GYM_TEMPLATE`).
         stop: Stop sequences (default ``["</answer>"]``; ``[]`` for none).
+        extract: Where the verifier finds the answer, in order (``"tag,last_number"``).
         **options: The dataset's options, ``size``, ``seed`` and (composite) ``mix``, ``configs``.
     """
     return GymTask(
@@ -152,4 +168,5 @@ def gym_task(
         template=template,
         stop=None if stop is None else tuple(stop),
         options=options,
+        extract=check_extract(extract),
     )

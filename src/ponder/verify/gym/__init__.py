@@ -36,24 +36,35 @@ from ponder.verify.gym._library import (
     import_gym,
     make_dataset,
 )
-from ponder.verify.gym._reference import GymReference
-from ponder.verify.gym._verifier import ANSWER_TAG, DEFAULT_TIMEOUT_S, GymVerifier
+from ponder.verify.gym._reference import (
+    ANSWER_TAG,
+    DEFAULT_EXTRACT,
+    GymExtract,
+    GymReference,
+    check_extract,
+    find_answer,
+)
+from ponder.verify.gym._verifier import DEFAULT_TIMEOUT_S, GymVerifier
 
 __all__ = [
     "ANSWER_TAG",
     "COMPOSITE",
+    "DEFAULT_EXTRACT",
     "DEFAULT_SEED",
     "DEFAULT_SIZE",
     "DEFAULT_TIMEOUT_S",
     "GYM_DISTRIBUTION",
     "GYM_INSTALL",
     "GYM_VERSION",
+    "GymExtract",
     "GymReference",
     "GymVerifier",
     "canonical_options",
+    "check_extract",
     "dataset_config",
     "dataset_options",
     "dataset_summary",
+    "find_answer",
     "gym_datasets",
     "gym_version",
     "import_gym",

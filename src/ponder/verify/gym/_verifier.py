@@ -18,14 +18,10 @@ import ponder
 from ponder._closing import Closing
 from ponder.errors import ConfigError, DataError, UserError, VerifyError
 from ponder.records import Verdict
-from ponder.text import tagged_answer
 from ponder.verify.code import SandboxLimits, sandbox_plan
 from ponder.verify.gym._library import import_gym
-from ponder.verify.gym._reference import GymReference
+from ponder.verify.gym._reference import ANSWER_TAG, GymReference, find_answer
 from ponder.verify.gym._worker import Reply
-
-ANSWER_TAG = "answer"
-"""The tag a gym task asks the model to put its final answer in: ``<answer>...</answer>``."""
 
 DEFAULT_TIMEOUT_S = 10.0
 """Time limit of one score (the scorers do string work and small sympy checks: milliseconds)."""
@@ -145,7 +141,8 @@ class GymVerifier(Closing):
     """Scores samples of gym tasks with the scorer of the dataset that generated the problem.
 
     For each sample: the answer is the content of the last ``<answer>...</answer>`` outside
-    ``<think>`` blocks (:func:`ponder.text.tagged_answer`); none gives ``unparsed``. Otherwise the
+    ``<think>`` blocks (:func:`ponder.text.tagged_answer`), or what the problem's reference names
+    in its ``extract`` (e.g. the tag, else the last number); none gives ``unparsed``. Otherwise the
     dataset's ``score_answer(answer, entry)`` decides, on the entry regenerated from the problem's
     :class:`GymReference`: its score (partial credit in [0, 1]) is the verdict's ``score``, and
     the verdict is ``correct`` for the full score 1.0, ``incorrect`` below it. A scorer that
@@ -191,12 +188,15 @@ class GymVerifier(Closing):
         if reference is None:
             return Verdict(status="error", detail="no reference")
         try:
-            GymReference.from_json(reference)
+            ref = GymReference.from_json(reference)
         except DataError as exc:
             return Verdict(status="error", detail=f"invalid reference: {exc.message}")
-        answer = tagged_answer(text, ANSWER_TAG)
+        answer = find_answer(text, ref.extract)
         if answer is None:
-            return Verdict(status="unparsed", detail=f"no <{ANSWER_TAG}>...</{ANSWER_TAG}> found")
+            wanted = ", ".join(
+                f"<{ANSWER_TAG}>...</{ANSWER_TAG}>" if m == "tag" else m for m in ref.extract
+            )
+            return Verdict(status="unparsed", detail=f"no answer found (looked for: {wanted})")
         if self._worker is None or not self._worker.alive:
             import_gym()  # a missing install is the user's to fix, said before any worker starts
             self._worker = _Worker()
