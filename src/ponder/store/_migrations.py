@@ -121,6 +121,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX claims_owner ON claims (owner_id)",
         ),
     ),
+    Migration(
+        2,
+        "requests answered by `ponder serve`, with their traces",
+        (
+            # One row per answered (or failed) request; id is the trace id the response carries.
+            # The request body is stored as sent, minus nothing secret: keys travel in headers,
+            # which are never stored. trace is a system's Trace (JSON), NULL for pass-through.
+            """CREATE TABLE server_requests (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    system TEXT,
+    status INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    request TEXT NOT NULL,
+    response TEXT,
+    trace TEXT,
+    error TEXT
+)""",
+            "CREATE INDEX server_requests_created ON server_requests (created_at)",
+        ),
+    ),
 )
 """Every migration, in order; ``MIGRATIONS[k - 1].version == k``. Append only."""
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ponder._closing import Closing
 from ponder.errors import NotFoundError, StoreError
 from ponder.records import Message, Problem, Prompt, Sample, Verdict
@@ -42,6 +44,54 @@ class TraceRow:
     prompt_tokens: int
     completion_tokens: int
     wall_s: float
+
+
+class ServerRequest(BaseModel):
+    """A request answered (or refused after it was parsed) by ``ponder serve``, as stored.
+
+    Attributes:
+        id: The trace id the response carried (``X-Ponder-Trace-Id`` header and body field).
+        created_at: Unix time the request arrived.
+        endpoint: ``/v1/chat/completions`` or ``/v1/completions``.
+        model: The ``model`` field of the request, as sent.
+        system: The served system that answered, None for a plain pass-through to a model.
+        status: The HTTP status of the response.
+        latency_s: Wall time from arrival to the last byte sent.
+        prompt_tokens: Summed over every internal call.
+        completion_tokens: Summed over every internal call.
+        calls: Internal model calls made.
+        request: The request body (JSON object) as received.
+        response: The response body (for a stream, the assembled final response), if any.
+        trace: The system's trace (a :class:`ponder.systems.Trace` as JSON data), if any.
+        error: Why it failed, if it did (no secrets).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    created_at: float
+    endpoint: str
+    model: str
+    system: str | None = None
+    status: int
+    latency_s: float = Field(ge=0.0)
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    calls: int = Field(0, ge=0)
+    request: dict[str, Any]
+    response: dict[str, Any] | None = None
+    trace: dict[str, Any] | None = None
+    error: str | None = None
+
+    def parsed_trace(self) -> Trace | None:
+        """The trace as a :class:`ponder.systems.Trace`, or None for a pass-through."""
+        from ponder.systems import Trace
+
+        return None if self.trace is None else Trace.model_validate(self.trace)
+
+
+_REQUEST_COLUMNS = tuple(ServerRequest.model_fields)
+_JSON_COLUMNS = frozenset({"request", "response", "trace"})
 
 
 def default_db_path() -> Path:
@@ -435,6 +485,53 @@ class Store(Closing):
             rows = self._db.execute(query + where + " ORDER BY p.position, s.idx", args).fetchall()
         return [TraceRow(*tuple(r)) for r in rows]
 
+    # requests answered by `ponder serve` -----------------------------------------------------------
+
+    def add_server_request(self, record: ServerRequest) -> None:
+        """Store one served request (its id must be new).
+
+        Raises:
+            StoreError: the id is already stored, or the write failed.
+        """
+        values = [
+            json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
+            for k, v in record.model_dump().items()
+        ]
+        marks = ", ".join("?" for _ in _REQUEST_COLUMNS)
+        with self._tx("store a served request") as db:
+            db.execute(
+                f"INSERT INTO server_requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({marks})",
+                values,
+            )
+
+    def server_requests(self, *, limit: int = 100, offset: int = 0) -> list[ServerRequest]:
+        """Served requests, newest first."""
+        with self._guard("list served requests"):
+            rows = self._db.execute(
+                f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM server_requests "
+                "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [_server_request(r) for r in rows]
+
+    def server_request(self, request_id: str) -> ServerRequest:
+        """One served request by its trace id.
+
+        Raises:
+            NotFoundError: no such request in this database.
+        """
+        with self._guard("read a served request"):
+            row = self._db.execute(
+                f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM server_requests WHERE id = ?",
+                (request_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"no served request {request_id!r} in {self.path}",
+                hint="trace ids come from the X-Ponder-Trace-Id header of a `ponder serve` response",
+            )
+        return _server_request(row)
+
     # claims of work units (processes drawing samples of the same run) ----------------------------
 
     def register_owner(self) -> int:
@@ -584,3 +681,11 @@ def _decode_prompt(raw: str) -> Prompt:
     if isinstance(data, str):
         return data
     return [Message.model_validate(m) for m in data]
+
+
+def _server_request(row: sqlite3.Row) -> ServerRequest:
+    values = {
+        k: json.loads(row[k]) if k in _JSON_COLUMNS and row[k] is not None else row[k]
+        for k in _REQUEST_COLUMNS
+    }
+    return ServerRequest.model_validate(values)
