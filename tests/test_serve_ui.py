@@ -363,7 +363,8 @@ def test_model_output_and_client_input_are_escaped(open_server: str, data: Data)
     failed = httpx.get(f"{open_server}/ui/requests")
     assert "backend failed: &lt;engine&gt; crashed" in failed.text
     passed = httpx.get(f"{open_server}/ui/requests/tr-pass")
-    assert "(pass-through to the model)" in passed.text and "&#34;add&#34;" in passed.text
+    assert "(pass-through to the model)" in passed.text
+    assert "tool call call_1: add({&#34;a&#34;: 2})" in passed.text
 
 
 def test_missing_things_are_404_and_an_unverified_run_says_how_to_verify(

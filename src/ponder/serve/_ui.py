@@ -149,10 +149,19 @@ def _turn(message: Any, default_role: str) -> _Turn:
     if not isinstance(message, dict):
         return _Turn(default_role, "", _pretty(message))
     text, extra = _content_text(message.get("content"))
-    structured = {k: message[k] for k in ("tool_calls", "tool_call_id", "name") if message.get(k)}
-    if structured:
-        extra = "\n".join(x for x in (extra, _pretty(structured)) if x)
-    return _Turn(str(message.get("role", default_role)), text, extra)
+    lines = [extra] if extra else []
+    if message.get("name"):
+        lines.append(f"name: {message['name']}")
+    if message.get("tool_call_id"):
+        lines.append(f"answers tool call {message['tool_call_id']}")
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            lines.append(f"tool call {call.get('id', '')}: {fn.get('name')}({fn.get('arguments')})")
+        else:
+            lines.append(_pretty(call))
+    return _Turn(str(message.get("role", default_role)), text, "\n".join(lines))
 
 
 def _request_turns(body: dict[str, Any]) -> list[_Turn]:
