@@ -341,6 +341,10 @@ def test_login_with_a_key_in_chromium(page: Any, keyed_server: str, data: Data) 
     assert page.evaluate("document.cookie") == ""  # HTTP-only: no script can read it
     page.goto(f"{keyed_server}/ui")
     assert page.get_by_text(data.sampling_run, exact=True).is_visible()
+    page.goto(
+        f"{keyed_server}/ui/runs/{data.sampling_run}"
+    )  # the report's frame has the cookie too
+    assert "Ponder report" in page.frame_locator("iframe.report").locator("h1").inner_text()
 
     page.click("form.logout button")
     page.wait_for_url(f"{keyed_server}/ui/login")
@@ -456,14 +460,36 @@ def test_requests_are_paged_newest_first(tmp_path: Path) -> None:
                     request={"model": "m", "prompt": f"prompt {i}"},
                 )
             )
+        store.add_server_request(
+            ServerRequest(
+                id="odd-trace",
+                created_at=1.0,
+                endpoint="/v1/chat/completions",
+                model="s",
+                system="s",
+                status=200,
+                latency_s=0.1,
+                request={"model": "s", "messages": [{"role": "user", "content": "hi"}]},
+                trace={"system": "s", "layers": "not a list"},
+            )
+        )
     with _Server(db, ()) as server:
         first = httpx.get(f"{server.url}/ui/requests").text
         second = httpx.get(f"{server.url}/ui/requests?page=2").text
         past = httpx.get(f"{server.url}/ui/requests?page=9").text
         one = httpx.get(f"{server.url}/ui/requests/req-07").text
+        odd = httpx.get(f"{server.url}/ui/requests/odd-trace")
     first_ids = re.findall(r"<code>(req-\d+)</code>", first)
     assert first_ids == [f"req-{i:02d}" for i in range(52, 2, -1)]
-    assert re.findall(r"<code>(req-\d+)</code>", second) == ["req-02", "req-01", "req-00"]
+    assert re.findall(r"<a href=\"/ui/requests/([^\"]+)\"", second) == [
+        "req-02",
+        "req-01",
+        "req-00",
+        "odd-trace",
+    ]
     assert "page=2" in first and "page=1" in second and "page=3" not in second
     assert "No requests on page 9" in past
     assert "prompt 7" in one and "(no answer stored)" in one
+    # A trace this version cannot read (another Ponder wrote it) still shows the rest, and the raw trace.
+    assert odd.status_code == 200
+    assert "The stored trace cannot be read" in odd.text and "not a list" in odd.text

@@ -36,6 +36,7 @@ import jinja2
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
 from ponder.errors import NotFoundError, UserError
 from ponder.runs import is_system_spec
@@ -464,7 +465,13 @@ def ui_router(db: Path, *, api_keys: Collection[str] = ()) -> APIRouter:
                 record: ServerRequest = s.server_request(request_id)
         except UserError as exc:
             return error_page(request, exc)
-        trace: Trace | None = record.parsed_trace()
+        trace: Trace | None = None
+        unreadable = ""
+        try:
+            trace = record.parsed_trace()
+        except ValidationError as exc:
+            # Stored by another version of Ponder, say: show the rest, and the raw trace.
+            unreadable = f"{exc.error_count()} field(s) do not match this version's Trace: {exc}"
         return render(
             request,
             "request.html.jinja",
@@ -472,6 +479,7 @@ def ui_router(db: Path, *, api_keys: Collection[str] = ()) -> APIRouter:
             turns=_request_turns(record.request),
             choices=_response_choices(record.response),
             trace=trace,
+            unreadable=unreadable,
         )
 
     return router
