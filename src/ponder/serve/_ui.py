@@ -72,7 +72,8 @@ def _digest(value: str) -> bytes:
 
 
 class _Sessions:
-    """The API keys and the sessions opened with them (in memory, per router)."""
+    """The API keys and the sessions opened with them (in memory, per router; used on the event
+    loop only, so no lock)."""
 
     def __init__(self, keys: Collection[str]) -> None:
         # Keys are compared as SHA-256 digests, so the comparison time says nothing about a key's
@@ -124,7 +125,7 @@ class _Turn:
 
     role: str
     text: str
-    extra: str = ""  # tool calls or other structured parts, as indented JSON
+    extra: str = ""  # tool calls, the tool call answered, parts that are not text
 
 
 def _pretty(value: Any) -> str:
@@ -385,7 +386,7 @@ def ui_router(db: Path, *, api_keys: Collection[str] = ()) -> APIRouter:
         return response
 
     @router.post("/logout", name="ui_logout")
-    def logout(request: Request) -> Response:
+    async def logout(request: Request) -> Response:  # async: sessions change on the event loop only
         sessions.close(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse(f"{base(request)}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=base(request), httponly=True, samesite="strict")
