@@ -440,6 +440,19 @@ def test_with_keys_pages_need_the_session_cookie(keyed_server: str, data: Data) 
             assert kept.get("/ui").status_code == 401
 
 
+def test_wrong_keys_from_one_address_are_throttled(data: Data) -> None:
+    with _Server(data.db, (KEY,)) as server, httpx.Client(base_url=server.url) as client:
+        assert client.post("/ui/login", data={"key": "a=1&" * 20}).status_code == 401
+        assert client.post("/ui/login", content=b"&".join([b"x=1"] * 9)).status_code == 400
+        for i in range(9):
+            assert client.post("/ui/login", data={"key": f"guess-{i}"}).status_code == 401
+        # Ten wrong keys in a minute: the eleventh try waits, even with the right key.
+        refused = client.post("/ui/login", data={"key": KEY})
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "try again in" in refused.text and "set-cookie" not in refused.headers
+
+
 def test_an_empty_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="empty"):
         ui_router(tmp_path / "x.db", api_keys=["good", ""])

@@ -51,6 +51,8 @@ SESSION_COOKIE = "ponder_ui"
 _SESSION_TTL_S = 12 * 3600
 _MAX_SESSIONS = 1024  # a flood of logins evicts the oldest sessions instead of growing memory
 _MAX_LOGIN_BYTES = 8192
+_FAILS_ALLOWED = 10  # wrong keys from one address per window, then it waits for the window to pass
+_FAIL_WINDOW_S = 60.0
 _PAGE_SIZE = 50
 _OPEN_ROUTES = frozenset({"ui_login", "ui_login_submit", "ui_stylesheet"})
 _UI_DIR = Path(__file__).with_name("ui")
@@ -82,6 +84,24 @@ class _Sessions:
         if len(self._keys) != len(keys):
             raise UserError("an API key is empty", hint="remove empty lines from the key file")
         self._live: dict[bytes, float] = {}  # digest of a token -> expiry (monotonic)
+        self._failures: dict[str, list[float]] = {}  # client address -> times of wrong keys
+
+    def wait_s(self, client: str) -> int:
+        """Seconds before ``client`` may try a key again (0: now)."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(client, []) if t > now - _FAIL_WINDOW_S]
+        self._failures[client] = recent
+        if not recent:
+            del self._failures[client]
+        if len(recent) < _FAILS_ALLOWED:
+            return 0
+        return int(recent[-_FAILS_ALLOWED] + _FAIL_WINDOW_S - now) + 1
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) > _MAX_SESSIONS:  # bounded, whoever sends wrong keys
+            horizon = time.monotonic() - _FAIL_WINDOW_S
+            self._failures = {c: ts for c, ts in self._failures.items() if ts[-1] > horizon}
+        self._failures.setdefault(client, []).append(time.monotonic())
 
     @property
     def enabled(self) -> bool:
@@ -361,10 +381,25 @@ def ui_router(db: Path, *, api_keys: Collection[str] = ()) -> APIRouter:
             body += chunk
             if len(body) > _MAX_LOGIN_BYTES:
                 return login_page(request, "The request is too large.", 413)
-        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=8)
+        client = request.client.host if request.client else "?"
+        wait = sessions.wait_s(client)
+        if wait:
+            # Checked before the key: guessing goes no faster for a right guess among wrong ones.
+            response = login_page(
+                request, f"Too many wrong keys from this address: try again in {wait} s.", 429
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        try:
+            fields = parse_qs(
+                body.decode("utf-8", errors="replace"), max_num_fields=8, strict_parsing=False
+            )
+        except ValueError:
+            return login_page(request, "The form has too many fields.", 400)
         key = (fields.get("key") or [""])[0].strip()
         target = safe_next(request, (fields.get("next") or [""])[0])
         if not key or not sessions.key_ok(key):
+            sessions.failed(client)
             return render(
                 request,
                 "login.html.jinja",
