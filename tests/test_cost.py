@@ -112,3 +112,18 @@ def test_cost_curve_unknown_params_and_bad_ks() -> None:
     assert np.all(curve["dollars"] == 0)
     with pytest.raises(UserError):
         cost_curve(run(), np.array([1, -2]))
+
+
+def test_flops_axis_is_labelled_with_unit_prefixes() -> None:
+    """FLOPs run to 1e12 and beyond: ticks read 100G, 1T, never 100000M or 1e+06M."""
+    import re
+
+    from ponder.analysis import build_report, render_html
+
+    data = run()
+    data.problems[0].correct[0] = True  # a curve to draw
+    html = render_html([build_report(data, bootstrap=0, subsets=2)], cost_x="flops")
+    at = html.index("FLOPs (2 x parameters")
+    chart = html[html.rfind("<svg", 0, at) : html.index("</svg>", at)]
+    assert re.search(r">\d+(\.\d+)?G<", chart), "no tick labelled in G(iga)"
+    assert not re.search(r">\d{4,}(\.\d+)?M<|e\+", chart)

@@ -38,11 +38,15 @@ def _colors(count: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(count)]
 
 
+_SUFFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k"))
+
+
 def _plain_number(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:g}M"
-    if x >= 1e4:
-        return f"{x / 1e3:g}k"
+    """``1``, ``20k``, ``3M``, ``1T`` (FLOPs reach 1e15 and beyond: ``1e+06M`` is unreadable)."""
+    for scale, suffix in _SUFFIXES:
+        if x >= scale:
+            value = x / scale if scale != 1e4 else x / 1e3
+            return f"{value:g}{suffix}" if x < 1e18 else f"{x:.0e}"
     return f"{x:g}"
 
 
