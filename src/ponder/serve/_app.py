@@ -496,7 +496,9 @@ def create_app(
             return await service.run_passthrough(target, generation)
         return await service.run_system(target, parsed.text, parsed)
 
-    async def _stream_events(req: _Request, parsed: Any, request: Request) -> AsyncGenerator[str, None]:
+    async def _stream_events(
+        req: _Request, parsed: Any, request: Request
+    ) -> AsyncGenerator[str, None]:
         chat = isinstance(parsed, ChatCompletionRequest)
         writer = ChunkWriter(req.trace_id, parsed.model, chat=chat)
         deadline = asyncio.get_running_loop().time() + limits.timeout_s

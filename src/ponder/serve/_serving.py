@@ -216,6 +216,8 @@ def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     node: Any = data
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
+        if isinstance(node, list) and not key.isdigit() and len(node) == 1:
+            node = node[0]  # a layer of one component: "layers.0.n" means "layers.0.0.n"
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
                 raise RequestError(

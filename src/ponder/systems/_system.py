@@ -278,9 +278,7 @@ class System(Closing):
         start = time.perf_counter()
         try:
             for index, layer in enumerate(self._layers):
-                state = await self._run_layer(
-                    index, layer, state, trace, made, seed, key, on_layer
-                )
+                state = await self._run_layer(index, layer, state, trace, made, seed, key, on_layer)
         except PonderError as exc:
             self._finish(trace, state, made, start)
             trace.error = str(exc)
