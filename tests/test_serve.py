@@ -338,6 +338,39 @@ def test_tool_calls_round_trip_passthrough_and_system(main: ServeProcess) -> Non
     assert none.choices[0].message.content == TOOL_JSON and not none.choices[0].message.tool_calls
 
 
+def test_tool_choice_required_and_named_are_honoured(main: ServeProcess) -> None:
+    client = _client(main)
+    adder = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        reply = client.chat.completions.create(
+            model="one:tool",
+            messages=_ask(),
+            tools=[WEATHER_TOOL, adder],
+            tool_choice=choice,  # type: ignore[list-item,arg-type]
+        )
+        assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
+        # The model is told that it must call a tool.
+        trace = _stored(main, reply.ponder["trace_id"]).parsed_trace()  # type: ignore[attr-defined]
+        assert "You must answer with a call of" in trace.events[0].calls[0].prompt[0].content
+    # A model that answers in prose where a call is required: an error, never a silent answer.
+    with pytest.raises(openai.InternalServerError) as prose:
+        client.chat.completions.create(
+            model="echo",
+            messages=_ask(),
+            tools=[WEATHER_TOOL],
+            tool_choice="required",  # type: ignore[list-item]
+        )
+    assert "did not call a tool" in prose.value.message
+    with pytest.raises(openai.InternalServerError) as other:
+        client.chat.completions.create(
+            model="tool",
+            messages=_ask(),
+            tools=[WEATHER_TOOL, adder],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "add"}},
+        )
+    assert "did not call the tool 'add'" in other.value.message
+
+
 def test_tool_calls_streamed_and_through_the_stream_helper(main: ServeProcess) -> None:
     client = _client(main)
     for model in ("tool", "one:tool"):

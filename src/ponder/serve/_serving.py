@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from ponder._aio import gather_all
 from ponder.backends import Backend
-from ponder.errors import BackendError, ConfigError, NotFoundError, UserError
+from ponder.errors import BackendError, ConfigError, NotFoundError, RunError, UserError
 from ponder.records import (
     Completion,
     Generation,
@@ -103,6 +103,10 @@ class RequestError(UserError):
     def __init__(self, message: str, *, param: str | None = None, hint: str | None = None) -> None:
         self.param = param
         super().__init__(message, hint=hint)
+
+
+class ToolCallMissingError(RunError):
+    """The model wrote no tool call where ``tool_choice`` demanded one (HTTP 502)."""
 
 
 class UnknownModelError(NotFoundError):
@@ -405,14 +409,30 @@ def _answer(
     finish: str,
     *,
     tools: Sequence[ToolSpec],
-    parse_tools: bool,
+    tool_choice: ToolChoice | None,
     calls: tuple[ToolCall, ...] = (),
     logprobs: list[Any] | None = None,
 ) -> Answer:
-    """A choice: ``<think>`` reasoning split off, tool calls from the engine or parsed from the text."""
+    """A choice: ``<think>`` reasoning split off, tool calls from the engine or parsed from the text.
+
+    Raises:
+        ToolCallMissingError: ``tool_choice`` demanded a call (``required``, or a named tool) and
+            the model wrote none.
+    """
     reasoning, content = split_think(text)
-    if not calls and parse_tools and tools:
+    named = tool_choice.name if isinstance(tool_choice, NamedToolChoice) else None
+    if named is not None:
+        tools = [t for t in tools if t.name == named]
+    if not calls and tools and tool_choice != "none":
         content, calls = parse_tool_calls(content, tools)
+    if named is not None and any(c.name != named for c in calls):
+        calls = ()
+    if (tool_choice == "required" or named is not None) and not calls:
+        which = f"the tool {named!r}" if named else "a tool"
+        raise ToolCallMissingError(
+            f"the model did not call {which}, which tool_choice required; it wrote: "
+            f"{content[:200]!r}"
+        )
     if calls:
         finish = "tool_calls"
     return Answer(content, finish, calls, reasoning, logprobs)
@@ -662,13 +682,12 @@ class Service:
         return self._passthrough_outcome(generation, result)
 
     def _passthrough_outcome(self, generation: GenerationRequest, result: Generation) -> Outcome:
-        chat = not isinstance(generation.prompt, str)
         answers = [
             _answer(
                 c.text,
                 finish_reason(c.finish_reason),
                 tools=generation.tools,
-                parse_tools=chat and generation.tool_choice != "none",
+                tool_choice=generation.tool_choice,
                 calls=c.tool_calls,
                 logprobs=_logprobs_out(c),
             )
@@ -774,7 +793,7 @@ class Service:
             text,
             finish,
             tools=tools,
-            parse_tools=tool_choice != "none",
+            tool_choice=tool_choice,
             calls=calls,
         )
 
