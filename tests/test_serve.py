@@ -583,3 +583,27 @@ def test_non_loopback_without_keys_needs_a_flag() -> None:
     _, err = refused.proc.communicate(timeout=60)
     assert refused.proc.returncode == 2
     assert "--insecure-no-auth" in err and "no API key" in err
+
+
+def test_ponder_trace_opens_a_served_request(main: ServeProcess) -> None:
+    import subprocess
+
+    from tests._serve import PONDER
+
+    reply = _client(main).chat.completions.create(model="vote3", messages=_ask())
+    trace_id = reply.ponder["trace_id"]  # type: ignore[attr-defined]
+    db = str(main.db)  # type: ignore[attr-defined]
+    shown = subprocess.run(
+        [PONDER, "trace", trace_id, "--db", db], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"served request {trace_id}" in shown and "system vote3" in shown
+    assert "generate" in shown and "vote" in shown  # the tree of layers and components
+    record = json.loads(
+        subprocess.run(
+            [PONDER, "trace", trace_id, "--db", db, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert record["id"] == trace_id and record["trace"]["system"] == "vote3"
