@@ -607,3 +607,17 @@ def test_ponder_trace_opens_a_served_request(main: ServeProcess) -> None:
         ).stdout
     )
     assert record["id"] == trace_id and record["trace"]["system"] == "vote3"
+
+
+def test_every_config_in_configs_can_be_served() -> None:
+    from ponder.errors import ConfigError
+    from ponder.serve import load_service
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    # The ensemble names smollm2-135m itself, so that model is served too (nothing is loaded yet).
+    service = load_service(["qwen2.5-coder-0.5b", "smollm2-135m"], configs)
+    names = service.names()
+    for path in configs:
+        assert path.stem in names and f"{path.stem}:smollm2-135m" in names
+    with pytest.raises(ConfigError, match=r"layers\[0\]\[0\]\.model: .*smollm2-135m.* is not served"):
+        load_service(["qwen2.5-coder-0.5b"], [p for p in configs if p.stem == "ensemble-fuse"])

@@ -64,21 +64,25 @@ def test_usage_equals_what_the_engine_counted(local: tuple[str, LlamaCppBackend,
     url, backend, db = local
     client = _client(url)
     cases: list[Any] = [
-        lambda: client.chat.completions.create(
-            model=MODEL, messages=_ask("Name a colour."), max_tokens=8, temperature=0
-        ).usage,
-        lambda: list(
+        lambda: (
             client.chat.completions.create(
-                model=MODEL,
-                messages=_ask("Name a fruit."),
-                max_tokens=8,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )[-1].usage,
-        lambda: client.chat.completions.create(
-            model="vote2", messages=_ask("What is 2 + 3?")
-        ).usage,
+                model=MODEL, messages=_ask("Name a colour."), max_tokens=8, temperature=0
+            ).usage
+        ),
+        lambda: (
+            list(
+                client.chat.completions.create(
+                    model=MODEL,
+                    messages=_ask("Name a fruit."),
+                    max_tokens=8,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )[-1].usage
+        ),
+        lambda: (
+            client.chat.completions.create(model="vote2", messages=_ask("What is 2 + 3?")).usage
+        ),
         lambda: client.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=6).usage,
     ]
     for case in cases:
@@ -88,10 +92,31 @@ def test_usage_equals_what_the_engine_counted(local: tuple[str, LlamaCppBackend,
         assert usage is not None
         assert usage.prompt_tokens == after[0] - before[0] > 0
         assert usage.completion_tokens == after[1] - before[1] > 0
+    # What is stored is what was answered.
+    with Store(db) as store:
+        last = store.server_requests(limit=1)[0]
+    assert (last.prompt_tokens, last.completion_tokens) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+
+
+def test_logprobs(local: tuple[str, LlamaCppBackend, Path]) -> None:
+    url, _, _ = local
+    reply = _client(url).chat.completions.create(
+        model=MODEL, messages=_ask("Say hi."), max_tokens=4, logprobs=True, top_logprobs=2
+    )
+    tokens = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert tokens is not None and len(tokens) == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
+    plain = _client(url).chat.completions.create(
+        model=MODEL, messages=_ask("Say hi."), max_tokens=4, logprobs=True
+    )
+    assert all(t.top_logprobs == [] for t in plain.choices[0].logprobs.content)  # type: ignore[union-attr]
 
 
 def test_streaming_is_real(local: tuple[str, LlamaCppBackend, Path]) -> None:
-    url, _, db = local
+    url, _, _ = local
     client = _client(url)
     for model in (MODEL, "one"):
         start = time.perf_counter()
@@ -172,7 +197,14 @@ QUESTION = _ask("What is the weather in Paris? Use the tool.")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("serve-qwen")
     (tmp / "one.yaml").write_text(json.dumps(ONE))
-    args = ["--model", "qwen2.5-coder-0.5b", "--system", str(tmp / "one.yaml"), "--db", str(tmp / "q.db")]
+    args = [
+        "--model",
+        "qwen2.5-coder-0.5b",
+        "--system",
+        str(tmp / "one.yaml"),
+        "--db",
+        str(tmp / "q.db"),
+    ]
     with serve(args) as server:
         server.db = tmp / "q.db"  # type: ignore[attr-defined]
         yield server
@@ -187,7 +219,11 @@ def _check_call(calls: Any) -> Any:
 def test_tool_calls_round_trip_on_qwen(qwen: ServeProcess) -> None:
     client = _client(qwen.url)
     reply = client.chat.completions.create(
-        model="qwen2.5-coder-0.5b", messages=QUESTION, tools=[WEATHER], temperature=0, max_tokens=40  # type: ignore[list-item]
+        model="qwen2.5-coder-0.5b",
+        messages=QUESTION,
+        tools=[WEATHER],
+        temperature=0,
+        max_tokens=40,  # type: ignore[list-item]
     )
     assert reply.choices[0].finish_reason == "tool_calls"
     call = _check_call(reply.choices[0].message.tool_calls)
@@ -206,7 +242,11 @@ def test_tool_calls_round_trip_on_qwen(qwen: ServeProcess) -> None:
     assert follow.choices[0].message.content or follow.choices[0].message.tool_calls
     # Streamed, through the client's .stream() helper, and from a system whose last stage answers.
     with client.chat.completions.stream(
-        model="one:qwen2.5-coder-0.5b", messages=QUESTION, tools=[WEATHER], temperature=0, max_tokens=40  # type: ignore[list-item]
+        model="one:qwen2.5-coder-0.5b",
+        messages=QUESTION,
+        tools=[WEATHER],
+        temperature=0,
+        max_tokens=40,  # type: ignore[list-item]
     ) as stream:
         final = stream.get_final_completion()
     _check_call(final.choices[0].message.tool_calls)

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,12 +361,10 @@ def create_app(
     limits = limits or Limits()
     keys = frozenset(api_keys)
     db: Path | None = service.db
-    gate: _Gate | None = None
+    gate = _Gate(limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal gate
-        gate = _Gate(limits)
         try:
             yield
         finally:
@@ -415,7 +413,6 @@ def create_app(
         return service.model_list().model_dump()
 
     async def handle(request: Request, key: str | None, endpoint: str) -> Response:
-        assert gate is not None
         req = _Request(endpoint)
         try:
             req.body = _json_object(await _read_body(request, limits.max_body_bytes))
@@ -434,15 +431,13 @@ def create_app(
             events = _stream_events(req, parsed, request)
 
             async def body() -> AsyncGenerator[str, None]:
-                try:
-                    async with aclosing(events) as it:
-                        async for event in it:
-                            yield event
-                finally:
-                    await admission.__aexit__(None, None, None)
+                async with aclosing(events) as it:
+                    async for event in it:
+                        yield event
 
-            return StreamingResponse(
+            return _Stream(
                 body(),
+                lambda: admission.__aexit__(None, None, None),
                 media_type="text/event-stream",
                 headers={TRACE_HEADER: req.trace_id, "Cache-Control": "no-cache"},
             )
@@ -483,7 +478,8 @@ def create_app(
         if isinstance(parsed, ChatCompletionRequest):
             generation, messages = service.chat_generation(parsed)
             if target.config is None:
-                return await service.run_passthrough(target, generation)
+                top = parsed.top_logprobs or 0
+                return await service.run_passthrough(target, generation, top)
             return await service.run_system(
                 target, messages, parsed, tools=generation.tools, tool_choice=generation.tool_choice
             )
@@ -678,12 +674,26 @@ def create_app(
     return app
 
 
+class _Stream(StreamingResponse):
+    """A streamed response that releases its admission when it ends, however it ends (also when
+    the client left before its body started, so the body never ran)."""
+
+    def __init__(self, content: Any, release: Callable[[], Awaitable[Any]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+
 async def _before(aw: Awaitable[T], deadline: float) -> T:
     """``aw`` if it finishes before ``deadline`` (loop time), else TimeoutError."""
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining <= 0:
-        raise TimeoutError
-    return await asyncio.wait_for(aw, remaining)
+    # timeout_at, not wait_for: on Python 3.11 wait_for makes a task per call (here: per token).
+    async with asyncio.timeout_at(deadline):
+        return await aw
 
 
 def _split_pieces(

@@ -487,14 +487,15 @@ def _with_note(messages: list[Message], note: str | None) -> list[Message]:
     return [Message(role="system", content=note), *messages]
 
 
-def _logprobs_out(completion: Completion) -> list[Any] | None:
+def _logprobs_out(completion: Completion, top: int) -> list[Any] | None:
+    """The completion's token log-probabilities with ``top`` alternatives each."""
     if completion.logprobs is None:
         return None
     return [
         TokenLogprobOut(
             token=t.token,
             logprob=t.logprob,
-            top_logprobs=[TopLogprobOut(token=a.token, logprob=a.logprob) for a in t.top],
+            top_logprobs=[TopLogprobOut(token=a.token, logprob=a.logprob) for a in t.top[:top]],
         )
         for t in completion.logprobs
     ]
@@ -639,7 +640,9 @@ class Service:
                 params=params,
                 tools=tools,
                 tool_choice=choice,
-                top_logprobs=(request.top_logprobs or 0) if request.logprobs else 0,
+                # The engine returns token log-probabilities only with 1+ alternatives; extra ones are
+                # cut on the way out.
+                top_logprobs=max(1, request.top_logprobs or 0) if request.logprobs else 0,
             )
         except ValidationError as exc:
             raise RequestError(f"invalid request: {exc.errors()[0]['msg']}") from None
@@ -673,15 +676,20 @@ class Service:
             values["stop"] = list(request.stops())
         return values
 
-    async def run_passthrough(self, target: Target, generation: GenerationRequest) -> Outcome:
+    async def run_passthrough(
+        self, target: Target, generation: GenerationRequest, top: int = 0
+    ) -> Outcome:
+        """One backend call; ``top``: alternatives per token to return (with logprobs)."""
         backend = target.model.backend
         if generation.n == 1 and not generation.top_logprobs:
             result = await _via_stream(backend, generation)
         else:
             result = await backend.complete(generation)
-        return self._passthrough_outcome(generation, result)
+        return self._passthrough_outcome(generation, result, top)
 
-    def _passthrough_outcome(self, generation: GenerationRequest, result: Generation) -> Outcome:
+    def _passthrough_outcome(
+        self, generation: GenerationRequest, result: Generation, top: int = 0
+    ) -> Outcome:
         answers = [
             _answer(
                 c.text,
@@ -689,7 +697,7 @@ class Service:
                 tools=generation.tools,
                 tool_choice=generation.tool_choice,
                 calls=c.tool_calls,
-                logprobs=_logprobs_out(c),
+                logprobs=_logprobs_out(c, top),
             )
             for c in result.completions
         ]
@@ -933,10 +941,23 @@ class ChunkWriter:
         )
 
     def text(self, index: int, text: str, *, reasoning: bool = False) -> dict[str, Any]:
+        # Built by hand (once per token): what _chunk's models give, without their cost.
+        choice: dict[str, Any]
         if self.chat:
-            delta = ChatDelta(reasoning_content=text) if reasoning else ChatDelta(content=text)
-            return self._chunk([ChatChunkChoice(index=index, delta=delta)])
-        return self._chunk([CompletionChunkChoice(index=index, text=text)])
+            choice = {
+                "index": index,
+                "delta": {"reasoning_content" if reasoning else "content": text},
+            }
+        else:
+            choice = {"index": index, "text": text}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "ponder": {"trace_id": self.trace_id},
+        }
 
     def tool_calls(self, index: int, calls: Sequence[ToolCall]) -> dict[str, Any]:
         wire = [
