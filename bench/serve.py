@@ -306,11 +306,15 @@ async def _streams(
 
 def embedded(concurrent: int, max_tokens: int, reps: int, threads: int | None) -> dict[str, Any]:
     from ponder.backends import LlamaCppBackend, LlamaCppConfig
+    from ponder.serve import default_threads
 
     model = "smollm2-135m"
-    settings: dict[str, Any] = {"n_parallel": concurrent, "ctx_per_sequence": 1024}
-    if threads is not None:
-        settings["threads"] = threads
+    threads = default_threads() if threads is None else threads
+    settings: dict[str, Any] = {
+        "n_parallel": concurrent,
+        "ctx_per_sequence": 1024,
+        "threads": threads,
+    }
     spec = {"backend": "llamacpp", "model": model, **settings}
     url, proc = start_ponder(["--model", json.dumps(spec)])
     raw = LlamaCppBackend(LlamaCppConfig(model=model, **settings))
@@ -340,7 +344,7 @@ def embedded(concurrent: int, max_tokens: int, reps: int, threads: int | None) -
     raw_s, ponder_s = summary(rows["raw"]), summary(rows["ponder"])
     ratio = ponder_s["tok_s"] / raw_s["tok_s"]
     return {
-        "threads": threads or os.cpu_count(),
+        "threads": threads,
         "concurrent": concurrent,
         "max_tokens": max_tokens,
         "raw": raw_s,

@@ -27,7 +27,7 @@ from ponder.serve._protocol import (
     Progress,
     TextCompletion,
 )
-from ponder.serve._run import load_service, read_api_keys, run_server
+from ponder.serve._run import default_threads, load_service, read_api_keys, run_server
 from ponder.serve._serving import (
     RequestError,
     ServedModel,
@@ -55,6 +55,7 @@ __all__ = [
     "UnknownModelError",
     "check_bind",
     "create_app",
+    "default_threads",
     "load_service",
     "read_api_keys",
     "run_server",

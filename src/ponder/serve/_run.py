@@ -19,6 +19,19 @@ from ponder.systems import ModelSpec, SystemConfig, load_config, parse_model
 KEYS_ENV = "PONDER_API_KEYS"
 
 
+def default_threads() -> int:
+    """Engine threads of the models ``ponder serve`` loads: one core fewer than the machine has.
+
+    Measured with ``bench/serve.py --threads-sweep`` on a 2-core machine shared with other jobs
+    (16 concurrent streamed requests, smollm2-135m): with 1 engine thread the raw engine decoded
+    87 tokens/s in all, with 2 (all cores) 20 tokens/s, and streams stalled up to 9 s between two
+    chunks. llama.cpp's threads wait on each other at every step, so one preempted thread stalls
+    them all; leaving a core free keeps the server's own event loop (and its neighbours) from
+    being the one that preempts them.
+    """
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def read_api_keys(path: Path | None, env: str = KEYS_ENV) -> frozenset[str]:
     """API keys from a file (one per line; blank lines and ``#`` comments skipped) and from the
     environment variable ``env`` (comma-separated).
@@ -89,10 +102,12 @@ def load_service(
     """The service of ``ponder serve``: the models (created, not yet loaded) and systems.
 
     Without ``models``, the first system's own model is served (else the default embedded model).
+    Embedded models that set no ``threads`` get ``threads`` (default: :func:`default_threads`).
 
     Raises:
         ConfigError: an invalid model or system, or a system that needs a model not served.
     """
+    threads = default_threads() if threads is None else threads
     configs: list[SystemConfig] = [load_config(path) for path in systems]
     texts: list[str | dict[str, Any]] = list(models)
     if not texts:
