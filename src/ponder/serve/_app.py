@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ponder.errors import ConfigError, PonderError, UserError
-from ponder.records import Completion, Generation, GenerationRequest, ToolCall
+from ponder.records import Completion, Generation, ToolCall
 from ponder.serve._protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -484,11 +484,7 @@ def create_app(
                 target, messages, parsed, tools=generation.tools, tool_choice=generation.tool_choice
             )
         if target.config is None:
-            generation = GenerationRequest(
-                prompt=parsed.text,
-                n=parsed.n,
-                params=service._params(parsed, parsed.token_limit),
-            )
+            generation = service.completion_generation(parsed)
             return await service.run_passthrough(target, generation)
         return await service.run_system(target, parsed.text, parsed)
 
@@ -545,9 +541,7 @@ def create_app(
         if isinstance(parsed, ChatCompletionRequest):
             generation, _ = service.chat_generation(parsed)
         else:
-            generation = GenerationRequest(
-                prompt=parsed.text, n=parsed.n, params=service._params(parsed, parsed.token_limit)
-            )
+            generation = service.completion_generation(parsed)
         hold = bool(generation.tools) and generation.tool_choice != "none"
         texts: dict[int, list[str]] = {i: [] for i in range(parsed.n)}
         finishes: dict[int, Any] = {}
@@ -573,7 +567,7 @@ def create_app(
                 if delta.finish_reason is not None:
                     finishes[i] = delta.finish_reason
                     calls[i] = delta.tool_calls
-        outcome = service._passthrough_outcome(
+        outcome = service.passthrough_outcome(
             generation,
             _generation_of(texts, finishes, calls, prompt_tokens, completion_tokens),
         )

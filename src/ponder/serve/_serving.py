@@ -30,7 +30,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from ponder._aio import gather_all
 from ponder.backends import Backend
-from ponder.errors import BackendError, ConfigError, NotFoundError, RunError, UserError
+from ponder.errors import ConfigError, NotFoundError, RunError, UserError
 from ponder.records import (
     Completion,
     Generation,
@@ -48,7 +48,6 @@ from ponder.records import (
     Message,
     NamedToolChoice,
     SamplingParams,
-    StreamDelta,
     ToolCall,
     ToolChoice,
     ToolSpec,
@@ -66,6 +65,7 @@ from ponder.serve._protocol import (
     ChunkInfo,
     CompletionChoice,
     CompletionChunkChoice,
+    CompletionRequest,
     FunctionCallOut,
     ModelCard,
     ModelList,
@@ -648,6 +648,12 @@ class Service:
             raise RequestError(f"invalid request: {exc.errors()[0]['msg']}") from None
         return generation, messages
 
+    def completion_generation(self, request: CompletionRequest) -> GenerationRequest:
+        """The backend request of a pass-through text completion request."""
+        return GenerationRequest(
+            prompt=request.text, n=request.n, params=self._params(request, request.token_limit)
+        )
+
     def _params(self, request: Any, limit: int | None) -> SamplingParams:
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         try:
@@ -685,9 +691,9 @@ class Service:
             result = await _via_stream(backend, generation)
         else:
             result = await backend.complete(generation)
-        return self._passthrough_outcome(generation, result, top)
+        return self.passthrough_outcome(generation, result, top)
 
-    def _passthrough_outcome(
+    def passthrough_outcome(
         self, generation: GenerationRequest, result: Generation, top: int = 0
     ) -> Outcome:
         answers = [
@@ -1031,14 +1037,6 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-async def stream_passthrough(
-    backend: Backend, generation: GenerationRequest
-) -> AsyncIterator[StreamDelta]:
-    """The backend's stream of a pass-through request (closing it stops the engine)."""
-    async for delta in backend.stream(generation):
-        yield delta
-
-
 _SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
 
 
@@ -1063,7 +1061,6 @@ def backend_cause(exc: BaseException) -> str:
 __all__ = [
     "CHAT",
     "COMPLETIONS",
-    "BackendError",
     "ChunkWriter",
     "Outcome",
     "RequestError",
