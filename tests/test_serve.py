@@ -417,6 +417,21 @@ def test_reasoning_content(main: ServeProcess) -> None:
         model="echo", messages=_ask(), extra_body={"ponder": {"system": inline}}
     )
     assert reply.choices[0].message.reasoning_content == "17 * 23 = 391"  # type: ignore[attr-defined]
+    # Judges (and rankers, critics, fusers) see the answers without the reasoning.
+    judged = {
+        "name": "j",
+        "layers": [
+            {"type": "generate", "n": 2, "model": "think"},
+            {"type": "judge", "mode": "score", "top_k": 1, "model": "echo", "repair_retries": 0},
+        ],
+    }
+    reply = client.chat.completions.create(
+        model="echo", messages=_ask(), extra_body={"ponder": {"system": judged}}
+    )
+    trace = _stored(main, reply.ponder["trace_id"]).parsed_trace()  # type: ignore[attr-defined]
+    judge_prompts = [str(call.prompt) for call in trace.events[1].calls]
+    assert judge_prompts and all("The answer is 391" in p for p in judge_prompts)
+    assert not any("17 * 23" in p for p in judge_prompts)
 
 
 # ----- errors and limits ----------------------------------------------------------------------------
