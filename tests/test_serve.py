@@ -296,6 +296,21 @@ def test_streaming_a_system_shows_progress_then_the_answer(main: ServeProcess) -
     assert all(c.choices for c in quiet)
 
 
+def test_streaming_n_runs_of_a_system(main: ServeProcess) -> None:
+    chunks = list(
+        _client(main).chat.completions.create(model="vote3", messages=_ask(), n=2, stream=True)
+    )
+    texts: dict[int, str] = {0: "", 1: ""}
+    finishes = []
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes.append(choice.index)
+    assert all(t.startswith("The answer is") for t in texts.values())
+    assert sorted(finishes) == [0, 1]
+
+
 def test_completions_stream(main: ServeProcess) -> None:
     chunks = list(_client(main).completions.create(model="one:think", prompt="hi", stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices).endswith("The answer is 391")
@@ -557,6 +572,13 @@ def test_timeout_is_504(tight: ServeProcess) -> None:
     assert response.status_code == 504 and _error(response)["type"] == "timeout_error"
 
 
+def test_a_stream_past_the_timeout_ends_with_an_error_event(tight: ServeProcess) -> None:
+    client = openai.OpenAI(base_url=f"{tight.url}/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.APIError) as late:
+        list(client.chat.completions.create(model="sleepy", messages=_ask(), stream=True))
+    assert "longer than the server's limit" in late.value.message
+
+
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     server = ServeProcess(
         [
@@ -590,7 +612,10 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{server.url}/health", timeout=2)
     finally:
-        server.stop()
+        out, _ = server.stop()
+    # What `ponder serve` printed at start: the URL, the served names, a client example.
+    assert f"{server.url}/v1" in out and "\n  slow\n" in out
+    assert f'OpenAI(base_url="{server.url}/v1"' in out and 'model="slow"' in out
 
 
 def test_non_loopback_without_keys_needs_a_flag() -> None:
@@ -634,5 +659,21 @@ def test_every_config_in_configs_can_be_served() -> None:
     names = service.names()
     for path in configs:
         assert path.stem in names and f"{path.stem}:smollm2-135m" in names
-    with pytest.raises(ConfigError, match=r"layers\[0\]\[0\]\.model: .*smollm2-135m.* is not served"):
+    with pytest.raises(
+        ConfigError, match=r"layers\[0\]\[0\]\.model: .*smollm2-135m.* is not served"
+    ):
         load_service(["qwen2.5-coder-0.5b"], [p for p in configs if p.stem == "ensemble-fuse"])
+
+
+def test_check_bind() -> None:
+    from ponder.errors import ConfigError
+    from ponder.serve import check_bind
+
+    assert check_bind("127.0.0.1", (), allow_no_keys=False) is None
+    assert check_bind("::1", (), allow_no_keys=False) is None
+    assert check_bind("localhost", (), allow_no_keys=False) is None
+    assert check_bind("0.0.0.0", {"k"}, allow_no_keys=False) is None
+    with pytest.raises(ConfigError, match="no API key"):
+        check_bind("192.168.1.5", (), allow_no_keys=False)
+    warning = check_bind("0.0.0.0", (), allow_no_keys=True)
+    assert warning is not None and "WITHOUT API keys" in warning
