@@ -266,11 +266,18 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        left = watcher.done() and not task.done()
         if not task.done():
             task.cancel()
         watcher.cancel()
         await asyncio.gather(task, watcher, return_exceptions=True)
-    return task.result()  # CancelledError when the client left: nobody reads the answer
+    if left:
+        raise _ClientGone
+    return task.result()
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its answer was ready (its work was cancelled)."""
 
 
 def _sse(data: Any) -> str:
@@ -449,9 +456,10 @@ def create_app(
             response = build(req.trace_id, parsed.model, req.target, outcome).model_dump(
                 exclude_none=True
             )
-        except asyncio.CancelledError:
+        except _ClientGone:
+            # Nobody reads this answer; 499 (nginx's "client closed request") is what is stored.
             await _store(req.record(499, error="the client disconnected"))
-            raise
+            return Response(status_code=499)
         except Exception as exc:  # noqa: BLE001 (every failure becomes an HTTP error; api_error logs the unexpected)
             return await _failed(req, exc)
         finally:
