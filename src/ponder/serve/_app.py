@@ -38,22 +38,24 @@ from ponder.serve._protocol import (
     ErrorType,
     Progress,
 )
-from ponder.serve._serving import (
-    CHAT,
-    COMPLETIONS,
-    Answer,
+from ponder.serve._responses import (
     ChunkWriter,
-    Outcome,
-    RequestError,
-    Service,
-    Target,
     ThinkSplitter,
-    UnknownModelError,
     backend_cause,
     chat_response,
     completion_response,
     new_trace_id,
     redact,
+)
+from ponder.serve._serving import (
+    CHAT,
+    COMPLETIONS,
+    Answer,
+    Outcome,
+    RequestError,
+    Service,
+    Target,
+    UnknownModelError,
 )
 from ponder.store import ServerRequest
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,33 +51,18 @@ from ponder.records import (
     ToolSpec,
 )
 from ponder.serve._protocol import (
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatDelta,
     ChatMessageIn,
-    ChatMessageOut,
-    ChoiceLogprobs,
-    ChunkInfo,
-    CompletionChoice,
-    CompletionChunkChoice,
     CompletionRequest,
-    FunctionCallOut,
     ModelCard,
     ModelList,
     NamedToolChoiceIn,
-    PonderInfo,
     Progress,
-    TextCompletion,
-    TextCompletionChunk,
     TokenLogprobOut,
-    ToolCallOut,
     TopLogprobOut,
-    UsageOut,
     finish_reason,
 )
+from ponder.serve._tap import Tap, via_stream
 from ponder.store import ServerRequest, Store
 from ponder.systems import LayerRecord, System, SystemConfig, SystemResult, Trace
 from ponder.systems import Usage as SystemUsage
@@ -288,112 +271,6 @@ def _apply_params(
                     if key in values and member.get(key) is not None:
                         member[key] = values[key]
     return data
-
-
-# ----- the per-request view of a backend ---------------------------------------------------------
-
-
-class _Tap(Backend):
-    """A served backend as one system run sees it.
-
-    It knows which layer is running (from the system's layer hook) and, in the answer layer, adds
-    the request's tools to the calls of the components that write the answer and keeps each
-    completion's tool calls; in a streamed request whose last layer is one generation, it streams
-    that call's tokens to ``sink``. Calls for one completion go through the served backend's stream,
-    so a cancelled request stops the engine's decoding.
-    """
-
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        answer_layer: int,
-        tools: tuple[ToolSpec, ...] = (),
-        tool_choice: ToolChoice | None = None,
-        stream_layer: int | None = None,
-        sink: Callable[[str], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.inner = inner
-        self.layer = -1
-        self.components: list[str] = []
-        self.answer_layer = answer_layer
-        self.tools = tools
-        self.tool_choice = tool_choice
-        self.stream_layer = stream_layer
-        self.sink = sink
-        self.streamed = False
-        self.made: list[Completion] = []
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def max_batch(self) -> int:
-        return self.inner.max_batch
-
-    def context_size(self) -> int | None:
-        return self.inner.context_size()
-
-    def count_tokens(self, text: str) -> int | None:
-        return self.inner.count_tokens(text)
-
-    def on_layer(self, record: LayerRecord, done: bool) -> None:
-        if not done:
-            self.layer = record.index
-            self.components = [e.component for e in record.events]
-
-    async def _send(self, request: GenerationRequest) -> Generation:
-        answering = self.layer == self.answer_layer and bool(self.tools)
-        if answering and not isinstance(request.prompt, str):
-            request = request.model_copy(
-                update={"tools": self.tools, "tool_choice": self.tool_choice}
-            )
-        sink = None
-        if self.sink is not None and self.layer == self.stream_layer and not self.streamed:
-            sink, self.streamed = self.sink, True
-        if request.n == 1 and not request.top_logprobs:
-            generation = await _via_stream(self.inner, request, sink)
-        else:
-            generation = await self.inner.complete(request)
-        if answering:
-            self.made.extend(generation.completions)
-        return generation
-
-
-async def _via_stream(
-    backend: Backend, request: GenerationRequest, sink: Callable[[str], None] | None = None
-) -> Generation:
-    """One completion, drawn through the backend's stream (cancellable), text passed to ``sink``."""
-    start = time.perf_counter()
-    parts: list[str] = []
-    finish: Any = "unknown"
-    calls: tuple[ToolCall, ...] = ()
-    prompt_tokens = completion_tokens = 0
-    async for delta in backend.stream(request):
-        if delta.text:
-            parts.append(delta.text)
-            if sink is not None:
-                sink(delta.text)
-        if delta.finish_reason is not None:
-            finish = delta.finish_reason
-        calls = calls or delta.tool_calls
-        prompt_tokens += delta.prompt_tokens or 0
-        completion_tokens += delta.completion_tokens or 0
-    latency = time.perf_counter() - start
-    completion = Completion(
-        text="".join(parts),
-        finish_reason=finish,
-        completion_tokens=completion_tokens,
-        latency_s=latency,
-        tool_calls=calls,
-    )
-    return Generation(completions=[completion], prompt_tokens=prompt_tokens, latency_s=latency)
 
 
 # ----- building answers ---------------------------------------------------------------------------
@@ -688,7 +565,7 @@ class Service:
         """One backend call; ``top``: alternatives per token to return (with logprobs)."""
         backend = target.model.backend
         if generation.n == 1 and not generation.top_logprobs:
-            result = await _via_stream(backend, generation)
+            result = await via_stream(backend, generation)
         else:
             result = await backend.complete(generation)
         return self.passthrough_outcome(generation, result, top)
@@ -740,7 +617,7 @@ class Service:
 
         async def one(i: int) -> tuple[Answer, SystemResult]:
             taps = {
-                name: _Tap(
+                name: Tap(
                     m.backend,
                     answer_layer=_answer_layer(config),
                     tools=tools,
@@ -789,7 +666,7 @@ class Service:
     def _system_answer(
         self,
         result: SystemResult,
-        taps: Collection[_Tap],
+        taps: Collection[Tap],
         stops: Sequence[str],
         tools: tuple[ToolSpec, ...],
         tool_choice: ToolChoice | None,
@@ -839,234 +716,15 @@ class Service:
         await gather_all(m.backend.aclose() for m in self.models.values())
 
 
-# ----- putting answers on the wire ---------------------------------------------------------------
-
-
-def new_trace_id() -> str:
-    return uuid.uuid4().hex
-
-
-def usage_out(outcome: Outcome) -> UsageOut:
-    return UsageOut(
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        total_tokens=outcome.prompt_tokens + outcome.completion_tokens,
-    )
-
-
-def _calls_out(calls: Sequence[ToolCall]) -> list[ToolCallOut] | None:
-    if not calls:
-        return None
-    return [
-        ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
-        for c in calls
-    ]
-
-
-def info(trace_id: str, target: Target, outcome: Outcome | None = None) -> PonderInfo:
-    return PonderInfo(
-        trace_id=trace_id,
-        system=target.system,
-        model=target.model.name,
-        calls=outcome.calls if outcome is not None else 0,
-    )
-
-
-def chat_response(trace_id: str, model: str, target: Target, outcome: Outcome) -> ChatCompletion:
-    choices = [
-        ChatChoice(
-            index=i,
-            message=ChatMessageOut(
-                content=a.text if a.text or not a.tool_calls else None,
-                reasoning_content=a.reasoning,
-                tool_calls=_calls_out(a.tool_calls),
-            ),
-            finish_reason=a.finish,
-            logprobs=None if a.logprobs is None else ChoiceLogprobs(content=a.logprobs),
-        )
-        for i, a in enumerate(outcome.answers)
-    ]
-    return ChatCompletion(
-        id=f"chatcmpl-{trace_id}",
-        created=int(time.time()),
-        model=model,
-        choices=choices,
-        usage=usage_out(outcome),
-        ponder=info(trace_id, target, outcome),
-    )
-
-
-def completion_response(
-    trace_id: str, model: str, target: Target, outcome: Outcome
-) -> TextCompletion:
-    choices = [
-        CompletionChoice(index=i, text=a.text, finish_reason=a.finish)
-        for i, a in enumerate(outcome.answers)
-    ]
-    return TextCompletion(
-        id=f"cmpl-{trace_id}",
-        created=int(time.time()),
-        model=model,
-        choices=choices,
-        usage=usage_out(outcome),
-        ponder=info(trace_id, target, outcome),
-    )
-
-
-# ----- streaming ------------------------------------------------------------------------------
-
-
-class ChunkWriter:
-    """Builds the stream chunks of one request (chat or text completion)."""
-
-    def __init__(self, trace_id: str, model: str, *, chat: bool) -> None:
-        self.trace_id = trace_id
-        self.model = model
-        self.chat = chat
-        self.created = int(time.time())
-        self.id = f"chatcmpl-{trace_id}" if chat else f"cmpl-{trace_id}"
-
-    def _chunk(
-        self, choices: list[Any], usage: UsageOut | None = None, progress: Progress | None = None
-    ) -> dict[str, Any]:
-        extra = ChunkInfo(trace_id=self.trace_id, progress=progress)
-        cls = ChatCompletionChunk if self.chat else TextCompletionChunk
-        chunk = cls(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            choices=choices,
-            usage=usage,
-            ponder=extra,
-        )
-        return chunk.model_dump(exclude_none=True)
-
-    def role(self, index: int) -> dict[str, Any]:
-        return self._chunk(
-            [ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))]
-        )
-
-    def text(self, index: int, text: str, *, reasoning: bool = False) -> dict[str, Any]:
-        # Built by hand (once per token): what _chunk's models give, without their cost.
-        choice: dict[str, Any]
-        if self.chat:
-            choice = {
-                "index": index,
-                "delta": {"reasoning_content" if reasoning else "content": text},
-            }
-        else:
-            choice = {"index": index, "text": text}
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "ponder": {"trace_id": self.trace_id},
-        }
-
-    def tool_calls(self, index: int, calls: Sequence[ToolCall]) -> dict[str, Any]:
-        wire = [
-            {
-                "index": k,
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
-            }
-            for k, c in enumerate(calls)
-        ]
-        return self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(tool_calls=wire))])
-
-    def finish(self, index: int, reason: str) -> dict[str, Any]:
-        if self.chat:
-            return self._chunk(
-                [ChatChunkChoice(index=index, delta=ChatDelta(), finish_reason=reason)]
-            )
-        return self._chunk([CompletionChunkChoice(index=index, text="", finish_reason=reason)])
-
-    def usage(self, outcome: Outcome) -> dict[str, Any]:
-        return self._chunk([], usage=usage_out(outcome))
-
-    def progress(self, event: Progress) -> dict[str, Any]:
-        return self._chunk([], progress=event)
-
-
-class ThinkSplitter:
-    """Splits streamed text into reasoning (inside ``<think>``) and content, as it arrives.
-
-    A tag split across deltas is held back until it is complete.
-    """
-
-    _OPEN, _CLOSE = "<think>", "</think>"
-
-    def __init__(self) -> None:
-        self.inside = False
-        self.pending = ""
-
-    def feed(self, text: str) -> list[tuple[bool, str]]:
-        """``(is_reasoning, text)`` pieces ready to send."""
-        out: list[tuple[bool, str]] = []
-        buf = self.pending + text
-        self.pending = ""
-        while buf:
-            tag = self._CLOSE if self.inside else self._OPEN
-            at = buf.lower().find(tag)
-            if at >= 0:
-                if at:
-                    out.append((self.inside, buf[:at]))
-                buf = buf[at + len(tag) :]
-                self.inside = not self.inside
-                continue
-            keep = _partial_suffix(buf.lower(), tag)
-            if len(buf) > keep:
-                out.append((self.inside, buf[: len(buf) - keep]))
-            self.pending = buf[len(buf) - keep :]
-            break
-        return out
-
-    def flush(self) -> list[tuple[bool, str]]:
-        pending, self.pending = self.pending, ""
-        return [(self.inside, pending)] if pending else []
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that starts ``tag``."""
-    for k in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-k:]):
-            return k
-    return 0
-
-
-_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
-
-
-def redact(text: str, secrets: Collection[str] = ()) -> str:
-    """``text`` without API keys (the server's, and anything shaped like one)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _SECRET.sub("[redacted]", text)
-
-
-def backend_cause(exc: BaseException) -> str:
-    """The message of a failed backend call, for a 502 (the chain of causes, one line)."""
-    parts = [str(exc)]
-    cause = exc.__cause__
-    while cause is not None and len(parts) < 4:
-        parts.append(f"{type(cause).__name__}: {cause}")
-        cause = cause.__cause__
-    return " <- ".join(p.splitlines()[0] for p in parts if p)
-
-
 __all__ = [
     "CHAT",
     "COMPLETIONS",
-    "ChunkWriter",
+    "Answer",
     "Outcome",
     "RequestError",
     "ServedModel",
     "Service",
     "Target",
-    "ThinkSplitter",
+    "ToolCallMissingError",
     "UnknownModelError",
 ]
