@@ -130,7 +130,7 @@ def test_streaming_is_real(local: tuple[str, LlamaCppBackend, Path]) -> None:
         stream = client.chat.completions.create(
             model=model,
             messages=_ask("Write a long story about a dragon who learns to bake bread."),
-            max_tokens=80,
+            max_tokens=200,
             temperature=0,
             stream=True,
             stream_options={"include_usage": True},
