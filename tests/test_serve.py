@@ -509,6 +509,16 @@ def test_error_statuses(main: ServeProcess) -> None:
     assert SECRET not in failed.value.response.text
     assert failed.value.response.headers["x-ponder-trace-id"]
     assert _stored(main, failed.value.response.headers["x-ponder-trace-id"]).status == 502
+    # What would be silently ignored is refused, naming the field.
+    for body, param in (
+        ({"model": "echo", "messages": _ask(), "logprobs": True, "stream": True}, "logprobs"),
+        ({"model": "vote3", "messages": _ask(), "logprobs": True}, "logprobs"),
+    ):
+        refused = post(body)
+        assert refused.status_code == 400 and _error(refused)["param"] == param
+    with pytest.raises(openai.BadRequestError) as echo:
+        client.completions.create(model="echo", prompt="hi", echo=True)
+    assert echo.value.body["param"] == "echo"  # type: ignore[index]
     # An unknown route is OpenAI-shaped too.
     assert _error(httpx.get(f"{main.url}/v1/nothing"))["type"] == "not_found_error"
 

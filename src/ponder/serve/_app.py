@@ -233,6 +233,24 @@ def _parsed(model: type[Any], data: dict[str, Any]) -> Any:
         raise _validation_error(exc) from None
 
 
+def _check_supported(request: ChatCompletionRequest | CompletionRequest, target: Target) -> None:
+    """Refuse (400) what the server would otherwise silently ignore."""
+    unsupported: tuple[str, str] | None = None
+    if isinstance(request, CompletionRequest):
+        if request.echo:
+            unsupported = ("echo", "echo is not supported")
+        elif request.logprobs:
+            unsupported = ("logprobs", "logprobs of /v1/completions are not supported (use chat)")
+    elif request.logprobs and (request.stream or target.config is not None):
+        unsupported = (
+            "logprobs",
+            "logprobs are returned for a plain model (not a system) without stream",
+        )
+    if unsupported is not None:
+        param, message = unsupported
+        raise ApiError(400, message, "invalid_request_error", param=param)
+
+
 def _check_limits(request: ChatCompletionRequest | CompletionRequest, limits: Limits) -> None:
     if request.n > limits.max_n:
         raise ApiError(
@@ -429,6 +447,7 @@ def create_app(
             parsed = _parsed(kind, req.body)
             _check_limits(parsed, limits)
             req.target = service.resolve(parsed.model, parsed.ponder)
+            _check_supported(parsed, req.target)
         except Exception as exc:  # noqa: BLE001 (every failure becomes an HTTP error; api_error logs the unexpected)
             return await _failed(req, exc)
         admission = gate.admit(key)
