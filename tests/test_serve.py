@@ -687,3 +687,20 @@ def test_check_bind() -> None:
         check_bind("192.168.1.5", (), allow_no_keys=False)
     warning = check_bind("0.0.0.0", (), allow_no_keys=True)
     assert warning is not None and "WITHOUT API keys" in warning
+
+
+def test_load_service_builds_models_from_flags(tmp_path: Path) -> None:
+    from ponder.errors import ConfigError
+    from ponder.serve import load_service
+
+    remote = load_service(
+        ["llama3:8b"], backend="openai", base_url="http://127.0.0.1:11434/v1", api_key_env="K"
+    )
+    served = remote.models["llama3:8b"]  # a name with ":" is served whole (Ollama's names)
+    assert served.backend_kind == "openai" and served.backend.identity.startswith("openai")
+    assert remote.resolve("llama3:8b").config is None
+    local = load_service(['{"backend": "llamacpp", "model": "smollm2-135m", "threads": 3}'])
+    assert local.default_model == "smollm2-135m"
+    assert local.models["smollm2-135m"].backend.config.threads == 3  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="given twice"):
+        load_service(["smollm2-135m", "smollm2-135m"])
