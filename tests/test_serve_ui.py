@@ -28,7 +28,7 @@ from ponder.backends import ScriptedBackend
 from ponder.errors import UserError
 from ponder.records import SamplingParams
 from ponder.runs import sample_run, system_run, verify_run
-from ponder.serve._ui import SESSION_COOKIE, ui_router
+from ponder.serve import SESSION_COOKIE, ui_router
 from ponder.store import ServerRequest, Store
 from ponder.systems import System
 from ponder.verify import MathVerifier

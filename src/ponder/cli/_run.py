@@ -61,7 +61,7 @@ from ponder.runs import (
     run_stats,
     system_run,
 )
-from ponder.store import Store
+from ponder.store import ServerRequest, Store
 from ponder.tasks import Task
 from ponder.verify import make_verifier
 
@@ -465,6 +465,43 @@ def run(
 # ----- ponder trace -------------------------------------------------------------------------------
 
 
+def _served_request(store: Store, ref: str) -> ServerRequest | None:
+    """The served request with trace id ``ref``, if there is one."""
+    try:
+        return store.server_request(ref)
+    except NotFoundError:
+        return None
+
+
+def _show_served(record: ServerRequest, *, text: bool, width: int, json_out: bool) -> None:
+    from ponder.systems import trace_tree
+
+    if json_out:
+        emit_json(record.model_dump(mode="json"))
+        return
+    what = f"system {record.system}" if record.system else "pass-through"
+    console.print(
+        f"served request [bold]{record.id}[/]: {record.endpoint} model {record.model!r} ({what}), "
+        f"status {record.status}, {record.latency_s:.2f}s; {record.calls} calls, "
+        f"{record.prompt_tokens:,} prompt + {record.completion_tokens:,} completion tokens",
+        highlight=False,
+    )
+    if record.error:
+        console.print(f"error: {record.error}", highlight=False)
+    trace = record.parsed_trace()
+    if trace is not None:
+        console.print(trace_tree(trace, show_text=text, width=width))
+    elif record.response:
+        for choice in record.response.get("choices", []):
+            message = choice.get("message") or {}
+            shown = choice.get("text", message.get("content")) or ""
+            console.print(
+                f"choice {choice.get('index', 0)} ({choice.get('finish_reason')}): "
+                f"{shown[:width]!r}",
+                highlight=False,
+            )
+
+
 def trace(
     run_ref: Annotated[
         str,
@@ -488,13 +525,20 @@ def trace(
     """Show how a system run answered a problem: layers, components, calls, usage (a tree).
 
     `ponder trace RUN` lists the run's traces; `ponder trace RUN PROBLEM` shows one; `--json` prints
-    the trace itself (or the list).
+    the trace itself (or the list). `ponder trace TRACE_ID` shows a request served by `ponder serve`
+    (the id of its X-Ponder-Trace-Id header).
     """
     from ponder.systems import trace_tree
 
     with reported_errors(), open_store(db) as store:
         if width < 10:
             raise UserError(f"--width must be >= 10, got {width}")
+        served = _served_request(store, run_ref)
+        if served is not None:
+            if problem is not None:
+                raise UserError(f"{run_ref} is a served request: it has no problems")
+            _show_served(served, text=text, width=width, json_out=json_out)
+            return
         info = store.get_run(run_ref)
         if not is_system_spec(info.spec):
             raise UserError(

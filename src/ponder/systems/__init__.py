@@ -57,7 +57,7 @@ from ponder.systems._load import (
 from ponder.systems._models import BackendPool, ModelRef, ModelSpec
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
-from ponder.systems._system import Query, System, SystemResult
+from ponder.systems._system import LayerHook, Query, System, SystemResult
 from ponder.systems._trace import (
     CallRecord,
     ComponentEvent,
@@ -83,6 +83,7 @@ __all__ = [
     "Delta",
     "Extractor",
     "Fallback",
+    "LayerHook",
     "LayerRecord",
     "ModelComponentConfig",
     "ModelRef",

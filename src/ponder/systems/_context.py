@@ -20,6 +20,7 @@ from ponder.systems._parsing import Unparseable
 from ponder.systems._prompts import render, template
 from ponder.systems._state import Action, Candidate, Provenance
 from ponder.systems._trace import CallRecord, ComponentEvent, Fallback
+from ponder.text import strip_think
 from ponder.verify import Verifier
 
 T = TypeVar("T")
@@ -243,7 +244,9 @@ class RunContext:
         Raises:
             PromptTooLongError: the candidates cannot be fitted.
         """
-        texts = [c.text.strip() for c in candidates]
+        # Reasoning (<think> blocks) is the writer's, not the answer: judges, rankers and fusers
+        # see the answers only.
+        texts = [strip_think(c.text).strip() for c in candidates]
         fitted = await fit_texts(self.resources.meter(backend), build, texts, max_tokens=max_tokens)
         if fitted.cut:
             cut = ", ".join(f"{candidates[i].id}: {n}" for i, n in fitted.cut.items())

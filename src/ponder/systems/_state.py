@@ -100,8 +100,11 @@ class State(BaseModel):
 def as_messages(query: str | Sequence[Message] | Sequence[dict[str, Any]]) -> list[Message]:
     """The query as chat messages: a string becomes one user message.
 
+    The conversation ends with the user's message, or with a tool's result (an agent loop
+    answering the model's tool call; components then leave that message as it is).
+
     Raises:
-        UserError: the query is empty or its last message is not from the user.
+        UserError: the query is empty or its last message is neither the user's nor a tool's.
     """
     if isinstance(query, str):
         messages = [Message(role="user", content=query)]
@@ -109,10 +112,11 @@ def as_messages(query: str | Sequence[Message] | Sequence[dict[str, Any]]) -> li
         messages = [m if isinstance(m, Message) else Message.model_validate(m) for m in query]
     if not messages:
         raise UserError("the query has no messages", hint="pass a question or a list of messages")
-    if messages[-1].role != "user":
+    if messages[-1].role not in ("user", "tool"):
         raise UserError(
             f"the query's last message is from {messages[-1].role!r}, not the user",
-            hint="end the conversation with the user's message the system should answer",
+            hint="end the conversation with the user's message the system should answer (or "
+            "with the result of a tool the model called)",
         )
     return messages
 

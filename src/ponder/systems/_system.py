@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -33,6 +33,11 @@ from ponder.verify import Verifier, make_verifier, verifier_kinds
 
 Query: TypeAlias = str | Sequence[Message] | Sequence[dict[str, Any]]
 """A question, or chat messages ending with the user's turn."""
+
+LayerHook: TypeAlias = Callable[[LayerRecord, bool], None]
+"""Called as each layer starts (``False``: its record lists its component events, nothing has run)
+and ends (``True``: the record is complete); for progress reports and for knowing which layer a
+backend call belongs to. It must not block."""
 
 
 class SystemResult(BaseModel):
@@ -243,7 +248,12 @@ class System(Closing):
     # ----- running ----------------------------------------------------------------------------
 
     async def arun(
-        self, query: Query, *, reference: str | None = None, seed: int | None = None
+        self,
+        query: Query,
+        *,
+        reference: str | None = None,
+        seed: int | None = None,
+        on_layer: LayerHook | None = None,
     ) -> SystemResult:
         """Answer one query.
 
@@ -251,6 +261,7 @@ class System(Closing):
             query: A question or chat messages (ending with the user's message).
             reference: A reference answer or tests, used only by ``verify`` components.
             seed: Overrides the config's seed for this query.
+            on_layer: Called as each layer starts and ends (see :data:`LayerHook`).
 
         Raises:
             ComponentError: a component failed (its ``trace`` holds what ran until then).
@@ -267,7 +278,7 @@ class System(Closing):
         start = time.perf_counter()
         try:
             for index, layer in enumerate(self._layers):
-                state = await self._run_layer(index, layer, state, trace, made, seed, key)
+                state = await self._run_layer(index, layer, state, trace, made, seed, key, on_layer)
         except PonderError as exc:
             self._finish(trace, state, made, start)
             trace.error = str(exc)
@@ -299,6 +310,7 @@ class System(Closing):
         made: dict[str, Candidate],
         seed: int,
         key: str,
+        on_layer: LayerHook | None = None,
     ) -> State:
         input_ids = [c.id for c in state.candidates]
         record = LayerRecord(index=index)
@@ -322,6 +334,8 @@ class System(Closing):
                     repair_retries=getattr(component.config, "repair_retries", None),
                 )
             )
+        if on_layer is not None:
+            on_layer(record, False)
         start = time.perf_counter()
         try:
             deltas = await gather_all(
@@ -335,6 +349,8 @@ class System(Closing):
         made.update(touched)
         record.candidate_ids = [c.id for c in state.candidates]
         record.unit_tests = len(state.unit_tests)
+        if on_layer is not None:
+            on_layer(record, True)
         return state
 
     def _finish(self, trace: Trace, state: State, made: dict[str, Candidate], start: float) -> None:

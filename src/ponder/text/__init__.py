@@ -1,6 +1,9 @@
 """Text toolkit: what several parts of Ponder read out of model output, implemented once.
 
-* :func:`strip_think`: drop ``<think>`` reasoning (closed, stray closing, or unclosed blocks).
+* :func:`strip_think`: drop ``<think>`` reasoning (closed, stray closing, or unclosed blocks);
+  :func:`split_think` returns the reasoning and the answer apart.
+* :func:`parse_tool_calls`: tool calls a model wrote as text (Hermes tags, fenced or bare JSON),
+  checked against the declared tools' schemas (:func:`schema_problem`).
 * :func:`code_blocks`: the fenced code blocks (```` ``` ```` and ``~~~``, unterminated last one).
 * :func:`extract_answer`: the final answer of a free-form solution (``#### 42``, ``\\boxed{...}``,
   "the answer is ...", or the last number), lightly normalised (:func:`normalize_answer`).
@@ -21,7 +24,8 @@ from ponder.text._answer import (
 from ponder.text._continuation import cut_continuation, question_markers, stop_sequences
 from ponder.text._fence import CodeBlock, code_blocks
 from ponder.text._tags import tagged_answer
-from ponder.text._think import strip_think
+from ponder.text._think import split_think, strip_think
+from ponder.text._tools import parse_tool_calls, schema_problem
 
 __all__ = [
     "DEFAULT_STRATEGIES",
@@ -32,7 +36,10 @@ __all__ = [
     "cut_continuation",
     "extract_answer",
     "normalize_answer",
+    "parse_tool_calls",
     "question_markers",
+    "schema_problem",
+    "split_think",
     "stop_sequences",
     "strip_think",
     "tagged_answer",

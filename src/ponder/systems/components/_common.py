@@ -11,6 +11,7 @@ from ponder.systems._component import ModelComponentConfig
 from ponder.systems._context import RunContext
 from ponder.systems._prompts import template
 from ponder.systems._state import Candidate, State
+from ponder.text import strip_think
 
 
 def system_text(config: ModelComponentConfig, default: str) -> str:
@@ -36,10 +37,11 @@ def numbered(
 ) -> str:
     """Candidates as ``[1] text`` blocks; with ``state``, each followed by its current critiques.
 
-    ``texts`` replaces the candidates' texts (shortened to fit the context, see ``RunContext.fit``).
+    ``texts`` replaces the candidates' texts (shortened to fit the context, see ``RunContext.fit``);
+    otherwise they are shown without their ``<think>`` reasoning.
     """
     blocks = []
-    shown = [c.text.strip() for c in candidates] if texts is None else texts
+    shown = [strip_think(c.text).strip() for c in candidates] if texts is None else texts
     for i, (candidate, text) in enumerate(zip(candidates, shown, strict=True), 1):
         block = f"[{i}]\n{text}"
         if state is not None:

@@ -82,6 +82,9 @@ class Generate(Component[GenerateConfig]):
         """The query as this component sends it: template, CoT and unit tests applied."""
         cfg = self.config
         messages = list(state.messages)
+        if messages[-1].role == "tool":
+            # A tool's result, sent back in an agent loop, goes to the model as it is.
+            return self._with_system(messages)
         text = messages[-1].content
         if cfg.template is not None:
             text = render(cfg.template, query=text)
@@ -91,10 +94,13 @@ class Generate(Component[GenerateConfig]):
             tests = "\n".join(f"- {t}" for t in state.unit_tests)
             text += "\n\n" + render(template("generate_unit_tests"), tests=tests)
         messages[-1] = Message(role="user", content=text)
-        if cfg.system_prompt is not None:
+        return self._with_system(messages)
+
+    def _with_system(self, messages: list[Message]) -> list[Message]:
+        if self.config.system_prompt is not None:
             messages = [m for m in messages if m.role != "system"]
-            if cfg.system_prompt:
-                messages.insert(0, Message(role="system", content=cfg.system_prompt))
+            if self.config.system_prompt:
+                messages.insert(0, Message(role="system", content=self.config.system_prompt))
         return messages
 
     async def run(self, state: State, ctx: RunContext) -> Delta:

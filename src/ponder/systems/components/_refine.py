@@ -15,6 +15,7 @@ from ponder.systems._parsing import parse_verdict
 from ponder.systems._prompts import check_template, render, template
 from ponder.systems._state import Candidate, State, query_text
 from ponder.systems.components._common import chat
+from ponder.text import strip_think
 
 VERDICT_EXPECTED = "end with exactly one line: 'Verdict: ACCEPT' or 'Verdict: REVISE'"
 ACCEPT_WORDS = ("ACCEPT", "ACCEPTED", "CORRECT")
@@ -94,7 +95,7 @@ class Refine(Component[RefineConfig]):
                 critic,
                 chat(
                     template("refine.system"),
-                    render(critic_body, query=query, candidate=current.text.strip()),
+                    render(critic_body, query=query, candidate=strip_think(current.text).strip()),
                 ),
                 cfg.sampling(
                     ctx.seed_for("critic", candidate.id, round_),
@@ -117,7 +118,10 @@ class Refine(Component[RefineConfig]):
                     asked.output,
                 )
             user = render(
-                revise_body, query=query, candidate=current.text.strip(), feedback=asked.output
+                revise_body,
+                query=query,
+                candidate=strip_think(current.text).strip(),
+                feedback=asked.output,
             )
             generation = await ctx.generate(
                 reviser,

@@ -13,6 +13,7 @@ from ponder.systems._parsing import parse_test_results, parse_unit_tests, requir
 from ponder.systems._prompts import render
 from ponder.systems._state import Candidate, State, query_text
 from ponder.systems.components._common import chat, system_text, user_template
+from ponder.text import strip_think
 
 TESTS_EXPECTED = "only the checks, each on its own line starting with '- '"
 RESULTS_EXPECTED = (
@@ -119,7 +120,7 @@ class UnitTestEval(Component[UnitTestEvalConfig]):
             user = render(
                 user_template(cfg, "unit_test_eval"),
                 query=query,
-                candidate=candidate.text.strip(),
+                candidate=strip_think(candidate.text).strip(),
                 tests=listed,
                 count=len(tests),
             )
