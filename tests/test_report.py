@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import re
-import shutil
 import subprocess
 import zlib
 from html.parser import HTMLParser
@@ -25,6 +24,7 @@ from ponder.runs import sample_run, verify_run
 from ponder.store import Store
 from ponder.tasks import get_task, select_problems
 from ponder.verify import MathVerifier
+from tests._browser import CHROMIUM_ARGS, require_chromium
 
 
 def make_run(
@@ -119,26 +119,16 @@ def test_report_html_plots_and_json(tmp_path: Path) -> None:
     assert run_a in page and run_b in page and "gsm8k/0" in page
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     run_id = make_run(db)
     html_path = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["report", run_id, "--db", str(db), "--html", str(html_path)])
     assert result.exit_code == 0, result.output
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    browser = str(require_chromium())
+    flags = [*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
-        ["chromium", *flags, "--dump-dom", html_path.as_uri()],
+        [browser, *flags, "--dump-dom", html_path.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -147,7 +137,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert dom.count("<svg") >= 3 and "Scaling law" in dom and "gsm8k/5" in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2400", html_path.as_uri()],
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", html_path.as_uri()],
         capture_output=True,
         timeout=120,
         check=True,

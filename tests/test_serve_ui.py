@@ -32,19 +32,9 @@ from ponder.serve import SESSION_COOKIE, ui_router
 from ponder.store import ServerRequest, Store
 from ponder.systems import System
 from ponder.verify import MathVerifier
+from tests._browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests._fakes import arithmetic
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "pk-test-0123456789abcdef"
 EVIL = "The answer is <script>alert('pwned')</script> <b>bold</b> #### 4"
 SYSTEM = {
@@ -226,8 +216,7 @@ def keyed_server(data: Data) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     # Missing Chromium or playwright is a failure, not a skip: `scripts/setup.sh --dev` installs both.
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --dev (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
