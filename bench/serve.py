@@ -13,10 +13,12 @@ machine; the ratios much less). Everything listens on 127.0.0.1 only and is boun
    floor), then to ``ponder serve``. Target: 0 errors, p50 and p99 within 1.5x of the bare endpoint.
 3. Embedded engine. ``--concurrent`` streamed pass-through chat requests at once, each of
    ``--max-tokens`` tokens, to ``ponder serve`` and to the raw engine (llama.cpp's own HTTP endpoint,
-   the same engine settings, the same requests), alternating, ``--reps`` times. Reported: aggregate
-   completion tokens/s (target: ponder >= 0.9x raw), median time to the first streamed token, and
-   the longest gap between two chunks of one stream; with ``--threads-sweep`` for each engine thread
-   count from 1 to the number of cores (how the default was chosen, see docs/serve.md).
+   the same engine settings, the same requests: the raw engine also gets the sampling fields Ponder
+   sends it, since llama.cpp's own defaults truncate and sample faster), alternating, ``--reps`` times.
+   Reported: aggregate completion tokens/s (target: ponder >= 0.9x raw), median time to the first
+   streamed token, and the longest gap between two chunks of one stream; with ``--threads-sweep``
+   for each engine thread count from 1 to the number of cores (how the default was chosen, see
+   docs/serve.md).
 
     .venv/bin/python bench/serve.py [--requests 200] [--clients 50] [--per-client 20]
         [--concurrent 16] [--max-tokens 64] [--reps 2] [--threads N | --threads-sweep]
@@ -252,9 +254,16 @@ def load(clients: int, per_client: int) -> dict[str, Any]:
 
 
 async def _streams(
-    url: str, model: str, concurrent: int, max_tokens: int, prompt_seed: int
+    url: str,
+    model: str,
+    concurrent: int,
+    max_tokens: int,
+    prompt_seed: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``concurrent`` streamed chat requests at once; tokens/s, first-token times, chunk gaps."""
+    """``concurrent`` streamed chat requests at once; tokens/s, first-token times, chunk gaps.
+
+    ``extra``: engine fields added to each body (for the raw engine: what Ponder sends it)."""
     firsts: list[float] = []
     gaps: list[float] = []
     tokens = 0
@@ -272,6 +281,7 @@ async def _streams(
                 "seed": prompt_seed + i,
                 "stream": True,
                 "stream_options": {"include_usage": True},
+                **(extra or {}),
             }
             start = time.perf_counter()
             last = None
@@ -324,11 +334,15 @@ def embedded(concurrent: int, max_tokens: int, reps: int, threads: int | None) -
         asyncio.run(_streams(raw_url, model, 2, 8, 10_000))
         asyncio.run(_streams(url, model, 2, 8, 10_000))
         rows: dict[str, list[dict[str, Any]]] = {"raw": [], "ponder": []}
+        # The same requests: Ponder sends the engine its sampling parameters explicitly (temperature
+        # alone, no truncation: llama.cpp's own defaults are top-k 40 and min-p 0.05, which make
+        # sampling much cheaper), so the raw engine gets them too.
+        same = {"top_p": 1.0, "top_k": 0, "min_p": 0.0, "cache_prompt": False}
         for rep in range(reps):
-            order = [("raw", raw_url), ("ponder", url)]
-            for name, target in order if rep % 2 == 0 else order[::-1]:
+            order = [("raw", raw_url, same), ("ponder", url, None)]
+            for name, target, extra in order if rep % 2 == 0 else order[::-1]:
                 rows[name].append(
-                    asyncio.run(_streams(target, model, concurrent, max_tokens, 100 * rep))
+                    asyncio.run(_streams(target, model, concurrent, max_tokens, 100 * rep, extra))
                 )
     finally:
         stop(proc)
