@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ponder.errors import StoreError
 from ponder.records import Problem, Sample, SamplingParams
 from ponder.store import LEASE_S, RunSpec, Store
 
@@ -388,3 +390,32 @@ def test_a_failing_run_leaves_no_claims(tmp_path: Path) -> None:
     assert con.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
     assert con.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 0
     con.close()
+
+
+def test_opening_a_new_database_waits_for_a_writer(tmp_path: Path) -> None:
+    """Switching a new file to WAL while another connection writes is answered "locked" at once by
+    SQLite: the store waits (up to its timeout) instead of failing, as two processes opening the
+    same new database together need."""
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE other (a)")
+    timer = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    timer.start()
+    try:
+        with Store(path, timeout_s=20) as store:
+            assert store.runs() == []
+    finally:
+        timer.join()
+        writer.close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # a writer that never lets go: the timeout still ends the wait, with the actionable error
+    stuck = sqlite3.connect(tmp_path / "stuck.db", isolation_level=None)
+    stuck.execute("BEGIN IMMEDIATE")
+    stuck.execute("CREATE TABLE other (a)")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            Store(tmp_path / "stuck.db", timeout_s=0.3)
+    finally:
+        stuck.close()

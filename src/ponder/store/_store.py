@@ -132,7 +132,7 @@ class Store(Closing):
         self._db.row_factory = sqlite3.Row
         try:
             with self._guard("initialise"):
-                self._db.execute("PRAGMA journal_mode=WAL")
+                self._wal(timeout_s)
                 # NORMAL is durable across process kills in WAL mode (only an OS crash can lose the
                 # tail).
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -141,6 +141,24 @@ class Store(Closing):
         except BaseException:
             self._db.close()
             raise
+
+    def _wal(self, timeout_s: float) -> None:
+        """Switch to WAL, waiting up to ``timeout_s`` for a writer.
+
+        Changing the journal mode needs the whole file, and SQLite answers "locked" at once, without
+        its busy timeout, while another connection writes: two processes opening a new database
+        together (one creating the tables, the other switching to WAL) would otherwise fail.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def close(self) -> None:
         self._db.close()
