@@ -647,10 +647,13 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
 
 
 def test_non_loopback_without_keys_needs_a_flag() -> None:
-    refused = ServeProcess(["--host", "0.0.0.0", "--model", _model("e", outputs=["x"])])
-    _, err = refused.proc.communicate(timeout=60)
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface: were the check ever to let it through,
+    # binding would fail rather than open a port beyond loopback.
+    refused = ServeProcess(["--host", "192.0.2.1", "--model", _model("e", outputs=["x"])])
+    out, err = refused.proc.communicate(timeout=60)
     assert refused.proc.returncode == 2
     assert "--insecure-no-auth" in err and "no API key" in err
+    assert "listening on" not in out  # refused before any socket was opened
 
 
 def test_ponder_trace_opens_a_served_request(main: ServeProcess) -> None:
