@@ -24,15 +24,12 @@ DEFAULT_TASKS = ("gym:chain_sum", "gym:products")
 def fit_row(label: str, r: RunReport, fit_max_k: int) -> tuple[list[object], ScalingFit | None]:
     ks, cov = r.ks, r.coverage.mean
     held = int((ks > fit_max_k).sum())
+    head: list[object] = [label, len(r.data.problems), int(ks.max()), c.pct(cov[0]), c.pct(cov[-1])]
     try:
         fit = fit_scaling_law(ks, cov, holdout=held)
     except UserError as exc:
         return [
-            label,
-            len(r.data.problems),
-            int(ks.max()),
-            c.pct(cov[0]),
-            c.pct(cov[-1]),
+            *head,
             f"not fitted: {exc.message}",
             "",
             "",
@@ -50,11 +47,7 @@ def fit_row(label: str, r: RunReport, fit_max_k: int) -> tuple[list[object], Sca
         else "– (nothing held out)"
     )
     return [
-        label,
-        len(r.data.problems),
-        int(ks.max()),
-        c.pct(cov[0]),
-        c.pct(cov[-1]),
+        *head,
         f"{fit.a:.3f} [{fit.a_ci[0]:.3f}, {fit.a_ci[1]:.3f}]",
         f"{fit.b:.3f} [{fit.b_ci[0]:.3f}, {fit.b_ci[1]:.3f}]",
         f"{fit.r2:.3f}",
