@@ -8,7 +8,8 @@
   probability that class 1 has the largest underlying probability under ``Dirichlet(c_i + 1)``.
   No closed form: Monte Carlo with a seed derived from the counts themselves, so a count vector
   always gets the same value whatever else was computed before, memoised per count vector; exact
-  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected.
+  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected, and the
+  estimate is clipped into those bounds, so a decision never depends on what was skipped.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def dirichlet_leader_prob(
     upper = beta_leader_prob(top[:, 0], top[:, 1])
     others = top[:, 1:]
     lose = np.where(others > 0, beta_leader_prob(others, top[:, :1]), 0.0)
-    lower = 1.0 - lose.sum(axis=1)
+    # Rounding can put the two-class lower bound a hair above the upper one.
+    lower = np.minimum(1.0 - lose.sum(axis=1), upper)
     single = top[:, 1] == 0
     out[single] = 1.0
     below = ~single & (upper < lo)
@@ -94,5 +96,7 @@ def dirichlet_leader_prob(
         values = np.array(
             [dirichlet_leader_prob_one(tuple(row), draws=draws, seed=seed) for row in uniq.tolist()]
         )
-        out[rest] = values[inverse.reshape(-1)]
+        # The Monte Carlo estimate is kept within the exact bounds, so that a value never depends
+        # on lo/hi: skipping it (below lo, above hi) decides every threshold as computing it would.
+        out[rest] = np.clip(values[inverse.reshape(-1)], lower[rest], upper[rest])
     return out
