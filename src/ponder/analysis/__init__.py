@@ -1,10 +1,23 @@
 """Analysis of stored samples: pass@k, coverage curves, selection@k, the scaling law, cost, reports.
 
+Also what adaptive stop rules would have spent and won, replayed over the stored samples
+(:func:`simulate_adaptive`).
+
 Everything works on :class:`RunData` (a run's verified samples as arrays), loaded with :func:`load_run`.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from ponder.analysis._adaptive import (
+    AdaptivePoint,
+    AdaptiveSimulation,
+    BaselinePoint,
+    DEFAULT_RULES,
+    Estimate,
+    RuleVerdict,
+    SimulatedRows,
+    simulate_adaptive,
+)
 from ponder.analysis._cost import CostSummary, Prices, cost_curve, cost_summary, model_params
 from ponder.analysis._curves import (
     Curve,
@@ -57,8 +70,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdaptivePoint",
+    "AdaptiveSimulation",
+    "BaselinePoint",
+    "DEFAULT_RULES",
     "CostSummary",
     "Curve",
+    "Estimate",
     "KPoint",
     "Method",
     "Prices",
@@ -66,9 +84,11 @@ __all__ = [
     "ProblemTally",
     "RunData",
     "RunReport",
+    "RuleVerdict",
     "RunSummaryStats",
     "ScalingFit",
     "ScoreSource",
+    "SimulatedRows",
     "build_report",
     "check_comparable",
     "cost_curve",
@@ -93,6 +113,7 @@ __all__ = [
     "samples_to_reach",
     "save_plots",
     "selection_curve",
+    "simulate_adaptive",
     "solved_by_first_k",
     "summarize",
     "summarize_tallies",

@@ -125,7 +125,8 @@ class SimulatedRows:
     Attributes:
         labels: the points' labels, in the order of :attr:`AdaptiveSimulation.points`.
         problem_ids: the problems simulated (in the order used below).
-        orders: per problem, ``[orderings, max_samples]`` sample indices: the order of each row.
+        orders: per problem, ``[max_samples, orderings]`` sample indices: column r is row r's
+            order.
         samples: per problem, ``[points, orderings]``: samples used at the stop.
     """
 
@@ -252,14 +253,14 @@ def _encode(p: ProblemSamples) -> _Problem:
 
 
 def _orders(n: int, max_samples: int, orderings: int, exact: bool, seed: int, index: int) -> Any:
-    """Rows of sample indices, ``[rows, max_samples]``: random permutations of the problem's
-    samples cut at the maximum, or every distinct ordered choice of ``max_samples`` of them."""
+    """Sample indices, ``[max_samples, rows]`` (a column per row): random permutations of the
+    problem's samples cut at the maximum, or every distinct ordered choice of ``max_samples``."""
     if exact:
-        return np.array(list(permutations(range(n), max_samples)), dtype=np.int32)
+        return np.array(list(permutations(range(n), max_samples)), dtype=np.int32).T.copy()
     # One stream per problem: a problem's orderings do not depend on the others or on chunking.
     rng = np.random.default_rng([seed, index])
-    base = np.broadcast_to(np.arange(n, dtype=np.int32), (orderings, n)).copy()
-    return rng.permuted(base, axis=1, out=base)[:, :max_samples]
+    base = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, orderings)).copy()
+    return rng.permuted(base, axis=0, out=base)[:max_samples]
 
 
 # --- the simulation -------------------------------------------------------------------------------
@@ -315,10 +316,20 @@ def _vote_keys(top: NDArray[np.int64], run: NDArray[np.int64], base: int) -> NDA
 
 
 def _statistics(
-    rules: list[_Rule], k: int, top: NDArray[np.int64], run: NDArray[np.int64], base: int
+    rules: list[_Rule],
+    k: int,
+    top: NDArray[np.int64],
+    run: NDArray[np.int64],
+    reached: NDArray[np.float64],
+    base: int,
 ) -> list[NDArray[np.float64] | None]:
     """Each rule's statistic for the given rows at checkpoint ``k`` (None where not asked),
-    asked once per rule on the rows' distinct votes."""
+    asked once per rule on the rows' distinct votes.
+
+    ``reached`` (``[rules, rows]``): the largest statistic each row had so far. A row only needs
+    to know whether it reaches its lowest threshold above that, so each distinct vote is asked
+    with ``lo`` at the lowest such threshold of the rows that share it.
+    """
     asked = [r.asks and k >= r.rule.min_samples for r in rules]
     if not any(asked) or top.shape[1] == 0:
         return [None] * len(rules)
@@ -331,19 +342,28 @@ def _statistics(
             np.vstack([top, run]).T, axis=0, return_index=True, return_inverse=True
         )
     inverse = inverse.reshape(-1)
-    votes = Votes(
-        n=np.full(first.shape[0], k, dtype=np.int64),
-        top=np.ascontiguousarray(top[:, first].T),
-        run=run[first],
-    )
+    top_u, run_u = top[:, first], run[first]
     out: list[NDArray[np.float64] | None] = []
-    for r, ask in zip(rules, asked, strict=True):
+    for i, (r, ask) in enumerate(zip(rules, asked, strict=True)):
         if not ask:
             out.append(None)
             continue
         finite = r.thresholds[np.isfinite(r.thresholds)]
-        stat = r.rule.statistic(votes, lo=float(finite.min()), hi=float(finite.max()))
-        out.append(np.asarray(stat, dtype=np.float64)[inverse])
+        pos = np.searchsorted(finite, reached[i], side="right")
+        lo_row = np.where(pos < finite.shape[0], finite[np.minimum(pos, finite.shape[0] - 1)], np.inf)
+        lo = np.full(first.shape[0], np.inf)
+        np.minimum.at(lo, inverse, lo_row)
+        # Only votes that some row still needs (a row past the top threshold needs none).
+        need = np.flatnonzero(lo < np.inf)
+        stat = np.full(first.shape[0], -np.inf)
+        if need.shape[0]:
+            votes = Votes(
+                n=np.full(need.shape[0], k, dtype=np.int64),
+                top=np.ascontiguousarray(top_u[:, need].T, dtype=np.int64),
+                run=run_u[need].astype(np.int64),
+            )
+            stat[need] = r.rule.statistic(votes, lo=lo[need], hi=float(finite.max()))
+        out.append(stat[inverse])
     return out
 
 
@@ -353,15 +373,15 @@ def _simulate_chunk(
     rules: list[_Rule],
     checkpoints: list[int],
 ) -> _ChunkResult:
-    counts_per = np.array([o.shape[0] for o in orders])
+    counts_per = np.array([o.shape[1] for o in orders])
     rows = int(counts_per.sum())
     n_max = checkpoints[-1]
     classes = max(p.classes for p in problems)
     slots = classes + 1  # slot 0 of a row: samples without an answer
 
     def ordered(field: str, dtype: Any) -> NDArray[Any]:
-        parts = [getattr(p, field)[o] for p, o in zip(problems, orders, strict=True)]
-        return np.ascontiguousarray(np.concatenate(parts).T, dtype=dtype)  # [positions, rows]
+        parts = [getattr(p, field)[o].astype(dtype, copy=False) for p, o in zip(problems, orders, strict=True)]
+        return np.concatenate(parts, axis=1)  # [positions, rows]
 
     ids = ordered("ids", np.int64)
     cc = ordered("class_correct", np.float64)
@@ -369,12 +389,15 @@ def _simulate_chunk(
     tokens = ordered("tokens", np.int64)
 
     base = np.arange(rows, dtype=np.int64) * slots + 1
-    counts = np.zeros(rows * slots, dtype=np.int64)
-    top = np.zeros((4, rows), dtype=np.int64)
-    run = np.zeros(rows, dtype=np.int64)
+    counts = np.zeros(rows * slots, dtype=np.int32)
+    # A row's slot for samples without an answer starts so low that its count never equals a
+    # top count nor beats the lead: such samples change neither, with no mask needed.
+    counts[::slots] = np.iinfo(np.int32).min // 2
+    top = np.zeros((4, rows), dtype=np.int32)
+    run = np.zeros(rows, dtype=np.int32)
     prev = np.full(rows, -1, dtype=np.int64)
     lead_sum = np.zeros(rows)
-    lead_num = np.zeros(rows, dtype=np.int64)
+    lead_num = np.zeros(rows, dtype=np.int32)
     covered = np.zeros(rows, dtype=np.bool_)
     tok = np.zeros(rows, dtype=np.int64)
 
@@ -390,22 +413,24 @@ def _simulate_chunk(
 
     for t in range(n_max):
         cid = ids[t]
-        valid = cid >= 0
         slot = base + cid
-        counts[slot] += 1  # one slot per row: no repeated index
-        v = counts[slot]
-        old = np.where(valid, v - 1, -1)
+        v = counts[slot] + 1
+        counts[slot] = v  # one slot per row: no repeated index
         lead = top[0].copy()
-        # The class that grew held `old`; in the descending top four, its value's leftmost entry
-        # becomes `v` (the multiset of counts changes in exactly that one place).
-        hit = top == old
+        # The class that grew held v - 1; in the descending top four, that value's leftmost
+        # entry becomes v (the multiset of counts changes in exactly that one place).
+        hit = top == v - 1
         hit[1:] &= ~hit[:-1]
         top += hit
-        new_lead = valid & (v > lead)
-        join = valid & (v == lead)
-        lead_sum = np.where(new_lead, cc[t], lead_sum + np.where(join, cc[t], 0.0))
-        lead_num = np.where(new_lead, 1, lead_num + join)
-        run = np.where(valid, np.where(cid == prev, run + 1, 1), 0)
+        # The lead: the classes at the top count, their number and their summed correctness.
+        join = v == lead
+        lead_sum += cc[t] * join
+        lead_num += join
+        new_lead = v > lead
+        np.copyto(lead_sum, cc[t], where=new_lead)
+        np.copyto(lead_num, 1, where=new_lead)
+        # The streak: +1 on the same answer, 1 on another, 0 without one.
+        run = (run * (cid == prev) + 1) * (cid >= 0)
         prev = cid
         covered |= correct[t]
         tok += tokens[t]
@@ -417,7 +442,7 @@ def _simulate_chunk(
         traj_tok[c] = tok
         # Rows that reached a rule's most cautious threshold have stopped at every threshold.
         live = np.flatnonzero((runmax < highest[:, None]).any(axis=0))
-        stats = _statistics(rules, t + 1, top[:, live], run[live], pack)
+        stats = _statistics(rules, t + 1, top[:, live], run[live], runmax[:, live], pack)
         for i, stat in enumerate(stats):
             if stat is not None:
                 runmax[i, live] = np.maximum(runmax[i, live], stat)
