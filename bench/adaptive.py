@@ -98,14 +98,25 @@ def make_synthetic_run(problems: int, samples: int, seed: int = 0) -> RunData:
 def curves_json(sim: AdaptiveSimulation) -> dict[str, Any]:
     return {
         "baseline": [
-            {"k": b.k, "accuracy": b.accuracy.mean, "coverage": b.coverage.mean,
-             "tokens": b.tokens.mean}  # fmt: skip
+            {
+                "k": b.k,
+                "accuracy": b.accuracy.mean,
+                "coverage": b.coverage.mean,
+                "tokens": b.tokens.mean,
+            }
             for b in sim.baseline
         ],
         "points": [
-            {"label": p.label, "rule": p.rule, "threshold": p.threshold,
-             "samples": p.samples.mean, "tokens": p.tokens.mean, "accuracy": p.accuracy.mean,
-             "accuracy_se": p.accuracy.stderr, "coverage": p.coverage.mean}  # fmt: skip
+            {
+                "label": p.label,
+                "rule": p.rule,
+                "threshold": p.threshold,
+                "samples": p.samples.mean,
+                "tokens": p.tokens.mean,
+                "accuracy": p.accuracy.mean,
+                "accuracy_se": p.accuracy.stderr,
+                "coverage": p.coverage.mean,
+            }
             for p in sim.points
         ],
     }
@@ -164,9 +175,14 @@ def evidence(args: argparse.Namespace) -> dict[str, Any]:
         "voting_helps": gain >= 0.03,
         "dominating_rules": [v.rule for v in verdicts if v.dominates],
         "verdicts": [
-            {"rule": v.rule, "dominates": v.dominates, "points_at_or_above":
-             sum(v.at_or_above), "points": len(v.at_or_above),
-             "samples_to_match": v.samples_to_match, "ratio": v.ratio}  # fmt: skip
+            {
+                "rule": v.rule,
+                "dominates": v.dominates,
+                "points_at_or_above": sum(v.at_or_above),
+                "points": len(v.at_or_above),
+                "samples_to_match": v.samples_to_match,
+                "ratio": v.ratio,
+            }
             for v in verdicts
         ],
         "best": None if best is None else best.rule,

@@ -63,16 +63,17 @@ def dirichlet_leader_prob(
     *,
     draws: int = 2000,
     seed: int = 0,
-    lo: float = -np.inf,
+    lo: float | NDArray[np.float64] = -np.inf,
     hi: float = np.inf,
 ) -> NDArray[np.float64]:
     """:func:`dirichlet_leader_prob_one` per row of ``top`` (rows of counts, leader first).
 
     Values below ``lo`` may be returned as any value below ``lo``, values at or above ``hi`` as any
     value at or above ``hi``: a caller that only compares with thresholds in ``[lo, hi]`` gets exact
-    decisions while rows that are far from every threshold skip the Monte Carlo. The bounds used are
-    exact: the probability is at most ``P(p_1 > p_2)`` (a Beta marginal of the Dirichlet) and at
-    least ``1 - sum_j P(p_j > p_1)`` (the union bound).
+    decisions while rows that are far from every threshold skip the Monte Carlo (``lo`` may be
+    one bound per row). The bounds used are exact: the probability is at most ``P(p_1 > p_2)`` (a
+    Beta marginal of the Dirichlet) and at least ``1 - sum_j P(p_j > p_1)`` (the union bound); the
+    Monte Carlo estimate is clipped into them.
     """
     top = np.asarray(top, dtype=np.int64)
     out = np.empty(top.shape[0], dtype=np.float64)

@@ -23,6 +23,9 @@ from ponder.adaptive._posterior import beta_leader_prob, dirichlet_leader_prob
 from ponder.adaptive._votes import TOP, Votes
 from ponder.errors import ConfigError
 
+Bound = float | NDArray[np.float64]
+"""A lower bound of the thresholds a statistic is compared with: one for all rows, or one per row."""
+
 
 class StopRule(BaseModel):
     """A stop rule: its parameters, its statistic and its threshold.
@@ -49,12 +52,13 @@ class StopRule(BaseModel):
         return float(getattr(self, self.threshold_field))
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         """How decided each row's vote is (larger = more).
 
         ``lo``/``hi``: the caller compares the result only with thresholds in ``[lo, hi]``, so a
         value below ``lo`` (or at least ``hi``) need not be exact; costly rules use it to skip work.
+        ``lo`` may also be given per row (a simulation knows which thresholds each row has passed).
         """
         raise NotImplementedError
 
@@ -155,7 +159,7 @@ class FixedN(StopRule):
     min_samples: int = Field(1, ge=1, description="Never stop before this many samples.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return np.zeros(votes.rows, dtype=np.float64)
 
@@ -172,7 +176,7 @@ class Margin(StopRule):
     votes: int = Field(4, ge=1, description="Lead over the runner-up, in votes.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return (votes.leader - votes.runner_up).astype(np.float64)
 
@@ -189,7 +193,7 @@ class Supermajority(StopRule):
     share: float = Field(0.75, gt=0.0, le=1.0, description="Leader's share of the samples.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return votes.leader / np.maximum(votes.n, 1)
 
@@ -207,7 +211,7 @@ class BetaRule(StopRule):
     confidence: float = Field(0.95, gt=0.0, lt=1.0, description="Posterior probability to reach.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return beta_leader_prob(votes.leader, votes.runner_up)
 
@@ -230,7 +234,7 @@ class DirichletRule(StopRule):
     seed: int = Field(0, ge=0, description="Seed of the Monte Carlo draws.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return dirichlet_leader_prob(
             votes.top[:, : self.classes], draws=self.draws, seed=self.seed, lo=lo, hi=hi
@@ -249,7 +253,7 @@ class Window(StopRule):
     size: int = Field(4, ge=1, description="Equal answers in a row.")
 
     def statistic(
-        self, votes: Votes, *, lo: float = -np.inf, hi: float = np.inf
+        self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
         return votes.run.astype(np.float64)
 

@@ -9,13 +9,14 @@ Everything works on :class:`RunData` (a run's verified samples as arrays), loade
 from typing import TYPE_CHECKING, Any
 
 from ponder.analysis._adaptive import (
+    DEFAULT_RULES,
     AdaptivePoint,
     AdaptiveSimulation,
     BaselinePoint,
-    DEFAULT_RULES,
     Estimate,
     RuleVerdict,
     SimulatedRows,
+    adaptive_json,
     simulate_adaptive,
 )
 from ponder.analysis._cost import CostSummary, Prices, cost_curve, cost_summary, model_params
@@ -70,10 +71,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_RULES",
     "AdaptivePoint",
     "AdaptiveSimulation",
     "BaselinePoint",
-    "DEFAULT_RULES",
     "CostSummary",
     "Curve",
     "Estimate",
@@ -82,13 +83,14 @@ __all__ = [
     "Prices",
     "ProblemSamples",
     "ProblemTally",
+    "RuleVerdict",
     "RunData",
     "RunReport",
-    "RuleVerdict",
     "RunSummaryStats",
     "ScalingFit",
     "ScoreSource",
     "SimulatedRows",
+    "adaptive_json",
     "build_report",
     "check_comparable",
     "cost_curve",

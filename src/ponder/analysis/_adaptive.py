@@ -25,6 +25,7 @@ a threshold's stop is the first checkpoint where the running maximum of the stat
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,16 @@ class AdaptiveSimulation:
         pts = [p for p in self.points if p.rule == rule]
         return sorted(pts, key=lambda p: (p.samples.mean, p.threshold or 0.0))
 
+    def baseline_shown(self) -> list[BaselinePoint]:
+        """The baseline at a readable number of k for tables: the first round, doublings of it,
+        and N (every checkpoint is in :attr:`baseline`)."""
+        keep = {self.max_samples}
+        k = self.checkpoints[0]
+        while k < self.max_samples:
+            keep.add(k)
+            k *= 2
+        return [b for b in self.baseline if b.k in keep]
+
     def baseline_accuracy_at(self, samples: float) -> float:
         """Majority@k interpolated linearly at ``samples`` mean samples per problem."""
         ks = [b.k for b in self.baseline]
@@ -252,13 +263,15 @@ def _encode(p: ProblemSamples) -> _Problem:
     )
 
 
-def _orders(n: int, max_samples: int, orderings: int, exact: bool, seed: int, index: int) -> Any:
+def _orders(n: int, max_samples: int, orderings: int, exact: bool, seed: int, key: str) -> Any:
     """Sample indices, ``[max_samples, rows]`` (a column per row): random permutations of the
     problem's samples cut at the maximum, or every distinct ordered choice of ``max_samples``."""
     if exact:
         return np.array(list(permutations(range(n), max_samples)), dtype=np.int32).T.copy()
-    # One stream per problem: a problem's orderings do not depend on the others or on chunking.
-    rng = np.random.default_rng([seed, index])
+    # One stream per (seed, problem id): a problem's orderings do not depend on the other
+    # problems, their order or the chunking.
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    rng = np.random.default_rng([seed, int.from_bytes(digest, "little")])
     base = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, orderings)).copy()
     return rng.permuted(base, axis=0, out=base)[:max_samples]
 
@@ -308,7 +321,7 @@ def _first_reaching(traj: NDArray[np.float64], threshold: float) -> NDArray[np.i
     return lo
 
 
-def _vote_keys(top: NDArray[np.int64], run: NDArray[np.int64], base: int) -> NDArray[np.int64]:
+def _vote_keys(top: NDArray[np.int32], run: NDArray[np.int32], base: int) -> NDArray[np.int64]:
     key = top[0].astype(np.int64)
     for part in (top[1], top[2], top[3], run):
         key = key * base + part
@@ -318,8 +331,8 @@ def _vote_keys(top: NDArray[np.int64], run: NDArray[np.int64], base: int) -> NDA
 def _statistics(
     rules: list[_Rule],
     k: int,
-    top: NDArray[np.int64],
-    run: NDArray[np.int64],
+    top: NDArray[np.int32],
+    run: NDArray[np.int32],
     reached: NDArray[np.float64],
     base: int,
 ) -> list[NDArray[np.float64] | None]:
@@ -350,7 +363,9 @@ def _statistics(
             continue
         finite = r.thresholds[np.isfinite(r.thresholds)]
         pos = np.searchsorted(finite, reached[i], side="right")
-        lo_row = np.where(pos < finite.shape[0], finite[np.minimum(pos, finite.shape[0] - 1)], np.inf)
+        lo_row = np.where(
+            pos < finite.shape[0], finite[np.minimum(pos, finite.shape[0] - 1)], np.inf
+        )
         lo = np.full(first.shape[0], np.inf)
         np.minimum.at(lo, inverse, lo_row)
         # Only votes that some row still needs (a row past the top threshold needs none).
@@ -380,7 +395,10 @@ def _simulate_chunk(
     slots = classes + 1  # slot 0 of a row: samples without an answer
 
     def ordered(field: str, dtype: Any) -> NDArray[Any]:
-        parts = [getattr(p, field)[o].astype(dtype, copy=False) for p, o in zip(problems, orders, strict=True)]
+        parts = [
+            getattr(p, field)[o].astype(dtype, copy=False)
+            for p, o in zip(problems, orders, strict=True)
+        ]
         return np.concatenate(parts, axis=1)  # [positions, rows]
 
     ids = ordered("ids", np.int64)
@@ -499,9 +517,15 @@ def _resolve_rules(
             values = thresholds[rule.name]
         else:
             values = rule.sweep
-        # Every threshold must be a valid value of the rule's parameter.
+        # Every threshold must be a valid value of the rule's parameter (a ConfigError says why).
+        field = rule.threshold_field
         checked = sorted(
-            {rule.with_threshold(v).threshold if math.isfinite(v) else v for v in values}
+            {
+                make_stop_rule(rule.name, {**rule.params(), field: v}).threshold
+                if field is not None and math.isfinite(v)
+                else v
+                for v in values
+            }
         )
         if not checked:
             raise UserError(f"stop rule {rule.name!r}: no thresholds to simulate")
@@ -533,7 +557,8 @@ def simulate_adaptive(
         round_size: samples per round; rules are asked at each round's end and at the maximum.
         max_samples: the most samples a problem may use; default the smallest number of verified
             samples of any problem. Problems with fewer are left out (and counted).
-        seed: seeds the orderings (per problem: a problem's orderings do not depend on the others).
+        seed: seeds the orderings, with each problem's id (a problem's orderings do not depend on
+            the other problems).
         exact: enumerate every ordering of each problem's samples (at most :data:`EXACT_LIMIT`
             per problem): the results are exact expectations over a uniformly random order.
 
@@ -586,11 +611,13 @@ def simulate_adaptive(
         # Per row: its ordered samples, its trajectories and its count table (of the next problem,
         # which has the most classes so far).
         width = limit + (3 + len(resolved)) * len(checkpoints)
-        if last or (chunk_rows + rows) * (
-            width + encoded[kept[pos + 1]].classes + 1
-        ) > _CHUNK_ELEMENTS:
+        if (
+            last
+            or (chunk_rows + rows) * (width + encoded[kept[pos + 1]].classes + 1) > _CHUNK_ELEMENTS
+        ):
             orders = [
-                _orders(int(n_all[j]), limit, orderings, exact, seed, j) for j in chunk
+                _orders(int(n_all[j]), limit, orderings, exact, seed, data.problems[j].problem_id)
+                for j in chunk
             ]
             results.append(
                 _simulate_chunk([encoded[j] for j in chunk], orders, resolved, checkpoints)
@@ -656,3 +683,66 @@ def simulate_adaptive(
         baseline=baseline,
         rows=detail,
     )
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def _est(e: Estimate) -> dict[str, float | None]:
+    return {
+        "mean": e.mean,
+        "stderr": None if math.isnan(e.stderr) else e.stderr,
+    }
+
+
+def adaptive_json(sim: AdaptiveSimulation) -> dict[str, Any]:
+    """A JSON-ready dict of a simulation: every point, the baseline and each rule's verdict."""
+    verdicts = sim.verdicts()
+    above = {v.rule: dict(zip((id(p) for p in sim.curve(v.rule)), v.at_or_above, strict=True))
+             for v in verdicts}  # fmt: skip
+    best = sim.best()
+    return {
+        "run": sim.run_id,
+        "max_samples": sim.max_samples,
+        "round_size": sim.round_size,
+        "checkpoints": sim.checkpoints,
+        "orderings": sim.orderings,
+        "exact": sim.exact,
+        "seed": sim.seed,
+        "problems": sim.problems,
+        "left_out": sim.left_out,
+        "points": [
+            {
+                "rule": p.rule,
+                "label": p.label,
+                "threshold": p.threshold,
+                "samples": _est(p.samples),
+                "tokens": _est(p.tokens),
+                "accuracy": _est(p.accuracy),
+                "coverage": _est(p.coverage),
+                "early": p.early,
+                "at_or_above_majority": above[p.rule][id(p)],
+            }
+            for p in sim.points
+        ],
+        "baseline": [
+            {
+                "k": b.k,
+                "tokens": _est(b.tokens),
+                "accuracy": _est(b.accuracy),
+                "coverage": _est(b.coverage),
+            }
+            for b in sim.baseline
+        ],
+        "verdicts": [
+            {
+                "rule": v.rule,
+                "dominates": v.dominates,
+                "points_at_or_above": sum(v.at_or_above),
+                "samples_to_match": v.samples_to_match,
+                "ratio": v.ratio,
+            }
+            for v in verdicts
+        ],
+        "best": None if best is None else best.rule,
+    }

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ponder.analysis._adaptive import AdaptiveSimulation
 from ponder.analysis._plots import (
+    AdaptiveAxis,
     CostAxis,
+    adaptive_figure,
     cost_figure,
     coverage_figure,
     figure_svg,
@@ -172,10 +175,104 @@ def _sample_browser(r: RunReport, per_problem: int) -> str:
     return "".join(parts)
 
 
+# --- adaptive stop rules, simulated (ponder report --adaptive) -------------------------------------
+
+
+def _se(x: float | None) -> str:
+    return "" if x is None or math.isnan(x) else f" ± {x:.3f}"
+
+
+def _adaptive_table(sim: AdaptiveSimulation) -> str:
+    marks = {v.rule: v for v in sim.verdicts()}
+    best = sim.best()
+    rows = []
+    for rule in sim.rules():
+        verdict = marks[rule]
+        for p, above in zip(sim.curve(rule), verdict.at_or_above, strict=True):
+            star = " ★" if best is not None and best.rule == rule and above else ""
+            threshold = "" if p.threshold is None else f"{p.threshold:g}"
+            rows.append(
+                f"<tr><td class=l>{_e(p.rule)}</td><td>{threshold}</td>"
+                f"<td>{p.samples.mean:.2f}</td><td>{p.tokens.mean:,.0f}</td>"
+                f"<td>{_f(p.accuracy.mean)}{_se(p.accuracy.stderr)}</td><td>{_f(p.coverage.mean)}</td>"
+                f"<td>{p.early:.0%}</td><td>{'yes' if above else 'no'}{star}</td></tr>"
+            )
+    for b in sim.baseline_shown():
+        rows.append(
+            f"<tr><td class=l>maj@k</td><td>k={b.k}</td><td>{b.k}</td>"
+            f"<td>{b.tokens.mean:,.0f}</td><td>{_f(b.accuracy.mean)}{_se(b.accuracy.stderr)}</td>"
+            f"<td>{_f(b.coverage.mean)}</td><td></td><td></td></tr>"
+        )
+    return (
+        "<table><tr><th class=l>rule</th><th>threshold</th><th>mean samples</th><th>mean tokens</th>"
+        "<th>vote accuracy</th><th>coverage</th><th>stopped early</th><th>at or above majority@k</th>"
+        f"</tr>{''.join(rows)}</table>"
+    )
+
+
+def _adaptive_verdict(sim: AdaptiveSimulation) -> str:
+    best = sim.best()
+    n = sim.max_samples
+    parts = []
+    for v in sim.verdicts():
+        reach = (
+            f"reaches majority@{n} within 1 point at {v.samples_to_match:.2f} samples "
+            f"({v.ratio:.2f} of N)"
+            if v.samples_to_match is not None and v.ratio is not None
+            else f"never comes within 1 point of majority@{n}"
+        )
+        parts.append(
+            f"<li><b>{_e(v.rule)}</b>: {sum(v.at_or_above)} of {len(v.at_or_above)} points at or "
+            f"above majority@k{' (everywhere)' if v.dominates else ''}; {reach}</li>"
+        )
+    head = (
+        f"Best rule (★): <b>{_e(best.rule)}</b>, at or above majority@k at every mean number of samples."
+        if best is not None
+        else "No rule is at or above majority@k at every mean number of samples."
+    )
+    return f"<p>{head}</p><ul>{''.join(parts)}</ul>"
+
+
+def adaptive_section(reports: Sequence[RunReport], sims: Sequence[AdaptiveSimulation]) -> str:
+    """The report's section on adaptive stop rules simulated from the stored samples."""
+    if not sims:
+        return ""
+    parts = [
+        "<h2>Adaptive stop rules (simulated from the stored samples)</h2>",
+        "<p>Each rule is replayed over random orderings of every problem's stored samples, drawing "
+        "in rounds and stopping where the rule fires (or at N); accuracy is the vote at the stop "
+        "(ties count as a uniform random pick), coverage whether any sample drawn so far is "
+        "correct. Majority@k and coverage@k (black) are fixed-N sampling on the same orderings. "
+        "Spreads are standard errors over problems.</p>",
+    ]
+    for r, sim in zip(reports, sims, strict=True):
+        left = f", {sim.left_out} left out (fewer samples)" if sim.left_out else ""
+        how = "every ordering" if sim.exact else f"{sim.orderings} orderings per problem"
+        parts.append(
+            f"<h3>{_e(r.label)}</h3><p>N = {sim.max_samples}, rounds of {sim.round_size}, "
+            f"{sim.problems} problems{left}, {how} (seed {sim.seed}).</p>"
+        )
+        axes: tuple[AdaptiveAxis, ...] = ("samples", "tokens")
+        for x in axes:
+            fig = adaptive_figure(sim, x, r.label)
+            parts.append(f"<div class='charts adaptive'>{figure_svg(fig)}</div>")
+        parts.append(_adaptive_verdict(sim))
+        parts.append(_adaptive_table(sim))
+    return "".join(parts)
+
+
+# --- end of adaptive stop rules -----------------------------------------------------------------
+
+
 def render_html(
-    reports: Sequence[RunReport], *, samples_per_problem: int = 20, cost_x: CostAxis = "tokens"
+    reports: Sequence[RunReport],
+    *,
+    samples_per_problem: int = 20,
+    cost_x: CostAxis = "tokens",
+    adaptive: Sequence[AdaptiveSimulation] = (),
 ) -> str:
-    """The whole report as one HTML document; ``cost_x`` is the cost chart's x axis (tokens or FLOPs)."""
+    """The whole report as one HTML document; ``cost_x`` is the cost chart's x axis (tokens or FLOPs);
+    ``adaptive``: simulations of adaptive stop rules, one per report, for their own section."""
     notes = "".join(f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes)
     figures = (coverage_figure(reports), scaling_figure(reports), cost_figure(reports, cost_x))
     charts = "".join(f"<div class=charts>{figure_svg(fig)}</div>" for fig in figures)
@@ -197,6 +294,7 @@ k samples.</p>
 {charts}
 <h2>Per k</h2>
 {"".join(_k_table(r) for r in reports)}
+{adaptive_section(reports, adaptive)}
 <h2>Scaling law</h2>
 {"".join(_fit_block(r) for r in reports)}
 <h2>Cost</h2>

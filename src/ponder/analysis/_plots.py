@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from ponder.analysis._adaptive import AdaptiveSimulation
     from ponder.analysis._report import RunReport
 
 _SELECTION_STYLE = {"majority": "--", "weighted": "-.", "best_of": ":"}
@@ -197,6 +198,51 @@ def cost_figure(reports: Sequence[RunReport], x: CostAxis = "tokens") -> Figure:
         title=f"Coverage versus cost ({x})",
     )
     return fig
+
+
+# --- adaptive stop rules, simulated (ponder report --adaptive) -------------------------------------
+
+AdaptiveAxis = Literal["samples", "tokens"]
+"""What an adaptive chart's x axis counts per problem: samples, or completion tokens."""
+
+
+def adaptive_figure(sim: AdaptiveSimulation, x: AdaptiveAxis, label: str) -> Figure:
+    """Accuracy of the vote at the stop (solid) and coverage (dotted) of every rule's threshold
+    sweep against the mean samples or completion tokens per problem, beside fixed-N majority@k
+    and coverage@k (black) on the same orderings."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    base_x = [float(b.k) if x == "samples" else b.tokens.mean for b in sim.baseline]
+    ax.plot(base_x, [b.accuracy.mean for b in sim.baseline], "--", color="black",
+            label="majority@k (fixed N)")  # fmt: skip
+    ax.plot(base_x, [b.coverage.mean for b in sim.baseline], ":", color="black",
+            label="coverage@k (fixed N)")  # fmt: skip
+    spans = [np.asarray(base_x)]
+    for rule, color in zip(sim.rules(), _colors(len(sim.rules())), strict=True):
+        pts = sim.curve(rule)
+        xs = np.array([p.samples.mean if x == "samples" else p.tokens.mean for p in pts])
+        ax.plot(xs, [p.accuracy.mean for p in pts], "-o", color=color, ms=3,
+                label=f"{rule}: vote accuracy")  # fmt: skip
+        ax.plot(xs, [p.coverage.mean for p in pts], ":", color=color, alpha=0.6)
+        spans.append(xs)
+    _log_x(ax)
+    shown = np.concatenate(spans)
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size:
+        from matplotlib.ticker import FixedLocator
+
+        ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(shown.min(), shown.max())))
+    what = "samples" if x == "samples" else "completion tokens"
+    _finish(
+        ax,
+        xlabel=f"mean {what} per problem",
+        ylabel="share of problems (dotted: coverage)",
+        title=f"{label}: adaptive stop rules vs fixed N ({what})",
+    )
+    return fig
+
+
+# --- end of adaptive stop rules -----------------------------------------------------------------
 
 
 FIGURES = {"coverage": coverage_figure, "scaling": scaling_figure, "cost": cost_figure}

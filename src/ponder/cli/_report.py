@@ -159,11 +159,33 @@ def report(
             "of different models at equal compute on one axis).",
         ),
     ] = "tokens",
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="Also simulate adaptive stop rules on the stored samples: accuracy and coverage "
+            "against mean samples and tokens per problem, beside majority@k.",
+        ),
+    ] = False,
+    orderings: Annotated[
+        int | None,
+        typer.Option(
+            help="--adaptive: random orderings of each problem's samples.  [default: 100]",
+            show_default=False,
+        ),
+    ] = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            help="--adaptive: comma-separated stop rules (default: margin, supermajority, beta, "
+            "dirichlet, window), each swept over its thresholds."
+        ),
+    ] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Coverage@k (mean unbiased pass@k) with its band, selection@k (majority, weighted, best-of-k),
-    the scaling-law fit and cost.
+    the scaling-law fit and cost; with --adaptive, stop rules simulated from the stored samples.
 
     Several runs of the same task are compared on the same axes.
     """
@@ -197,6 +219,7 @@ def report(
             for ref in runs
         ]
         check_comparable(reports)
+        sims = _adaptive_sims(reports, adaptive, orderings, rules, seed)
         written: list[str] = []
         if html_out is not None:
             from ponder.analysis import render_html
@@ -206,6 +229,7 @@ def report(
                     reports,
                     samples_per_problem=samples_per_problem,
                     cost_x=cost_x,  # type: ignore[arg-type]  # checked above
+                    adaptive=sims,
                 ),
                 "utf-8",
             )
@@ -224,10 +248,14 @@ def report(
         if json_out:
             from ponder.analysis import report_json
 
-            emit_json({"runs": [report_json(r) for r in reports], "written": written})
+            runs_json = [report_json(r) for r in reports]
+            _add_adaptive_json(runs_json, sims)
+            emit_json({"runs": runs_json, "written": written})
             return
-        for r in reports:
+        for i, r in enumerate(reports):
             print_report(r)
+            if sims:
+                print_adaptive(sims[i])
         for path in written:
             console.print(f"wrote {path}")
 
@@ -275,6 +303,91 @@ def print_report(r: Any) -> None:
     console.print(f"samples per problem to reach coverage {needed}")
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+# --- adaptive stop rules, simulated (ponder report --adaptive) -------------------------------------
+
+
+def _adaptive_sims(
+    reports: list[Any], adaptive: bool, orderings: int | None, rules: str | None, seed: int
+) -> list[Any]:
+    """One simulation per report's run (none without --adaptive)."""
+    if not adaptive:
+        if rules is not None or orderings is not None:
+            raise UserError("--orderings and --rules go with --adaptive", hint="add --adaptive")
+        return []
+    orderings = 100 if orderings is None else orderings
+    from ponder.analysis import DEFAULT_RULES, simulate_adaptive
+
+    if orderings < 1:
+        raise UserError(f"--orderings must be >= 1, got {orderings}", hint="the default is 100")
+    names = [n.strip() for n in rules.split(",") if n.strip()] if rules else list(DEFAULT_RULES)
+    if not names:
+        raise UserError("--rules names no rule", hint=f"e.g. --rules {','.join(DEFAULT_RULES)}")
+    return [simulate_adaptive(r.data, names, orderings=orderings, seed=seed) for r in reports]
+
+
+def _add_adaptive_json(runs_json: list[dict[str, Any]], sims: list[Any]) -> None:
+    from ponder.analysis import adaptive_json
+
+    for out, sim in zip(runs_json, sims, strict=False):
+        out["adaptive"] = adaptive_json(sim)
+
+
+def print_adaptive(sim: Any) -> None:
+    """The terminal table of a simulation: every rule's points, then majority@k on the same axes;
+    the best rule's points at or above majority@k are starred."""
+    best = sim.best()
+    left = f" ({sim.left_out} problems with fewer samples left out)" if sim.left_out else ""
+    console.print(
+        f"adaptive stop rules simulated on {sim.problems} problems{left}: N = {sim.max_samples}, "
+        f"rounds of {sim.round_size}, {sim.orderings} orderings per problem",
+        highlight=False,
+    )
+    table = Table(title_justify="left")
+    for col in ("rule", "threshold", "mean samples", "mean tokens", "vote accuracy", "± se",
+                "coverage", "stopped early", ">= maj@k"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for v in sim.verdicts():
+        for p, above in zip(sim.curve(v.rule), v.at_or_above, strict=True):
+            star = "*" if best is not None and best.rule == v.rule and above else ""
+            table.add_row(
+                p.rule,
+                "" if p.threshold is None else f"{p.threshold:g}",
+                f"{p.samples.mean:.2f}",
+                f"{p.tokens.mean:,.0f}",
+                fmt(p.accuracy.mean),
+                fmt(p.accuracy.stderr),
+                fmt(p.coverage.mean),
+                f"{p.early:.0%}",
+                ("yes" if above else "no") + star,
+            )
+    for b in sim.baseline_shown():
+        table.add_row(
+            "maj@k", f"k={b.k}", str(b.k), f"{b.tokens.mean:,.0f}", fmt(b.accuracy.mean),
+            fmt(b.accuracy.stderr), fmt(b.coverage.mean), "", "",
+        )  # fmt: skip
+    console.print(table)
+    for v in sim.verdicts():
+        reach = (
+            f"reaches majority@{sim.max_samples} within 1 point at {v.samples_to_match:.2f} "
+            f"samples per problem ({v.ratio:.2f} of N)"
+            if v.ratio is not None
+            else f"never comes within 1 point of majority@{sim.max_samples}"
+        )
+        console.print(
+            f"  {v.rule}: {sum(v.at_or_above)}/{len(v.at_or_above)} points at or above "
+            f"majority@k{' (everywhere)' if v.dominates else ''}; {reach}",
+            highlight=False,
+        )
+    console.print(
+        f"best rule (*): {best.rule}" if best is not None
+        else "no rule is at or above majority@k everywhere",
+        highlight=False,
+    )  # fmt: skip
+
+
+# --- end of adaptive stop rules -----------------------------------------------------------------
 
 
 def export(
