@@ -347,14 +347,16 @@ def _statistics(
     if not any(asked) or top.shape[1] == 0:
         return [None] * len(rules)
     if base**5 < 2**62:
-        _, first, inverse = np.unique(
-            _vote_keys(top, run, base), return_index=True, return_inverse=True
-        )
-    else:  # counts too large to pack into one integer
-        _, first, inverse = np.unique(
-            np.vstack([top, run]).T, axis=0, return_index=True, return_inverse=True
-        )
-    inverse = inverse.reshape(-1)
+        key = _vote_keys(top, run, base)
+    else:  # counts too large to pack into one integer: rank the distinct votes instead
+        key = np.unique(np.vstack([top, run]).T, axis=0, return_inverse=True)[1].reshape(-1)
+    # Rows grouped by their vote: a sort, the first row of each group, and each row's group.
+    order = np.argsort(key)
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
+    first = order[starts]
+    group = np.empty(key.shape[0], dtype=np.int64)
+    group[order] = np.cumsum(np.concatenate(([False], sorted_key[1:] != sorted_key[:-1])))
     top_u, run_u = top[:, first], run[first]
     out: list[NDArray[np.float64] | None] = []
     for i, (r, ask) in enumerate(zip(rules, asked, strict=True)):
@@ -362,12 +364,10 @@ def _statistics(
             out.append(None)
             continue
         finite = r.thresholds[np.isfinite(r.thresholds)]
-        pos = np.searchsorted(finite, reached[i], side="right")
-        lo_row = np.where(
-            pos < finite.shape[0], finite[np.minimum(pos, finite.shape[0] - 1)], np.inf
-        )
-        lo = np.full(first.shape[0], np.inf)
-        np.minimum.at(lo, inverse, lo_row)
+        # Each row's lowest threshold not reached yet (inf past the last), least per vote.
+        padded = np.append(finite, np.inf)
+        lo_row = padded[np.searchsorted(finite, reached[i], side="right")]
+        lo = np.minimum.reduceat(lo_row[order], starts)
         # Only votes that some row still needs (a row past the top threshold needs none).
         need = np.flatnonzero(lo < np.inf)
         stat = np.full(first.shape[0], -np.inf)
@@ -378,7 +378,7 @@ def _statistics(
                 run=run_u[need].astype(np.int64),
             )
             stat[need] = r.rule.statistic(votes, lo=lo[need], hi=float(finite.max()))
-        out.append(stat[inverse])
+        out.append(stat[group])
     return out
 
 
