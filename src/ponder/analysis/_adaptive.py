@@ -107,6 +107,8 @@ class RuleVerdict:
             accuracy is at least the baseline's at the same mean samples (linear interpolation
             between checkpoints).
         dominates: every point is at or above the baseline.
+        worst_gap: the least, over its points, of accuracy minus the baseline's (negative: how
+            far its worst point falls below majority@k).
         samples_to_match: the fewest mean samples per problem among its points whose accuracy is
             within :data:`MATCH_TOLERANCE` of majority@N (None if no point is).
         ratio: ``samples_to_match / N``.
@@ -115,6 +117,7 @@ class RuleVerdict:
     rule: str
     at_or_above: list[bool]
     dominates: bool
+    worst_gap: float
     samples_to_match: float | None
     ratio: float | None
 
@@ -203,9 +206,8 @@ class AdaptiveSimulation:
             pts = self.curve(rule)
             # A hair of slack: a rule that stops every ordering at the same k as the baseline
             # computes the same mean in a different order of summation.
-            above = [
-                p.accuracy.mean >= self.baseline_accuracy_at(p.samples.mean) - 1e-9 for p in pts
-            ]
+            gaps = [p.accuracy.mean - self.baseline_accuracy_at(p.samples.mean) for p in pts]
+            above = [g >= -1e-9 for g in gaps]
             reaching = [p.samples.mean for p in pts if p.accuracy.mean >= target - 1e-12]
             need = min(reaching) if reaching else None
             out.append(
@@ -213,6 +215,7 @@ class AdaptiveSimulation:
                     rule=rule,
                     at_or_above=above,
                     dominates=all(above),
+                    worst_gap=min(gaps),
                     samples_to_match=need,
                     ratio=None if need is None else need / self.max_samples,
                 )
@@ -739,6 +742,7 @@ def adaptive_json(sim: AdaptiveSimulation) -> dict[str, Any]:
                 "rule": v.rule,
                 "dominates": v.dominates,
                 "points_at_or_above": sum(v.at_or_above),
+                "worst_gap": v.worst_gap,
                 "samples_to_match": v.samples_to_match,
                 "ratio": v.ratio,
             }
