@@ -180,6 +180,7 @@ def evidence(args: argparse.Namespace) -> dict[str, Any]:
                 "dominates": v.dominates,
                 "points_at_or_above": sum(v.at_or_above),
                 "points": len(v.at_or_above),
+                "worst_gap": v.worst_gap,
                 "samples_to_match": v.samples_to_match,
                 "ratio": v.ratio,
             }
@@ -256,7 +257,8 @@ def print_evidence(r: dict[str, Any]) -> None:
         )
         print(
             f"  {v['rule']:<14} {v['points_at_or_above']}/{v['points']} points at or above "
-            f"majority@k{' (dominates)' if v['dominates'] else ''}; {need}"
+            f"majority@k{' (dominates)' if v['dominates'] else ''} (worst point "
+            f"{v['worst_gap'] * 100:+.1f} points); {need}"
         )
     if r["best"] is None:
         print("no rule lies at or above majority@k at every matched mean")

@@ -377,7 +377,8 @@ def print_adaptive(sim: Any) -> None:
         )
         console.print(
             f"  {v.rule}: {sum(v.at_or_above)}/{len(v.at_or_above)} points at or above "
-            f"majority@k{' (everywhere)' if v.dominates else ''}; {reach}",
+            f"majority@k{' (everywhere)' if v.dominates else ''}, worst point "
+            f"{v.worst_gap * 100:+.1f} points; {reach}",
             highlight=False,
         )
     console.print(
