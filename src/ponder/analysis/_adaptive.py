@@ -50,7 +50,7 @@ MATCH_TOLERANCE = 0.01
 
 # Sample positions x rows per chunk: bounds the ordered per-sample arrays (~17 bytes each) and the
 # per-checkpoint trajectories that go with them.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -324,64 +324,39 @@ def _first_reaching(traj: NDArray[np.float64], threshold: float) -> NDArray[np.i
     return lo
 
 
-def _vote_keys(top: NDArray[np.int32], run: NDArray[np.int32], base: int) -> NDArray[np.int64]:
-    key = top[0].astype(np.int64)
-    for part in (top[1], top[2], top[3], run):
-        key = key * base + part
-    return key
-
-
 def _statistics(
     rules: list[_Rule],
     k: int,
     top: NDArray[np.int32],
     run: NDArray[np.int32],
     reached: NDArray[np.float64],
-    base: int,
-) -> list[NDArray[np.float64] | None]:
-    """Each rule's statistic for the given rows at checkpoint ``k`` (None where not asked),
-    asked once per rule on the rows' distinct votes.
+) -> list[tuple[NDArray[np.int64], NDArray[np.float64]] | None]:
+    """Each rule's statistic at checkpoint ``k`` for the rows that still need it (those rows and
+    their values; None where the rule is not asked yet), asked once per rule.
 
-    ``reached`` (``[rules, rows]``): the largest statistic each row had so far. A row only needs
-    to know whether it reaches its lowest threshold above that, so each distinct vote is asked
-    with ``lo`` at the lowest such threshold of the rows that share it.
+    ``reached`` (``[rules, rows]``): the largest statistic each row had so far. A row past a
+    rule's top threshold needs nothing more from it; the others only need to know whether they
+    reach their lowest threshold above ``reached``, which is passed as each row's ``lo``.
     """
-    asked = [r.asks and k >= r.rule.min_samples for r in rules]
-    if not any(asked) or top.shape[1] == 0:
-        return [None] * len(rules)
-    if base**5 < 2**62:
-        key = _vote_keys(top, run, base)
-    else:  # counts too large to pack into one integer: rank the distinct votes instead
-        key = np.unique(np.vstack([top, run]).T, axis=0, return_inverse=True)[1].reshape(-1)
-    # Rows grouped by their vote: a sort, the first row of each group, and each row's group.
-    order = np.argsort(key)
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
-    first = order[starts]
-    group = np.empty(key.shape[0], dtype=np.int64)
-    group[order] = np.cumsum(np.concatenate(([False], sorted_key[1:] != sorted_key[:-1])))
-    top_u, run_u = top[:, first], run[first]
-    out: list[NDArray[np.float64] | None] = []
-    for i, (r, ask) in enumerate(zip(rules, asked, strict=True)):
-        if not ask:
+    out: list[tuple[NDArray[np.int64], NDArray[np.float64]] | None] = []
+    for i, r in enumerate(rules):
+        if not r.asks or k < r.rule.min_samples:
             out.append(None)
             continue
         finite = r.thresholds[np.isfinite(r.thresholds)]
-        # Each row's lowest threshold not reached yet (inf past the last), least per vote.
-        padded = np.append(finite, np.inf)
-        lo_row = padded[np.searchsorted(finite, reached[i], side="right")]
-        lo = np.minimum.reduceat(lo_row[order], starts)
-        # Only votes that some row still needs (a row past the top threshold needs none).
-        need = np.flatnonzero(lo < np.inf)
-        stat = np.full(first.shape[0], -np.inf)
-        if need.shape[0]:
-            votes = Votes(
-                n=np.full(need.shape[0], k, dtype=np.int64),
-                top=np.ascontiguousarray(top_u[:, need].T, dtype=np.int64),
-                run=run_u[need].astype(np.int64),
-            )
-            stat[need] = r.rule.statistic(votes, lo=lo[need], hi=float(finite.max()))
-        out.append(stat[group])
+        need = np.flatnonzero(reached[i] < finite[-1])
+        if not need.shape[0]:
+            out.append(None)
+            continue
+        # Each row's lowest threshold not reached yet.
+        lo = finite[np.searchsorted(finite, reached[i, need], side="right")]
+        votes = Votes(
+            n=np.full(need.shape[0], k, dtype=np.int64),
+            top=np.ascontiguousarray(top[:, need].T, dtype=np.int64),
+            run=run[need].astype(np.int64),
+        )
+        stat = r.rule.statistic(votes, lo=lo, hi=float(finite[-1]))
+        out.append((need, np.asarray(stat, dtype=np.float64)))
     return out
 
 
@@ -428,8 +403,6 @@ def _simulate_chunk(
     traj_tok = np.empty((cps, rows), dtype=np.int64)
     runmax = np.full((len(rules), rows), -np.inf)
     traj_max = np.full((len(rules), cps, rows), -np.inf)
-    highest = np.array([r.thresholds.max() for r in rules])
-    pack = n_max + 1
     at = dict(zip(checkpoints, range(cps), strict=True))
 
     for t in range(n_max):
@@ -461,12 +434,10 @@ def _simulate_chunk(
         traj_acc[c] = lead_sum / np.maximum(lead_num, 1)
         traj_cov[c] = covered
         traj_tok[c] = tok
-        # Rows that reached a rule's most cautious threshold have stopped at every threshold.
-        live = np.flatnonzero((runmax < highest[:, None]).any(axis=0))
-        stats = _statistics(rules, t + 1, top[:, live], run[live], runmax[:, live], pack)
-        for i, stat in enumerate(stats):
-            if stat is not None:
-                runmax[i, live] = np.maximum(runmax[i, live], stat)
+        for i, asked in enumerate(_statistics(rules, t + 1, top, run, runmax)):
+            if asked is not None:
+                need, stat = asked
+                runmax[i, need] = np.maximum(runmax[i, need], stat)
             traj_max[i, c] = runmax[i]
 
     starts = np.concatenate(([0], np.cumsum(counts_per)[:-1]))
