@@ -327,8 +327,8 @@ def _first_reaching(traj: NDArray[np.float64], threshold: float) -> NDArray[np.i
 def _statistics(
     rules: list[_Rule],
     k: int,
-    top: NDArray[np.int32],
-    run: NDArray[np.int32],
+    top: NDArray[np.signedinteger[Any]],
+    run: NDArray[np.signedinteger[Any]],
     reached: NDArray[np.float64],
 ) -> list[tuple[NDArray[np.int64], NDArray[np.float64]] | None]:
     """Each rule's statistic at checkpoint ``k`` for the rows that still need it (those rows and
@@ -379,21 +379,23 @@ def _simulate_chunk(
         ]
         return np.concatenate(parts, axis=1)  # [positions, rows]
 
-    ids = ordered("ids", np.int64)
+    ids = ordered("ids", np.int32)
     cc = ordered("class_correct", np.float64)
     correct = ordered("correct", np.bool_)
     tokens = ordered("tokens", np.int64)
 
     base = np.arange(rows, dtype=np.int64) * slots + 1
-    counts = np.zeros(rows * slots, dtype=np.int32)
+    # Counts never exceed the maximum: the narrowest integers that hold it move the least memory.
+    small: Any = np.int16 if n_max < 2**14 else np.int32
+    counts = np.zeros(rows * slots, dtype=small)
     # A row's slot for samples without an answer starts so low that its count never equals a
     # top count nor beats the lead: such samples change neither, with no mask needed.
-    counts[::slots] = np.iinfo(np.int32).min // 2
-    top = np.zeros((4, rows), dtype=np.int32)
-    run = np.zeros(rows, dtype=np.int32)
-    prev = np.full(rows, -1, dtype=np.int64)
+    counts[::slots] = np.iinfo(small).min // 2
+    top = np.zeros((4, rows), dtype=small)
+    run = np.zeros(rows, dtype=small)
+    prev = np.full(rows, -1, dtype=np.int32)
     lead_sum = np.zeros(rows)
-    lead_num = np.zeros(rows, dtype=np.int32)
+    lead_num = np.zeros(rows, dtype=small)
     covered = np.zeros(rows, dtype=np.bool_)
     tok = np.zeros(rows, dtype=np.int64)
 
