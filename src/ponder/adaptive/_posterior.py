@@ -37,8 +37,12 @@ def _dirichlet_mc(counts: tuple[int, ...], draws: int, seed: int) -> float:
     alpha = np.asarray(counts, dtype=np.float64) + 1.0
     rng = np.random.default_rng([seed, *counts])
     gammas = rng.standard_gamma(alpha, size=(draws, alpha.shape[0]))
-    # Class 0 is largest when it beats every other class; ties have probability zero.
-    return float(np.mean(gammas[:, 0] > gammas[:, 1:].max(axis=1)))
+    # Class 0 is largest when it beats every other class; ties have probability zero. (A chain
+    # of maxima over the few columns: a reduction along rows this short is ~10x slower.)
+    best_other = gammas[:, 1]
+    for j in range(2, alpha.shape[0]):
+        best_other = np.maximum(best_other, gammas[:, j])
+    return np.count_nonzero(gammas[:, 0] > best_other) / draws
 
 
 def dirichlet_leader_prob_one(
