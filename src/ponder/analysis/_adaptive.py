@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from ponder.adaptive import Schedule, StopRule, Votes, answer_key, make_stop_rule
 from ponder.analysis._data import ProblemSamples, RunData
-from ponder.errors import UserError
+from ponder.errors import ConfigError, UserError
 
 DEFAULT_RULES = ("margin", "supermajority", "beta", "dirichlet", "window")
 """The rules simulated unless told otherwise (``fixed`` is the baseline itself)."""
@@ -556,6 +556,14 @@ def simulate_adaptive(
     if limit < 1:
         raise UserError(f"max_samples must be >= 1, got {limit}")
     resolved = _resolve_rules(rules, thresholds)
+    for r in resolved:
+        if r.rule.min_samples > limit:
+            raise ConfigError(
+                f"stop rule {r.rule.name!r} needs a minimum of {r.rule.min_samples} samples per "
+                f"problem, above the maximum simulated ({limit})",
+                hint="simulate a run with more samples per problem, or give the rule a lower "
+                "min_samples",
+            )
     schedules = [Schedule(r.rule, limit, round_size) for r in resolved]  # validates sizes
     checkpoints = schedules[0].checkpoints()
     kept = [i for i, n in enumerate(n_all.tolist()) if n >= limit]
