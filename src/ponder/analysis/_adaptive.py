@@ -372,17 +372,17 @@ def _simulate_chunk(
     classes = max(p.classes for p in problems)
     slots = classes + 1  # slot 0 of a row: samples without an answer
 
-    def ordered(field: str, dtype: Any) -> NDArray[Any]:
-        parts = [
-            getattr(p, field)[o].astype(dtype, copy=False)
-            for p, o in zip(problems, orders, strict=True)
-        ]
-        return np.concatenate(parts, axis=1)  # [positions, rows]
+    # The chunk's samples end to end, and each row's order as indices into them: [positions, rows].
+    ends = np.cumsum([p.ids.shape[0] for p in problems])
+    index = np.concatenate(
+        [o + int(end - p.ids.shape[0]) for p, o, end in zip(problems, orders, ends, strict=True)],
+        axis=1,
+    )
 
-    ids = ordered("ids", np.int32)
-    cc = ordered("class_correct", np.float64)
-    correct = ordered("correct", np.bool_)
-    tokens = ordered("tokens", np.int64)
+    def flat(field: str) -> NDArray[Any]:
+        return np.concatenate([getattr(p, field) for p in problems])
+
+    ids, cc, correct, tokens = flat("ids"), flat("class_correct"), flat("correct"), flat("tokens")
 
     base = np.arange(rows, dtype=np.int64) * slots + 1
     # Counts never exceed the maximum: the narrowest integers that hold it move the least memory.
@@ -408,7 +408,9 @@ def _simulate_chunk(
     at = dict(zip(checkpoints, range(cps), strict=True))
 
     for t in range(n_max):
-        cid = ids[t]
+        drawn = index[t]
+        cid = ids[drawn]
+        cc_t = cc[drawn]
         slot = base + cid
         v = counts[slot] + 1
         counts[slot] = v  # one slot per row: no repeated index
@@ -420,16 +422,16 @@ def _simulate_chunk(
         top += hit
         # The lead: the classes at the top count, their number and their summed correctness.
         join = v == lead
-        lead_sum += cc[t] * join
+        lead_sum += cc_t * join
         lead_num += join
         new_lead = v > lead
-        np.copyto(lead_sum, cc[t], where=new_lead)
+        np.copyto(lead_sum, cc_t, where=new_lead)
         np.copyto(lead_num, 1, where=new_lead)
         # The streak: +1 on the same answer, 1 on another, 0 without one.
         run = (run * (cid == prev) + 1) * (cid >= 0)
         prev = cid
-        covered |= correct[t]
-        tok += tokens[t]
+        covered |= correct[drawn]
+        tok += tokens[drawn]
         c = at.get(t + 1)
         if c is None:
             continue
