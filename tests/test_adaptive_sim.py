@@ -216,6 +216,22 @@ def test_fixed_rule_is_the_majority_baseline_at_n() -> None:
     assert [b.k for b in sim.baseline] == [*list(range(4, 31, 4)), 30]
     verdict = {v.rule: v for v in sim.verdicts()}["fixed"]
     assert verdict.dominates and verdict.ratio == pytest.approx(1.0)
+    # Paired per problem, fixed N and majority@N are the same numbers: no gap, no spread.
+    assert verdict.gaps == [pytest.approx(0.0, abs=1e-12)]
+    assert verdict.gap_stderr == [pytest.approx(0.0, abs=1e-12)] and verdict.within_noise
+    # The per-problem values are what the means and the paired errors are made of.
+    margin = {v.rule: v for v in sim.verdicts()}["margin"]
+    for point, gap, err in zip(sim.curve("margin"), margin.gaps, margin.gap_stderr, strict=True):
+        j = sim.points.index(point)
+        per_problem = sim.accuracy_by_problem[:, j]
+        assert per_problem.mean() == pytest.approx(point.accuracy.mean, abs=1e-12)
+        base = [np.interp(point.samples.mean, sim.checkpoints, b) for b in sim.baseline_by_problem]
+        diff = per_problem - np.array(base)
+        assert gap == pytest.approx(diff.mean(), abs=1e-12)
+        assert err == pytest.approx(diff.std(ddof=1) / math.sqrt(10), abs=1e-12)
+    assert sim.baseline_by_problem.mean(axis=0) == pytest.approx(
+        [b.accuracy.mean for b in sim.baseline], abs=1e-12
+    )
 
 
 def test_seeded_orderings_are_reproducible_and_per_problem() -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import permutations
 from typing import Any
 
@@ -107,8 +107,11 @@ class RuleVerdict:
             accuracy is at least the baseline's at the same mean samples (linear interpolation
             between checkpoints).
         dominates: every point is at or above the baseline.
-        worst_gap: the least, over its points, of accuracy minus the baseline's (negative: how
-            far its worst point falls below majority@k).
+        gaps: per point, its accuracy minus the baseline's.
+        gap_stderr: per point, the standard error of that gap over problems, paired (the rule
+            and the baseline on the same problems and orderings, so problem difficulty cancels).
+        worst_gap: the least gap (negative: how far its worst point falls below majority@k).
+        within_noise: no point is more than two paired standard errors below the baseline.
         samples_to_match: the fewest mean samples per problem among its points whose accuracy is
             within :data:`MATCH_TOLERANCE` of majority@N (None if no point is).
         ratio: ``samples_to_match / N``.
@@ -117,7 +120,10 @@ class RuleVerdict:
     rule: str
     at_or_above: list[bool]
     dominates: bool
+    gaps: list[float]
+    gap_stderr: list[float]
     worst_gap: float
+    within_noise: bool
     samples_to_match: float | None
     ratio: float | None
 
@@ -157,6 +163,8 @@ class AdaptiveSimulation:
         points: per rule, per threshold (rules in the order asked, thresholds ascending).
         baseline: per checkpoint.
         rows: row-level detail, only when asked for.
+        accuracy_by_problem: ``[problems, points]``, each problem's accuracy at each point.
+        baseline_by_problem: ``[problems, checkpoints]``, each problem's majority@k.
     """
 
     run_id: str
@@ -171,6 +179,12 @@ class AdaptiveSimulation:
     points: list[AdaptivePoint]
     baseline: list[BaselinePoint]
     rows: SimulatedRows | None = None
+    accuracy_by_problem: NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros((0, 0)), compare=False, repr=False
+    )
+    baseline_by_problem: NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros((0, 0)), compare=False, repr=False
+    )
 
     def rules(self) -> list[str]:
         """The rules simulated, in order."""
@@ -208,6 +222,7 @@ class AdaptiveSimulation:
             # computes the same mean in a different order of summation.
             gaps = [p.accuracy.mean - self.baseline_accuracy_at(p.samples.mean) for p in pts]
             above = [g >= -1e-9 for g in gaps]
+            errors = [self._gap_stderr(p) for p in pts]
             reaching = [p.samples.mean for p in pts if p.accuracy.mean >= target - 1e-12]
             need = min(reaching) if reaching else None
             out.append(
@@ -215,12 +230,30 @@ class AdaptiveSimulation:
                     rule=rule,
                     at_or_above=above,
                     dominates=all(above),
+                    gaps=gaps,
+                    gap_stderr=errors,
                     worst_gap=min(gaps),
+                    within_noise=all(
+                        a or g >= -2 * e for a, g, e in zip(above, gaps, errors, strict=True)
+                    ),
                     samples_to_match=need,
                     ratio=None if need is None else need / self.max_samples,
                 )
             )
         return out
+
+    def _gap_stderr(self, point: AdaptivePoint) -> float:
+        """Paired standard error over problems of the point's accuracy minus majority@k at the
+        point's mean samples (NaN without per-problem values or with one problem)."""
+        j = self.points.index(point)
+        acc = self.accuracy_by_problem
+        problems = acc.shape[0]
+        if problems < 2 or acc.shape[1] <= j:
+            return float("nan")
+        base = np.array(
+            [np.interp(point.samples.mean, self.checkpoints, b) for b in self.baseline_by_problem]
+        )
+        return float(np.std(acc[:, j] - base, ddof=1) / math.sqrt(problems))
 
     def best(self, tolerance: float = MATCH_TOLERANCE) -> RuleVerdict | None:
         """The best rule: among those whose curve is at or above majority@k everywhere, the one
@@ -668,6 +701,8 @@ def simulate_adaptive(
         points=points,
         baseline=baseline,
         rows=detail,
+        accuracy_by_problem=accuracy,
+        baseline_by_problem=b_acc,
     )
 
 
@@ -726,6 +761,9 @@ def adaptive_json(sim: AdaptiveSimulation) -> dict[str, Any]:
                 "dominates": v.dominates,
                 "points_at_or_above": sum(v.at_or_above),
                 "worst_gap": v.worst_gap,
+                "gaps": v.gaps,
+                "gap_stderr": [None if math.isnan(e) else e for e in v.gap_stderr],
+                "within_noise": v.within_noise,
                 "samples_to_match": v.samples_to_match,
                 "ratio": v.ratio,
             }

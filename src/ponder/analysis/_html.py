@@ -224,7 +224,8 @@ def _adaptive_verdict(sim: AdaptiveSimulation) -> str:
         parts.append(
             f"<li><b>{_e(v.rule)}</b>: {sum(v.at_or_above)} of {len(v.at_or_above)} points at or "
             f"above majority@k{' (everywhere)' if v.dominates else ''}, worst point "
-            f"{v.worst_gap * 100:+.1f} points; {reach}</li>"
+            f"{v.worst_gap * 100:+.1f} points (paired standard error "
+            f"{v.gap_stderr[v.gaps.index(v.worst_gap)] * 100:.1f}); {reach}</li>"
         )
     head = (
         f"Best rule (★): <b>{_e(best.rule)}</b>, at or above majority@k at every mean number of samples."

@@ -378,7 +378,8 @@ def print_adaptive(sim: Any) -> None:
         console.print(
             f"  {v.rule}: {sum(v.at_or_above)}/{len(v.at_or_above)} points at or above "
             f"majority@k{' (everywhere)' if v.dominates else ''}, worst point "
-            f"{v.worst_gap * 100:+.1f} points; {reach}",
+            f"{v.worst_gap * 100:+.1f} points (paired se "
+            f"{v.gap_stderr[v.gaps.index(v.worst_gap)] * 100:.1f}); {reach}",
             highlight=False,
         )
     console.print(
