@@ -168,7 +168,13 @@ def evidence(args: argparse.Namespace) -> dict[str, Any]:
     with Store(args.db) as store:
         data = load_run(store, args.run)
     start = time.perf_counter()
-    sim = simulate_adaptive(data, args.rules.split(","), orderings=args.orderings, seed=args.seed)
+    sim = simulate_adaptive(
+        data,
+        args.rules.split(","),
+        orderings=args.orderings,
+        seed=args.seed,
+        max_samples=args.max_samples,
+    )
     seconds = time.perf_counter() - start
     base = sim.baseline
     maj1 = majority_at_1(data)
@@ -229,6 +235,12 @@ def main() -> None:
     ap.add_argument("--rules", default=",".join(DEFAULT_RULES), help="comma-separated rule names")
     ap.add_argument("--db", help="a store holding a real run (evidence mode, with --run)")
     ap.add_argument("--run", help="the run id (or a unique prefix) in --db")
+    ap.add_argument(
+        "--max-samples",
+        type=int,
+        help="evidence: N (default: the smallest number of samples of any problem); problems "
+        "with fewer are left out, e.g. while a run is still being drawn",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
     if (args.db is None) != (args.run is None):
