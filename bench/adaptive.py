@@ -95,12 +95,15 @@ def make_synthetic_run(problems: int, samples: int, seed: int = 0) -> RunData:
     return RunData(run_id=spec.run_id, spec=spec, verifier="synthetic", problems=out)
 
 
-def majority_at_1(data: RunData) -> float:
-    """Majority@1, exactly (no checkpoint with rounds of 4): one sample's answer wins, so per
-    problem it is the mean over samples of the share of correct samples in the sample's answer
-    class (0 without an answer): pass@1 where equal answers get equal verdicts."""
+def majority_at_1(data: RunData, min_samples: int) -> float:
+    """Majority@1 over the problems with ``min_samples`` or more samples (those simulated),
+    exactly (no checkpoint with rounds of 4): one sample's answer wins, so per problem it is the
+    mean over samples of the share of correct samples in the sample's answer class (0 without an
+    answer): pass@1 where equal answers get equal verdicts."""
     per_problem = []
     for p in data.problems:
+        if p.n < min_samples:
+            continue
         right: dict[str, list[bool]] = {}
         for a, c in zip(p.answers, p.correct.tolist(), strict=True):
             key = answer_key(a)
@@ -177,7 +180,7 @@ def evidence(args: argparse.Namespace) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - start
     base = sim.baseline
-    maj1 = majority_at_1(data)
+    maj1 = majority_at_1(data, sim.max_samples)
     gain = base[-1].accuracy.mean - maj1
     verdicts = sim.verdicts()
     best = sim.best()
