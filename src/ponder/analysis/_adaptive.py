@@ -17,10 +17,15 @@ How it is fast (1,000 problems x 1,000 samples x 100 orders: 10^8 sample draws):
 processed in chunks, one sample position at a time for all rows of a chunk at once. Each row keeps
 its per-class counts, the four largest counts (updated in place: one count grows by one, so the
 leftmost top entry equal to its old value takes the new one), the streak, and the sum and number of
-the correctness values of the classes tied for the lead. At a checkpoint, rows are reduced to their
-distinct votes before a rule's statistic is asked (once per rule and checkpoint, for all its
-thresholds), and rows that already reached a rule's most cautious threshold are not asked again:
-a threshold's stop is the first checkpoint where the running maximum of the statistic reaches it.
+the correctness values of the classes tied for the lead. At a checkpoint each rule's statistic is
+asked once, for all its thresholds, and only for the rows that have not yet reached its most
+cautious threshold; each row passes its lowest threshold not reached yet as ``lo``, so the
+Dirichlet rule runs its Monte Carlo only where that threshold is within its exact bounds. A
+threshold's stop is the first checkpoint where the running maximum of the statistic reaches it.
+
+The Dirichlet rule stays the costly one: its seeded Monte Carlo (2,000 draws of 4 gammas per
+count vector, memoised) is needed for every distinct count vector near a threshold, which on a
+run with many split or hopeless problems is most of its time.
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ EXACT_LIMIT = 40_320
 MATCH_TOLERANCE = 0.01
 """How close to majority@N a rule must come to count as reaching it (1 point of accuracy)."""
 
-# Sample positions x rows per chunk: bounds the ordered per-sample arrays (~17 bytes each) and the
-# per-checkpoint trajectories that go with them.
+# Elements per chunk, counted per row as its order (one index per sample position), its count
+# table (one per answer class) and its per-checkpoint trajectories (~8 bytes each): ~130 MB.
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -562,7 +567,8 @@ def simulate_adaptive(
 
     Args:
         data: the run (its verified samples).
-        rules: rule names (default parameters) or configured rules.
+        rules: rule names (default parameters) or configured rules (their other parameters are
+            kept, their threshold parameter is swept).
         thresholds: per rule name, the thresholds to sweep; default each rule's ``sweep``.
         orderings: random orderings per problem (ignored with ``exact``).
         round_size: samples per round; rules are asked at each round's end and at the maximum.
