@@ -98,6 +98,11 @@ def test_exact_baseline_by_hand() -> None:
     assert [b.accuracy.mean for b in sim.baseline] == pytest.approx([1 / 2, 2 / 3, 3 / 4, 1.0])
     assert [b.coverage.mean for b in sim.baseline] == pytest.approx([1 / 2, 5 / 6, 1.0, 1.0])
     assert [b.tokens.mean for b in sim.baseline] == pytest.approx([25.0, 50.0, 75.0, 100.0])
+    # Cut at 2 samples: every ordered choice of 2 of the 4 (12), the same expectations.
+    two = simulate_adaptive(HAND, ["fixed"], round_size=1, exact=True, max_samples=2)
+    assert two.orderings == 12 and [b.k for b in two.baseline] == [1, 2]
+    assert [b.accuracy.mean for b in two.baseline] == pytest.approx([1 / 2, 2 / 3])
+    assert [b.coverage.mean for b in two.baseline] == pytest.approx([1 / 2, 5 / 6])
 
 
 # --- the vectorised simulation against Schedule.replay, row by row -------------------------------
