@@ -142,7 +142,9 @@ def report(
     samples_per_problem: Annotated[
         int, typer.Option(help="Samples per problem shown in the HTML sample browser.")
     ] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and subset draws.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the bootstrap, subset and (--adaptive) ordering draws.")
+    ] = 0,
     scores: Annotated[
         str,
         typer.Option(
@@ -170,7 +172,7 @@ def report(
     orderings: Annotated[
         int | None,
         typer.Option(
-            help="--adaptive: random orderings of each problem's samples.  [default: 100]",
+            help="--adaptive: random orderings of each problem's samples (default 100).",
             show_default=False,
         ),
     ] = None,
