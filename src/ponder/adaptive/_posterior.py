@@ -8,7 +8,8 @@
   probability that class 1 has the largest underlying probability under ``Dirichlet(c_i + 1)``.
   No closed form: Monte Carlo with a seed derived from the counts themselves, so a count vector
   always gets the same value whatever else was computed before, memoised per count vector; exact
-  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected.
+  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected (estimates
+  are clipped to those bounds, so that skipping never changes a decision).
 """
 
 from __future__ import annotations
@@ -54,7 +55,18 @@ def dirichlet_leader_prob_one(
     if len(kept) == 2:
         # Two classes: the Dirichlet is a Beta, and the probability has a closed form.
         return float(beta_leader_prob(kept[0], kept[1]))
-    return _dirichlet_mc(kept, draws, seed)
+    lower, upper = _bounds(np.asarray([kept], dtype=np.int64))
+    # Kept within the exact bounds, so that skipping the Monte Carlo where a bound decides
+    # (dirichlet_leader_prob with lo/hi) never changes a decision.
+    return float(np.clip(_dirichlet_mc(kept, draws, seed), lower[0], upper[0]))
+
+
+def _bounds(top: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Exact (lower, upper) bounds of P(class 0 is largest) per row of counts."""
+    upper = beta_leader_prob(top[:, 0], top[:, 1])
+    others = top[:, 1:]
+    lose = np.where(others > 0, beta_leader_prob(others, top[:, :1]), 0.0)
+    return np.maximum(1.0 - lose.sum(axis=1), 0.0), upper
 
 
 def dirichlet_leader_prob(
@@ -77,10 +89,7 @@ def dirichlet_leader_prob(
     out = np.empty(top.shape[0], dtype=np.float64)
     if top.shape[0] == 0:
         return out
-    upper = beta_leader_prob(top[:, 0], top[:, 1])
-    others = top[:, 1:]
-    lose = np.where(others > 0, beta_leader_prob(others, top[:, :1]), 0.0)
-    lower = 1.0 - lose.sum(axis=1)
+    lower, upper = _bounds(top)
     single = top[:, 1] == 0
     out[single] = 1.0
     below = ~single & (upper < lo)
