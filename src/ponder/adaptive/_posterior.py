@@ -8,8 +8,8 @@
   probability that class 1 has the largest underlying probability under ``Dirichlet(c_i + 1)``.
   No closed form: Monte Carlo with a seed derived from the counts themselves, so a count vector
   always gets the same value whatever else was computed before, memoised per count vector; exact
-  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected, and the
-  estimate is clipped into those bounds, so a decision never depends on what was skipped.
+  pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected (estimates
+  are clipped to those bounds, so that skipping never changes a decision).
 """
 
 from __future__ import annotations
@@ -59,7 +59,18 @@ def dirichlet_leader_prob_one(
     if len(kept) == 2:
         # Two classes: the Dirichlet is a Beta, and the probability has a closed form.
         return float(beta_leader_prob(kept[0], kept[1]))
-    return _dirichlet_mc(kept, draws, seed)
+    lower, upper = _bounds(np.asarray([kept], dtype=np.int64))
+    # Kept within the exact bounds, so that skipping the Monte Carlo where a bound decides
+    # (dirichlet_leader_prob with lo/hi) never changes a decision.
+    return float(np.clip(_dirichlet_mc(kept, draws, seed), lower[0], upper[0]))
+
+
+def _bounds(top: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Exact (lower, upper) bounds of P(class 0 is largest) per row of counts."""
+    upper = beta_leader_prob(top[:, 0], top[:, 1])
+    others = top[:, 1:]
+    lose = np.where(others > 0, beta_leader_prob(others, top[:, :1]), 0.0)
+    return np.maximum(1.0 - lose.sum(axis=1), 0.0), upper
 
 
 def dirichlet_leader_prob(
@@ -76,18 +87,13 @@ def dirichlet_leader_prob(
     value at or above ``hi``: a caller that only compares with thresholds in ``[lo, hi]`` gets exact
     decisions while rows that are far from every threshold skip the Monte Carlo (``lo`` may be
     one bound per row). The bounds used are exact: the probability is at most ``P(p_1 > p_2)`` (a
-    Beta marginal of the Dirichlet) and at least ``1 - sum_j P(p_j > p_1)`` (the union bound); the
-    Monte Carlo estimate is clipped into them.
+    Beta marginal of the Dirichlet) and at least ``1 - sum_j P(p_j > p_1)`` (the union bound).
     """
     top = np.asarray(top, dtype=np.int64)
     out = np.empty(top.shape[0], dtype=np.float64)
     if top.shape[0] == 0:
         return out
-    upper = beta_leader_prob(top[:, 0], top[:, 1])
-    others = top[:, 1:]
-    lose = np.where(others > 0, beta_leader_prob(others, top[:, :1]), 0.0)
-    # Rounding can put the two-class lower bound a hair above the upper one.
-    lower = np.minimum(1.0 - lose.sum(axis=1), upper)
+    lower, upper = _bounds(top)
     single = top[:, 1] == 0
     out[single] = 1.0
     below = ~single & (upper < lo)
@@ -101,7 +107,5 @@ def dirichlet_leader_prob(
         values = np.array(
             [dirichlet_leader_prob_one(tuple(row), draws=draws, seed=seed) for row in uniq.tolist()]
         )
-        # The Monte Carlo estimate is kept within the exact bounds, so that a value never depends
-        # on lo/hi: skipping it (below lo, above hi) decides every threshold as computing it would.
-        out[rest] = np.clip(values[inverse.reshape(-1)], lower[rest], upper[rest])
+        out[rest] = values[inverse.reshape(-1)]
     return out

@@ -10,10 +10,12 @@
 ``unit_test_eval``  scores candidates against those checks, keeps the best
 ``refine``          self-refine: critique then revise, up to r rounds, until the critic accepts
 ``vote``            majority vote over extracted answers (no model)
+``adaptive_vote``   samples in rounds until a stop rule says the vote is decided, then votes
 ``verify``          a task verifier as a filter, when the query has a reference (no model)
 ==================  ===========================================================================
 """
 
+from ponder.systems.components._adaptive_vote import AdaptiveVote, AdaptiveVoteConfig
 from ponder.systems.components._critique import Critic, CritiqueConfig
 from ponder.systems.components._fuse import Fuse, FuseConfig
 from ponder.systems.components._generate import EnsembleMember, Generate, GenerateConfig
@@ -30,6 +32,8 @@ from ponder.systems.components._verify import Verify, VerifyConfig
 from ponder.systems.components._vote import Vote, VoteConfig
 
 __all__ = [
+    "AdaptiveVote",
+    "AdaptiveVoteConfig",
     "Critic",
     "CritiqueConfig",
     "EnsembleMember",
