@@ -29,6 +29,14 @@ from ponder.analysis._select import (
     per_problem_selection,
     selection_curve,
 )
+from ponder.analysis._stops import (
+    StopsSection,
+    stops_html,
+    stops_json,
+    stops_rows,
+    stops_sections,
+    vote_correct,
+)
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
 from ponder.analysis._tally import (
     ProblemTally,
@@ -69,6 +77,7 @@ __all__ = [
     "RunSummaryStats",
     "ScalingFit",
     "ScoreSource",
+    "StopsSection",
     "build_report",
     "check_comparable",
     "cost_curve",
@@ -94,7 +103,12 @@ __all__ = [
     "save_plots",
     "selection_curve",
     "solved_by_first_k",
+    "stops_html",
+    "stops_json",
+    "stops_rows",
+    "stops_sections",
     "summarize",
     "summarize_tallies",
     "tally",
+    "vote_correct",
 ]

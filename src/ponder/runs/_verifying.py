@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ponder.records import Verdict
 from ponder.store import Store
 from ponder.tasks import continuation_markers
 from ponder.text import cut_continuation
 
 if TYPE_CHECKING:
     from ponder.verify import Verifier
+
+
+def run_markers(store: Store, run_id: str) -> tuple[str, ...]:
+    """How a made-up next problem starts in the format of the run's task (cut before judging)."""
+    return continuation_markers(store.get_run(run_id).spec.task)
+
+
+def judge(
+    verifier: Verifier, markers: tuple[str, ...], items: Sequence[tuple[str | None, str]]
+) -> list[Verdict]:
+    """Verdicts of ``(reference, sample text)`` items, each text judged without a made-up next
+    problem that the model wrote after its answer (:func:`ponder.text.cut_continuation`): the one
+    way the drivers judge stored samples."""
+    return verifier.verify_many([(ref, cut_continuation(text, markers)) for ref, text in items])
 
 
 @dataclass(frozen=True)
@@ -39,14 +54,11 @@ def verify_run(
     format of the run's task (:func:`ponder.tasks.continuation_markers`, :func:`ponder.text.cut_continuation`).
     """
     todo = store.unverified(run_id, verifier.name, force=force)
-    # A made-up next problem after the answer (in the task's own format) is not part of it.
-    markers = continuation_markers(store.get_run(run_id).spec.task)
+    markers = run_markers(store, run_id)
     counts: Counter[str] = Counter()
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        verdicts = verifier.verify_many(
-            [(ref, cut_continuation(s.text, markers)) for s, ref in part]
-        )
+        verdicts = judge(verifier, markers, [(ref, s.text) for s, ref in part])
         store.add_verdicts(
             verifier.name, [(s.id or 0, v) for (s, _), v in zip(part, verdicts, strict=True)]
         )

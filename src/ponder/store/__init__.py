@@ -46,10 +46,10 @@ from ponder.store._store import (
 
 __all__ = [
     "DEFAULT_DB",
-    "AdaptiveStop",
     "HEARTBEAT_S",
     "LEASE_S",
     "SCHEMA_VERSION",
+    "AdaptiveStop",
     "Owner",
     "RunInfo",
     "RunSpec",
