@@ -22,8 +22,9 @@ problem, whichever command drew them; stored samples past a problem's stop do no
 every problem gets its first round (an error names the minimum budget when that does not fit).
 Then rounds go, one at a time, to the least decided problem: the open problem with the lowest
 ``beta_leader_prob(leader, runner_up)`` (the posterior probability that its leading answer beats
-the runner-up; ties by problem order). A problem gets no more rounds once its rule fires, it
-reaches the maximum, or it is *hopeless*: after its second round, no answer has appeared twice. A
+the runner-up; among equals, the one with fewer samples, then problem order). A problem gets no more rounds once its rule fires, it
+reaches the maximum, or it is *hopeless*: at a round's end from the second on, its leading answer
+holds less than a quarter of its samples (with rounds of 4: at most 1 of 8, 2 of 12, 3 of 16). A
 round is scheduled only if the budget left (less what rounds in flight may still spend) covers it:
 its samples, or with a token budget its samples times ``max_tokens``. Once the least decided
 problem's round does not fit, sampling ends and the open problems stop with reason ``budget``.
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ponder.adaptive import Decision, Schedule, beta_leader_prob, votes_of
+from ponder.adaptive import Decision, Schedule, answer_key, beta_leader_prob, votes_of
 from ponder.analysis import vote_correct
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams, Verdict
@@ -170,20 +171,46 @@ class _State:
         return sum(self.tokens[i] for i in range(samples))
 
 
+HOPELESS_SHARE = 0.25
+"""A problem under a budget is hopeless once, after two rounds or more, its leading answer holds
+less than this share of the samples drawn."""
+
+
 def _decide(schedule: Schedule, answers: list[str | None], hopeless: bool) -> Decision:
-    """:meth:`Schedule.replay`, and with ``hopeless`` the budget allocator's give-up: at the
-    second checkpoint, not stopped, and no answer has appeared twice."""
+    """:meth:`Schedule.replay`, and with ``hopeless`` the budget allocator's give-up: at a
+    checkpoint from the second on where the rule has not stopped the problem, its leading answer
+    holds less than :data:`HOPELESS_SHARE` of the samples (with rounds of 4: at most 1 of 8, 2 of
+    12, 3 of 16, ...)."""
     decision = schedule.replay(answers)
-    points = schedule.checkpoints()
-    if not hopeless or len(points) < 2:
+    points = schedule.checkpoints()[1:]
+    if not hopeless or not points:
         return decision
-    second = points[1]
-    if (decision.stopped and decision.samples <= second) or len(answers) < second:
-        return decision
-    early = schedule.replay(answers[:second])
-    if early.votes <= 1:
-        return replace(early, stopped=True, reason="hopeless", next_checkpoint=second)
+    leaders = _leader_counts(answers, points)
+    for point, leader in zip(points, leaders, strict=False):
+        if decision.samples < point or (decision.stopped and decision.samples == point):
+            break
+        if leader < HOPELESS_SHARE * point:
+            early = schedule.replay(answers[:point])
+            return replace(early, stopped=True, reason="hopeless", next_checkpoint=point)
     return decision
+
+
+def _leader_counts(answers: list[str | None], points: Sequence[int]) -> list[int]:
+    """The leading answer's votes after each of ``points`` samples (those ``answers`` reach)."""
+    counts: dict[str, int] = {}
+    best = 0
+    out = []
+    todo = iter(points)
+    point = next(todo, None)
+    for i, a in enumerate(answers, start=1):
+        key = answer_key(a)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+            best = max(best, counts[key])
+        if i == point:
+            out.append(best)
+            point = next(todo, None)
+    return out
 
 
 @dataclass
@@ -251,9 +278,15 @@ class _Plan:
         first = self.schedule.checkpoints()[0]
         fresh = [s for s in candidates if s.decision is not None and s.decision.samples < first]
         # The first round of every problem comes first; then the least decided problem's.
-        chosen = fresh[0] if fresh else min(candidates, key=lambda s: (_priority(s), s.position))
+        chosen = fresh[0] if fresh else min(candidates, key=_order)
         left = self.budget.amount - self.spent() - sum(self.in_flight.values())
         return chosen if self.round_cost(chosen) <= left else None
+
+
+def _order(state: _State) -> tuple[float, int, int]:
+    """Least decided first; among equals, fewer samples first, then problem order."""
+    assert state.decision is not None
+    return _priority(state), state.decision.samples, state.position
 
 
 def _priority(state: _State) -> float:
