@@ -18,19 +18,23 @@ processes may fill one run together.
 
 Budgets (``--budget``): a whole run may be given ``N samples`` or ``N tokens`` (completion tokens).
 What counts against it is what the problems' decisions cover: samples ``0 .. samples - 1`` of every
-problem, whichever command drew them; stored samples past a problem's stop do not count. First,
-every problem gets its first round (an error names the minimum budget when that does not fit).
-Then rounds go, one at a time, to the least decided problem: the open problem with the lowest
-``beta_leader_prob(leader, runner_up)`` (the posterior probability that its leading answer beats
-the runner-up; among equals, the one with fewer samples, then problem order). A problem gets no more rounds once its rule fires, it
-reaches the maximum, or it is *hopeless*: at a round's end from the second on, its leading answer
-holds less than a quarter of its samples (with rounds of 4: at most 1 of 8, 2 of 12, 3 of 16). A
-round is scheduled only if the budget left (less what rounds in flight may still spend) covers it:
-its samples, or with a token budget its samples times ``max_tokens``. Once the least decided
-problem's round does not fit, sampling ends and the open problems stop with reason ``budget``.
+problem, whichever command drew them; stored samples past a problem's stop do not count.
+
+1. Every problem gets its first round (an error names the minimum budget when that does not fit).
+2. Then rounds go, one at a time, to the least decided open problem: the lowest
+   ``beta_leader_prob(leader, runner_up)``, the posterior probability that its leading answer beats
+   the runner-up (among equals, the one with fewer samples, then problem order).
+3. A problem gets no more rounds once its rule fires, it reaches the maximum, or it is *hopeless*:
+   at a round's end from the second on, its leading answer holds less than a quarter of its
+   samples (with rounds of 4: at most 1 of 8, 2 of 12, 3 of 16); it stops with reason ``hopeless``.
+4. A round is scheduled only if the budget left (less what rounds in flight may still spend)
+   covers it: its samples, or with a token budget its samples times ``max_tokens``. Once the least
+   decided problem's round does not fit, sampling ends and the open problems stop with reason
+   ``budget``.
+
 Every choice is a function of the stored samples, so a resumed run continues the same allocation;
 with ``concurrency`` 1 it is the sequential allocation exactly (with more, the next pick skips
-problems whose round is in flight).
+problems whose round is in flight). Without a budget no problem is ever hopeless.
 """
 
 from __future__ import annotations
