@@ -30,7 +30,9 @@ from ponder.analysis._select import (
     selection_curve,
 )
 from ponder.analysis._stops import (
+    STOPS_COLUMNS,
     StopsSection,
+    reasons_text,
     stops_html,
     stops_json,
     stops_rows,
@@ -65,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "STOPS_COLUMNS",
     "CostSummary",
     "Curve",
     "KPoint",
@@ -95,6 +98,7 @@ __all__ = [
     "pass_at_k_matrix",
     "per_problem_pass_at_k",
     "per_problem_selection",
+    "reasons_text",
     "render_html",
     "report_json",
     "run_tallies",
