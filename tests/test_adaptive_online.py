@@ -284,3 +284,53 @@ def test_budget_syntax() -> None:
 def test_n_below_the_rules_minimum_is_an_error() -> None:
     with pytest.raises(ConfigError, match="below the minimum"):
         Schedule(make_stop_rule("beta", {"min_samples": 8}), 4)
+
+
+def test_two_samplers_on_one_run_split_the_rounds_and_agree(tmp_path: Path) -> None:
+    """Two concurrent adaptive samplers (two connections, two claim owners) on one run draw
+    every index once and store the same stops as one sampler alone."""
+    task = arithmetic(6)
+    streams = {f"p{i}": (DECIDED if i % 2 else SPLIT) for i in range(6)}
+    schedule = Schedule(make_stop_rule("beta"), MAX)
+    with Store(tmp_path / "ref.db") as store, make_verifier("math") as verifier:
+        alone = run(
+            sample_adaptive(
+                store, streams_backend(streams), task, task.problems(), schedule, PARAMS, verifier
+            )
+        )
+
+    async def both() -> list:
+        backends = [streams_backend(streams), streams_backend(streams)]
+        for b in backends:
+            b.delay_s = 0.01
+        with (
+            Store(tmp_path / "two.db") as one,
+            Store(tmp_path / "two.db") as two,
+            make_verifier("math") as v1,
+            make_verifier("math") as v2,
+        ):
+            return await asyncio.gather(
+                *(
+                    sample_adaptive(
+                        store,
+                        b,
+                        task,
+                        task.problems(),
+                        schedule,
+                        PARAMS,
+                        v,
+                        concurrency=2,
+                        poll_s=0.02,
+                    )
+                    for store, b, v in ((one, backends[0], v1), (two, backends[1], v2))
+                )
+            )
+
+    reports = run(both())
+    assert sum(r.drawn for r in reports) == sum(s.samples for s in alone.stops)
+    assert all(r.drawn > 0 for r in reports)  # both took part
+    expected = [s.model_dump(exclude={"created_at"}) for s in alone.stops]
+    for r in reports:
+        assert [s.model_dump(exclude={"created_at"}) for s in r.stops] == expected
+    stopped = {s.problem_id: s.samples for s in alone.stops}
+    assert indices(tmp_path / "two.db") == {pid: list(range(k)) for pid, k in stopped.items()}
