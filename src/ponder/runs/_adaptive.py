@@ -55,9 +55,9 @@ from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams, Verdict
 from ponder.runs._claims import fill_run, open_run
 from ponder.runs._sampler import ProgressFn, _split
-from ponder.runs._verifying import judge, run_markers
+from ponder.runs._verifying import judge
 from ponder.store import AdaptiveStop, Store, request_seed, run_spec
-from ponder.tasks import with_task_stop
+from ponder.tasks import continuation_markers, with_task_stop
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
@@ -156,6 +156,10 @@ class _State:
     tokens: dict[int, int] = field(default_factory=dict)
     correct: dict[int, bool] = field(default_factory=dict)
     decision: Decision | None = None
+    spent: int = 0
+    """What the decision covers, in budget units (samples, or completion tokens)."""
+    priority: float = 0.5
+    """How decided its vote is at the decision: ``P(leader beats runner-up)``, Beta posterior."""
     blocked: bool = False
     """Indices it needs are being drawn by another process: wait for them."""
 
@@ -229,8 +233,14 @@ class _Plan:
     """Problem id -> what its round in flight may still spend (budget units)."""
 
     def decide(self, state: _State) -> Decision:
-        state.decision = _decide(self.schedule, state.prefix(), self.budget is not None)
-        return state.decision
+        """Replay the problem's stored answers; keep what the allocator reads of the result."""
+        answers = state.prefix()
+        decision = _decide(self.schedule, answers, self.budget is not None)
+        state.decision = decision
+        state.spent = state.used_tokens(decision.samples) if self.tokens else decision.samples
+        votes = votes_of(answers[: decision.samples])
+        state.priority = float(beta_leader_prob(votes.leader, votes.runner_up)[0])
+        return decision
 
     @property
     def tokens(self) -> bool:
@@ -238,11 +248,7 @@ class _Plan:
 
     def spent(self) -> int:
         """What the decisions cover, in budget units."""
-        total = 0
-        for s in self.states:
-            used = s.decision.samples if s.decision else 0
-            total += s.used_tokens(used) if self.tokens else used
-        return total
+        return sum(s.spent for s in self.states)
 
     def _cost(self, state: _State, start: int, end: int) -> int:
         """What samples ``start .. end - 1`` of a problem may spend at most, in budget units:
@@ -290,14 +296,7 @@ class _Plan:
 def _order(state: _State) -> tuple[float, int, int]:
     """Least decided first; among equals, fewer samples first, then problem order."""
     assert state.decision is not None
-    return _priority(state), state.decision.samples, state.position
-
-
-def _priority(state: _State) -> float:
-    """How decided a problem's vote is: ``P(leader beats runner-up)`` under the Beta posterior."""
-    assert state.decision is not None
-    votes = votes_of(state.prefix()[: state.decision.samples])
-    return float(beta_leader_prob(votes.leader, votes.runner_up)[0])
+    return state.priority, state.decision.samples, state.position
 
 
 async def sample_adaptive(
@@ -336,9 +335,11 @@ async def sample_adaptive(
         raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
     concurrency = concurrency or max(1, backend.max_batch // schedule.round_size)
     params = with_task_stop(params, task)  # the task's stop sequences, part of the run's identity
-    run_id, prompt_of = open_run(store, run_spec(backend, task, params), task, problems)
+    spec = run_spec(backend, task, params)
+    run_id = spec.run_id
     key = schedule_key(schedule)
-    markers = run_markers(store, run_id)
+    # A made-up next problem after the answer (in the task's own format) is not part of it.
+    markers = continuation_markers(spec.task)
     states = [_State(p, i) for i, p in enumerate(problems)]
     by_id = {s.problem.id: s for s in states}
     plan = _Plan(schedule, states, budget, params.max_tokens)
@@ -461,7 +462,7 @@ async def sample_adaptive(
         return [chosen] if chosen is not None else []
 
     start = time.perf_counter()
-    load({})
+    load({})  # the run may not exist yet: then nothing is stored
     already = sum(len(s.answers) for s in states)
     if budget is not None and plan.minimum() > budget.amount:
         raise ConfigError(
@@ -473,6 +474,8 @@ async def sample_adaptive(
             hint=f"raise --budget to {plan.minimum()}{budget.unit} or more, or select fewer "
             "problems",
         )
+    # Created only now, so that a budget error leaves no empty run behind.
+    _, prompt_of = open_run(store, spec, task, problems)
     await fill_run(
         store,
         run_id,

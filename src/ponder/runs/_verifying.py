@@ -16,11 +16,6 @@ if TYPE_CHECKING:
     from ponder.verify import Verifier
 
 
-def run_markers(store: Store, run_id: str) -> tuple[str, ...]:
-    """How a made-up next problem starts in the format of the run's task (cut before judging)."""
-    return continuation_markers(store.get_run(run_id).spec.task)
-
-
 def judge(
     verifier: Verifier, markers: tuple[str, ...], items: Sequence[tuple[str | None, str]]
 ) -> list[Verdict]:
@@ -54,7 +49,8 @@ def verify_run(
     format of the run's task (:func:`ponder.tasks.continuation_markers`, :func:`ponder.text.cut_continuation`).
     """
     todo = store.unverified(run_id, verifier.name, force=force)
-    markers = run_markers(store, run_id)
+    # A made-up next problem after the answer (in the task's own format) is not part of it.
+    markers = continuation_markers(store.get_run(run_id).spec.task)
     counts: Counter[str] = Counter()
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
