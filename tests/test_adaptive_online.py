@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ponder.adaptive import Schedule, make_stop_rule
+from ponder.analysis import vote_correct
 from ponder.backends import ScriptedBackend
 from ponder.errors import BackendError, ConfigError
 from ponder.records import Prompt, SamplingParams
@@ -334,3 +335,12 @@ def test_two_samplers_on_one_run_split_the_rounds_and_agree(tmp_path: Path) -> N
         assert [s.model_dump(exclude={"created_at"}) for s in r.stops] == expected
     stopped = {s.problem_id: s.samples for s in alone.stops}
     assert indices(tmp_path / "two.db") == {pid: list(range(k)) for pid, k in stopped.items()}
+
+
+def test_vote_correct_reads_the_verdicts_of_the_samples_that_voted_for_the_answer() -> None:
+    answers = ["1", None, "2", " 2\n"]
+    assert vote_correct(answers, [False, False, False, True], "2")  # same class after strip
+    assert not vote_correct(answers, [True, False, False, False], "2")
+    assert vote_correct(answers, [True, False, False, False], "1")
+    assert not vote_correct(answers, [True, True, True, True], None)  # no answer: never correct
+    assert not vote_correct(answers, [True, True, True, True], "3")
