@@ -223,8 +223,8 @@ def sample(
         )
         params = with_task_stop(params, the_task)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
-        verifier = make_verifier(the_task.verifier) if verify else None
         plan = _adaptive_plan(adaptive, adaptive_param, round_size, budget, n, verify)
+        verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
             backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
         )
