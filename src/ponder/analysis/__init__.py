@@ -29,6 +29,16 @@ from ponder.analysis._select import (
     per_problem_selection,
     selection_curve,
 )
+from ponder.analysis._stops import (
+    STOPS_COLUMNS,
+    StopsSection,
+    reasons_text,
+    stops_html,
+    stops_json,
+    stops_rows,
+    stops_sections,
+    vote_correct,
+)
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
 from ponder.analysis._tally import (
     ProblemTally,
@@ -57,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "STOPS_COLUMNS",
     "CostSummary",
     "Curve",
     "KPoint",
@@ -69,6 +80,7 @@ __all__ = [
     "RunSummaryStats",
     "ScalingFit",
     "ScoreSource",
+    "StopsSection",
     "build_report",
     "check_comparable",
     "cost_curve",
@@ -86,6 +98,7 @@ __all__ = [
     "pass_at_k_matrix",
     "per_problem_pass_at_k",
     "per_problem_selection",
+    "reasons_text",
     "render_html",
     "report_json",
     "run_tallies",
@@ -94,7 +107,12 @@ __all__ = [
     "save_plots",
     "selection_curve",
     "solved_by_first_k",
+    "stops_html",
+    "stops_json",
+    "stops_rows",
+    "stops_sections",
     "summarize",
     "summarize_tallies",
     "tally",
+    "vote_correct",
 ]
