@@ -97,7 +97,6 @@ def test_kinds_and_their_entry_point_groups() -> None:
 @pytest.mark.parametrize(
     ("kind", "label", "group"),
     [
-        ("stop_rule", "stop rule", "ponder.stop_rules"),
         ("executor", "executor", "ponder.executors"),
         ("scorer", "scorer", "ponder.scorers"),
     ],

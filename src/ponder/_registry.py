@@ -1,8 +1,8 @@
 """One registry for every kind of plugin.
 
-Backends, tasks, verifiers, system components and answer extractors register here, and so will the
-kinds the coming work adds (reserved now, so that their names, entry-point groups and errors are
-fixed): stop rules (adaptive compute), executors (scale-out) and scorers (tree search). Each kind
+Backends, tasks, verifiers, system components, answer extractors and stop rules (adaptive compute)
+register here, and so will the kinds the coming work adds (reserved now, so that their names,
+entry-point groups and errors are fixed): executors (scale-out) and scorers (tree search). Each kind
 keeps its decorator in its own package (``register_backend``, ``register_task``, ...); they all store
 into this one registry, so every kind follows the same rules:
 
@@ -48,7 +48,7 @@ from ponder.errors import DuplicateNameError, PluginLoadError, UnknownNameError,
 Kind = Literal[
     "backend", "task", "verifier", "component", "extractor", "stop_rule", "executor", "scorer"
 ]
-"""Every kind of plugin; ``stop_rule``, ``executor`` and ``scorer`` are reserved (no entries yet)."""
+"""Every kind of plugin; ``executor`` and ``scorer`` are reserved (no entries yet)."""
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

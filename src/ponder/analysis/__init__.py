@@ -43,6 +43,16 @@ from ponder.analysis._select import (
     per_problem_selection,
     selection_curve,
 )
+from ponder.analysis._stops import (
+    STOPS_COLUMNS,
+    StopsSection,
+    reasons_text,
+    stops_html,
+    stops_json,
+    stops_rows,
+    stops_sections,
+    vote_correct,
+)
 from ponder.analysis._summary import KPoint, RunSummaryStats, summarize, summarize_tallies
 from ponder.analysis._tally import (
     ProblemTally,
@@ -72,6 +82,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_RULES",
+    "STOPS_COLUMNS",
     "AdaptivePoint",
     "AdaptiveSimulation",
     "BaselinePoint",
@@ -90,6 +101,7 @@ __all__ = [
     "ScalingFit",
     "ScoreSource",
     "SimulatedRows",
+    "StopsSection",
     "adaptive_json",
     "build_report",
     "check_comparable",
@@ -108,6 +120,7 @@ __all__ = [
     "pass_at_k_matrix",
     "per_problem_pass_at_k",
     "per_problem_selection",
+    "reasons_text",
     "render_html",
     "report_json",
     "run_tallies",
@@ -117,7 +130,12 @@ __all__ = [
     "selection_curve",
     "simulate_adaptive",
     "solved_by_first_k",
+    "stops_html",
+    "stops_json",
+    "stops_rows",
+    "stops_sections",
     "summarize",
     "summarize_tallies",
     "tally",
+    "vote_correct",
 ]

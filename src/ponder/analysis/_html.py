@@ -21,6 +21,7 @@ from ponder.analysis._plots import (
     scaling_figure,
 )
 from ponder.analysis._report import RunReport
+from ponder.analysis._stops import StopsSection, stops_html
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -272,9 +273,11 @@ def render_html(
     samples_per_problem: int = 20,
     cost_x: CostAxis = "tokens",
     adaptive: Sequence[AdaptiveSimulation] = (),
+    stops: Sequence[Sequence[StopsSection]] = (),
 ) -> str:
     """The whole report as one HTML document; ``cost_x`` is the cost chart's x axis (tokens or FLOPs);
-    ``adaptive``: simulations of adaptive stop rules, one per report, for their own section."""
+    ``adaptive``: simulations of adaptive stop rules, one per report, for their own section;
+    ``stops``: each run's adaptive stops (:func:`ponder.analysis.stops_sections`), if any."""
     notes = "".join(f"<p class=note>{_e(r.label)}: {_e(n)}</p>" for r in reports for n in r.notes)
     figures = (coverage_figure(reports), scaling_figure(reports), cost_figure(reports, cost_x))
     charts = "".join(f"<div class=charts>{figure_svg(fig)}</div>" for fig in figures)
@@ -301,6 +304,9 @@ k samples.</p>
 {"".join(_fit_block(r) for r in reports)}
 <h2>Cost</h2>
 {"".join(_cost_block(r) for r in reports)}
+<!-- adaptive stops (online adaptive sampling; see ponder.analysis.stops_html) -->
+{stops_html([section for sections in stops for section in sections])}
+<!-- end adaptive stops -->
 <h2>Problems</h2>
 {"".join(_problem_table(r) for r in reports)}
 <h2>Samples</h2>

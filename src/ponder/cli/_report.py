@@ -26,6 +26,7 @@ from ponder.cli._common import (
 )
 from ponder.errors import UserError
 from ponder.runs import is_system_spec
+from ponder.store import AdaptiveStop
 
 
 def runs(db: DbOpt = None, json_out: JsonOpt = False) -> None:
@@ -72,6 +73,7 @@ def show(
         info = store.get_run(run)
         name = run_verifier(store, info.id, verifier, need_verdicts=False)
         rows = run_tallies(store, info.id, name)
+        stops = store.stops(info.id)
         if json_out:
             emit_json(
                 {
@@ -79,6 +81,7 @@ def show(
                     "spec": info.spec.model_dump(),
                     "verifier": name,
                     "problems": [asdict(r) for r in rows],
+                    "stops": [s.model_dump(exclude={"run_id"}) for s in stops],
                 }
             )
             return
@@ -116,6 +119,38 @@ def show(
                 r.first_correct_answer or ("-" if r.verified else "(unverified)"),
             )
         console.print(table)
+        _print_stops(stops)
+
+
+def _print_stops(stops: list[AdaptiveStop]) -> None:
+    """Where adaptive sampling stopped each problem, one table per schedule."""
+    by_rule: dict[str, list[AdaptiveStop]] = {}
+    for s in stops:
+        by_rule.setdefault(s.rule, []).append(s)
+    for rule, items in by_rule.items():
+        # A line of its own: a table title would wrap at the table's width.
+        console.print(f"adaptive stops: {rule}", highlight=False)
+        table = Table()
+        for col in ("problem", "samples", "rounds", "reason", "answer", "votes", "tokens"):
+            table.add_column(
+                col, justify="left" if col in ("problem", "reason", "answer") else "right"
+            )
+        for s in items:
+            table.add_row(
+                s.problem_id,
+                str(s.samples),
+                str(s.rounds),
+                s.reason,
+                "-" if s.answer is None else _one_line(s.answer),
+                str(s.votes),
+                str(s.completion_tokens),
+            )
+        console.print(table)
+
+
+def _one_line(text: str, limit: int = 40) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def report(
@@ -222,6 +257,11 @@ def report(
         ]
         check_comparable(reports)
         sims = _adaptive_sims(reports, adaptive, orderings, rules, seed)
+        # --- adaptive stops (online adaptive sampling; see ponder.analysis.stops_sections) ---
+        from ponder.analysis import stops_sections
+
+        stops = [stops_sections(store, r.data) for r in reports]
+        # --- end adaptive stops ---
         written: list[str] = []
         if html_out is not None:
             from ponder.analysis import render_html
@@ -232,6 +272,7 @@ def report(
                     samples_per_problem=samples_per_problem,
                     cost_x=cost_x,  # type: ignore[arg-type]  # checked above
                     adaptive=sims,
+                    stops=stops,
                 ),
                 "utf-8",
             )
@@ -248,14 +289,18 @@ def report(
                 )
             ]
         if json_out:
-            from ponder.analysis import report_json
+            from ponder.analysis import report_json, stops_json
 
-            runs_json = [report_json(r) for r in reports]
+            runs_json = [
+                {**report_json(r), "adaptive_stops": stops_json(s)}
+                for r, s in zip(reports, stops, strict=True)
+            ]
             _add_adaptive_json(runs_json, sims)
             emit_json({"runs": runs_json, "written": written})
             return
-        for i, r in enumerate(reports):
+        for i, (r, s) in enumerate(zip(reports, stops, strict=True)):
             print_report(r)
+            print_stops_section(s)
             if sims:
                 print_adaptive(sims[i])
         for path in written:
@@ -392,6 +437,23 @@ def print_adaptive(sim: Any) -> None:
 
 
 # --- end of adaptive stop rules -----------------------------------------------------------------
+def print_stops_section(sections: list[Any]) -> None:
+    """The report's adaptive stops (:func:`ponder.analysis.stops_sections`) in the terminal."""
+    from ponder.analysis import STOPS_COLUMNS, reasons_text, stops_rows
+
+    for section in sections:
+        console.print(
+            f"adaptive stops: {section.rule} (stopped by {reasons_text(section)})",
+            highlight=False,
+        )
+        table = Table()
+        for col in STOPS_COLUMNS:
+            table.add_column(col, justify="left" if col == "vote" else "right")
+        for row in stops_rows(section):
+            table.add_row(*row)
+        console.print(table)
+        for note in section.notes:
+            console.print(f"[yellow]note:[/] {note}")
 
 
 def export(

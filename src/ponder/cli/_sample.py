@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ponder.adaptive import DEFAULT_ROUND, Schedule, make_stop_rule
 from ponder.analysis import declared_verifier
 from ponder.backends import Backend, backend_config_type, create_backend
 from ponder.cli._common import (
@@ -39,10 +40,10 @@ from ponder.cli._common import (
 from ponder.errors import ConfigError
 from ponder.models import DEFAULT_MODEL
 from ponder.records import SamplingParams
-from ponder.runs import sample_run
+from ponder.runs import AdaptiveReport, Budget, parse_budget, sample_adaptive, sample_run
 from ponder.store import Store, run_spec
 from ponder.tasks import Task, with_task_stop
-from ponder.verify import make_verifier
+from ponder.verify import Verifier, make_verifier
 
 _PARAM_FLAGS = {
     "temperature": "--temperature",
@@ -129,7 +130,10 @@ def sample(
         str,
         typer.Option("--model", "-m", help="Registered model name, .gguf path, or served model."),
     ] = DEFAULT_MODEL,
-    n: Annotated[int, typer.Option("--n", "-n", help="Samples per problem.")] = 8,
+    n: Annotated[
+        int,
+        typer.Option("--n", "-n", help="Samples per problem (with --adaptive: the most)."),
+    ] = 8,
     limit: LimitOpt = None,
     offset: OffsetOpt = 0,
     ids: IdsOpt = None,
@@ -166,6 +170,33 @@ def sample(
     parallel: Annotated[int, typer.Option(help="Sequences decoded together per request.")] = 16,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     verify: Annotated[bool, typer.Option(help="Verify the samples afterwards.")] = True,
+    adaptive: Annotated[
+        str | None,
+        typer.Option(
+            "--adaptive",
+            help="Draw each problem in rounds until this stop rule fires, --n at most: fixed, "
+            "margin, supermajority, beta, dirichlet, window, or a plugin's. Every sample is "
+            "verified as it comes; where and why each problem stopped is stored.",
+        ),
+    ] = None,
+    adaptive_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adaptive-param",
+            help="A stop rule parameter as K=V (repeatable), e.g. confidence=0.99, min_samples=8.",
+        ),
+    ] = None,
+    round_size: Annotated[
+        int, typer.Option(help="--adaptive: samples per round (one request per round).")
+    ] = DEFAULT_ROUND,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="--adaptive: what the whole run may spend, as 2000samples or 300000tokens "
+            "(completion tokens); after a first round on every problem, rounds go to the least "
+            "decided problems.",
+        ),
+    ] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
     verbose: Annotated[
@@ -192,10 +223,30 @@ def sample(
         )
         params = with_task_stop(params, the_task)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
+        plan = _adaptive_plan(adaptive, adaptive_param, round_size, budget, n, verify)
         verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
             backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
         )
+        if plan is not None and verifier is not None:
+            schedule, the_budget = plan
+            with open_store(db) as store, verifier:
+                report = asyncio.run(
+                    _sample_adaptive(
+                        store,
+                        be,
+                        the_task,
+                        problems,
+                        schedule,
+                        params,
+                        verifier,
+                        the_budget,
+                        concurrency,
+                        json_out,
+                    )
+                )
+                _print_adaptive(store, report, verifier, json_out)
+            return
         with open_store(db) as store:
             result = asyncio.run(
                 _sample(store, be, the_task, problems, n, params, concurrency, json_out)
@@ -255,6 +306,152 @@ async def _sample(
             )
     finally:
         await backend.aclose()
+
+
+def _adaptive_plan(
+    rule: str | None,
+    params: list[str] | None,
+    round_size: int,
+    budget: str | None,
+    n: int,
+    verify: bool,
+) -> tuple[Schedule, Budget | None] | None:
+    """The schedule and budget of ``--adaptive`` (None without it)."""
+    if rule is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--adaptive-param", params),
+                ("--budget", budget),
+                ("--round-size", round_size != DEFAULT_ROUND or None),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to adaptive sampling",
+                hint="add --adaptive RULE (e.g. --adaptive beta), or drop them",
+            )
+        return None
+    if not verify:
+        raise ConfigError(
+            "--adaptive needs --verify: its stop rule votes on the verifier's extracted answers",
+            hint="drop --no-verify",
+        )
+    values: dict[str, str] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--adaptive-param expects K=V, got {item!r}",
+                hint="e.g. --adaptive-param confidence=0.99",
+            )
+        values[key.strip()] = value.strip()
+    schedule = Schedule(make_stop_rule(rule, values), n, round_size=round_size)
+    return schedule, None if budget is None else parse_budget(budget)
+
+
+async def _sample_adaptive(
+    store: Store,
+    backend: Backend,
+    task: Task,
+    problems: list[Any],
+    schedule: Schedule,
+    params: SamplingParams,
+    verifier: Verifier,
+    budget: Budget | None,
+    concurrency: int | None,
+    quiet: bool,
+) -> AdaptiveReport:
+    try:
+        with sampling_progress(disable=quiet) as progress:
+            # At most this many: problems stop as soon as their rule fires.
+            bar = progress.add_task(
+                "sample (adaptive)", total=len(problems) * schedule.max_samples, tokens=0
+            )
+            tokens = 0
+
+            def on_progress(k: int, t: int) -> None:
+                nonlocal tokens
+                tokens += t
+                progress.update(bar, advance=k, tokens=tokens)
+
+            return await sample_adaptive(
+                store,
+                backend,
+                task,
+                problems,
+                schedule,
+                params,
+                verifier,
+                budget=budget,
+                concurrency=concurrency,
+                on_progress=on_progress,
+            )
+    finally:
+        await backend.aclose()
+
+
+def adaptive_json(report: AdaptiveReport) -> dict[str, Any]:
+    """The adaptive part of `ponder sample --json`: the totals and every problem's stop."""
+    accuracy = report.vote_accuracy
+    return {
+        "rule": report.rule,
+        "budget": report.budget,
+        "reasons": report.reasons(),
+        "mean_samples": report.mean_samples,
+        "completion_tokens": report.used_tokens,
+        "vote_accuracy": None if accuracy != accuracy else accuracy,
+        "stops": [
+            {**s.model_dump(exclude={"run_id", "rule", "budget"}), "vote_correct": c}
+            for s, c in ((s, report.vote_correct[s.problem_id]) for s in report.stops)
+        ],
+    }
+
+
+def _print_adaptive(
+    store: Store, report: AdaptiveReport, verifier: Verifier, json_out: bool
+) -> None:
+    sampling = {
+        "run_id": report.run_id,
+        "problems": report.problems,
+        "already_present": report.already_present,
+        "drawn": report.drawn,
+        "requests": report.requests,
+        "prompt_tokens": report.prompt_tokens,
+        "completion_tokens": report.completion_tokens,
+        "wall_s": report.wall_s,
+    }
+    # Every sample was verified as it came: this finds nothing left, as after `ponder verify`.
+    verification = run_verify(store, report.run_id, verifier, force=False, quiet=json_out)
+    if json_out:
+        emit_json(
+            {
+                "sampling": sampling,
+                "adaptive": adaptive_json(report),
+                "verification": verification,
+                "summary": summary_json(store, report.run_id, verifier.name),
+            }
+        )
+        return
+    stored = stored_note(report.already_present, 0, "drawn")
+    console.print(
+        f"run [bold]{report.run_id}[/]: {report.drawn} new samples {stored} for "
+        f"{report.problems} problems in {report.wall_s:.1f}s; {report.completion_tokens} "
+        f"completion tokens, {report.prompt_tokens} prompt tokens evaluated in "
+        f"{report.requests} requests"
+    )
+    print_summary(store, report.run_id, verifier.name)
+    reasons = report.reasons()
+    stopped = ", ".join(f"{k} {reasons.get(k, 0)}" for k in ("rule", "max", "budget", "hopeless"))
+    budget = f", budget {report.budget}" if report.budget else ""
+    console.print(
+        f"adaptive {report.rule}{budget}: problems stopped by {stopped}; "
+        f"{report.mean_samples:.2f} samples per problem on average, {report.used_tokens} "
+        f"completion tokens; vote accuracy {report.vote_accuracy:.3f} (the leading answer at "
+        "each stop is correct)",
+        highlight=False,
+    )
 
 
 def store_existing(

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ponder.records import Verdict
 from ponder.store import Store
 from ponder.tasks import continuation_markers
 from ponder.text import cut_continuation
 
 if TYPE_CHECKING:
     from ponder.verify import Verifier
+
+
+def judge(
+    verifier: Verifier, markers: tuple[str, ...], items: Sequence[tuple[str | None, str]]
+) -> list[Verdict]:
+    """Verdicts of ``(reference, sample text)`` items, each text judged without a made-up next
+    problem that the model wrote after its answer (:func:`ponder.text.cut_continuation`): the one
+    way the drivers judge stored samples."""
+    return verifier.verify_many([(ref, cut_continuation(text, markers)) for ref, text in items])
 
 
 @dataclass(frozen=True)
@@ -44,9 +54,7 @@ def verify_run(
     counts: Counter[str] = Counter()
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        verdicts = verifier.verify_many(
-            [(ref, cut_continuation(s.text, markers)) for s, ref in part]
-        )
+        verdicts = judge(verifier, markers, [(ref, s.text) for s, ref in part])
         store.add_verdicts(
             verifier.name, [(s.id or 0, v) for (s, _), v in zip(part, verdicts, strict=True)]
         )

@@ -26,7 +26,8 @@ The file
 The schema is versioned (``PRAGMA user_version``) and upgraded in place on open, in one
 transaction; a file from a newer Ponder is refused. Each problem's exact prompt is stored with it
 (runs stored before that have none; export rebuilds theirs). Processes sampling the same run
-cooperate through claims on sample indices, see :meth:`Store.claim`.
+cooperate through claims on sample indices, see :meth:`Store.claim`. Adaptive sampling records where
+and why it stopped each problem (:class:`AdaptiveStop`, :meth:`Store.stops`).
 """
 
 from ponder.store._migrations import SCHEMA_VERSION
@@ -34,6 +35,7 @@ from ponder.store._owners import HEARTBEAT_S, LEASE_S, Owner
 from ponder.store._spec import RunSpec, request_seed, run_spec
 from ponder.store._store import (
     DEFAULT_DB,
+    AdaptiveStop,
     RunInfo,
     RunSummary,
     ServerRequest,
@@ -47,6 +49,7 @@ __all__ = [
     "HEARTBEAT_S",
     "LEASE_S",
     "SCHEMA_VERSION",
+    "AdaptiveStop",
     "Owner",
     "RunInfo",
     "RunSpec",

@@ -147,6 +147,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX server_requests_created ON server_requests (created_at)",
         ),
     ),
+    Migration(
+        3,
+        "where and why adaptive sampling stopped each problem",
+        (
+            # One row per (run, problem, schedule): `rule` names the stop rule with its parameters,
+            # the round size and the maximum (see ponder.runs.schedule_key); a replay that reaches
+            # the same decision rewrites the row. answer is the leading extracted answer (NULL when
+            # no sample answered); completion_tokens sums the samples the decision covers; budget
+            # is the --budget in force (NULL without one).
+            """CREATE TABLE adaptive_stops (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    problem_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    rounds INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    answer TEXT,
+    votes INTEGER NOT NULL,
+    statistic REAL,
+    completion_tokens INTEGER NOT NULL,
+    budget TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, problem_id, rule)
+)""",
+        ),
+    ),
 )
 """Every migration, in order; ``MIGRATIONS[k - 1].version == k``. Append only."""
 

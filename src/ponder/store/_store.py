@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,7 +90,44 @@ class ServerRequest(BaseModel):
         return None if self.trace is None else Trace.model_validate(self.trace)
 
 
+class AdaptiveStop(BaseModel):
+    """Where adaptive sampling stopped one problem of a run, and why, as stored.
+
+    Attributes:
+        run_id: The run.
+        problem_id: The problem.
+        rule: The schedule: the stop rule with its parameters, the round size and the maximum
+            (``ponder.runs.schedule_key``); one row per problem and schedule.
+        samples: Samples the decision covers (indices ``0 .. samples - 1``).
+        rounds: Rounds completed at that point.
+        reason: ``rule`` (the rule fired), ``max`` (the maximum reached), ``budget`` (the run's
+            budget was spent first) or ``hopeless`` (the budget allocator gave up on it).
+        answer: The leading extracted answer at that point (None when no sample answered).
+        votes: That answer's votes.
+        statistic: The rule's statistic at that point (None where undefined).
+        completion_tokens: Completion tokens of the samples the decision covers.
+        budget: The run's budget in force (``2000samples``), None without one.
+        created_at: Unix time the row was (last) written.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    problem_id: str
+    rule: str
+    samples: int = Field(ge=0)
+    rounds: int = Field(ge=0)
+    reason: Literal["rule", "max", "budget", "hopeless"]
+    answer: str | None = None
+    votes: int = Field(0, ge=0)
+    statistic: float | None = None
+    completion_tokens: int = Field(0, ge=0)
+    budget: str | None = None
+    created_at: float = 0.0
+
+
 _REQUEST_COLUMNS = tuple(ServerRequest.model_fields)
+_STOP_COLUMNS = tuple(AdaptiveStop.model_fields)
 _JSON_COLUMNS = frozenset({"request", "response", "trace"})
 
 
@@ -549,6 +586,42 @@ class Store(Closing):
                 hint="trace ids come from the X-Ponder-Trace-Id header of a `ponder serve` response",
             )
         return _server_request(row)
+
+    # where adaptive sampling stopped each problem -------------------------------------------------
+
+    def add_stops(self, stops: Sequence[AdaptiveStop]) -> None:
+        """Store stop decisions in one transaction, replacing a problem's earlier row of the same
+        run and schedule (a replay that reaches the same decision writes it once)."""
+        now = time.time()
+        marks = ", ".join("?" for _ in _STOP_COLUMNS)
+        rows = [
+            tuple(now if k == "created_at" else v for k, v in stop.model_dump().items())
+            for stop in stops
+        ]
+        with self._tx("store stop decisions") as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO adaptive_stops ({', '.join(_STOP_COLUMNS)}) "
+                f"VALUES ({marks})",
+                rows,
+            )
+
+    def stops(self, run_id: str, rule: str | None = None) -> list[AdaptiveStop]:
+        """The run's stop decisions (of one schedule ``rule``, or all), by schedule and problem
+        position."""
+        query = (
+            f"SELECT {', '.join('a.' + c for c in _STOP_COLUMNS)} FROM adaptive_stops a "
+            "LEFT JOIN problems p ON p.run_id = a.run_id AND p.problem_id = a.problem_id "
+            "WHERE a.run_id = ?"
+        )
+        args: list[Any] = [run_id]
+        if rule is not None:
+            query += " AND a.rule = ?"
+            args.append(rule)
+        with self._guard("read stop decisions"):
+            rows = self._db.execute(
+                query + " ORDER BY a.rule, p.position, a.problem_id", args
+            ).fetchall()
+        return [AdaptiveStop.model_validate(dict(r)) for r in rows]
 
     # claims of work units (processes drawing samples of the same run) ----------------------------
 
