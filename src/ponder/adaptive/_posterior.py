@@ -6,8 +6,10 @@
   Exact (the regularised incomplete beta function), vectorised.
 * :func:`dirichlet_leader_prob`: with counts ``c_1 >= c_2 >= ...`` of the largest classes, the
   probability that class 1 has the largest underlying probability under ``Dirichlet(c_i + 1)``.
-  No closed form: Monte Carlo with a seed derived from the counts themselves, so a count vector
-  always gets the same value whatever else was computed before, memoised per count vector; exact
+  No closed form: Monte Carlo over seeded Gamma draws that every count vector shares per (count,
+  class position) (common random numbers), so a count vector always gets the same value whatever
+  else was computed before or beside it, and many vectors are estimated together at the cost of
+  array gathers (single count vectors, as online sampling asks, are memoised); exact
   pairwise bounds skip the Monte Carlo where the caller's thresholds cannot be affected (estimates
   are clipped to those bounds, so that skipping never changes a decision).
 """
@@ -20,29 +22,86 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import betainc
 
+_TABLE_LIMIT = 2048
+_table: NDArray[np.float64] = np.empty((0, 0))
+
+
+def _beta_table(size: int) -> NDArray[np.float64]:
+    """``P(p > 1/2)`` for every pair of counts below ``size`` (grown by doubling, kept)."""
+    global _table
+    if _table.shape[0] < size:
+        side = max(64, 1 << (size - 1).bit_length())
+        a = np.arange(side, dtype=np.float64) + 1.0
+        _table = np.asarray(betainc(a[None, :], a[:, None], 0.5), dtype=np.float64)
+    return _table
+
 
 def beta_leader_prob(leader: ArrayLike, runner_up: ArrayLike) -> NDArray[np.float64]:
     """``P(p > 1/2)`` for ``p ~ Beta(leader + 1, runner_up + 1)``, elementwise.
 
     ``P(p > 1/2) = 1 - I_{1/2}(a, b) = I_{1/2}(b, a)`` by the symmetry of the regularised
-    incomplete beta function.
+    incomplete beta function. Vote counts (integers below 2,048) are looked up in a table of
+    that function, built once: replays ask it for millions of count pairs.
     """
-    a = np.asarray(leader, dtype=np.float64) + 1.0
-    b = np.asarray(runner_up, dtype=np.float64) + 1.0
-    return np.asarray(betainc(b, a, 0.5), dtype=np.float64)
+    a = np.asarray(leader)
+    b = np.asarray(runner_up)
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu" and a.size and b.size:
+        top = int(max(a.max(), b.max()))
+        if top < _TABLE_LIMIT and int(min(a.min(), b.min())) >= 0:
+            return _beta_table(top + 1)[a, b]
+    af = a.astype(np.float64) + 1.0
+    bf = b.astype(np.float64) + 1.0
+    return np.asarray(betainc(bf, af, 0.5), dtype=np.float64)
 
 
-@lru_cache(maxsize=1 << 18)
-def _dirichlet_mc(counts: tuple[int, ...], draws: int, seed: int) -> float:
-    alpha = np.asarray(counts, dtype=np.float64) + 1.0
-    rng = np.random.default_rng([seed, *counts])
-    gammas = rng.standard_gamma(alpha, size=(draws, alpha.shape[0]))
-    # Class 0 is largest when it beats every other class; ties have probability zero. (A chain
-    # of maxima over the few columns: a reduction along rows this short is ~10x slower.)
-    best_other = gammas[:, 1]
-    for j in range(2, alpha.shape[0]):
-        best_other = np.maximum(best_other, gammas[:, j])
-    return np.count_nonzero(gammas[:, 0] > best_other) / draws
+@lru_cache(maxsize=8192)
+def _gamma_draws(shape: int, position: int, draws: int, seed: int) -> NDArray[np.float32]:
+    """``draws`` seeded Gamma(shape) variates for the class at ``position`` (0 = the leader).
+
+    Every count vector reuses the same draws for the same (shape, position): common random numbers.
+    A vector's estimate thus depends only on itself and the seed, whatever was computed before or
+    in the same batch, and many vectors are estimated together at the cost of array lookups.
+    """
+    rng = np.random.default_rng([seed, position, shape])
+    return rng.standard_gamma(float(shape), size=draws).astype(np.float32)
+
+
+def _dirichlet_mc(counts: NDArray[np.int64], draws: int, seed: int) -> NDArray[np.float64]:
+    """Monte Carlo P(class 0 has the largest Gamma) per row of ``counts`` (leader first, zero
+    where a row has fewer classes; every row has at least three classes)."""
+    out = np.empty(counts.shape[0], dtype=np.float64)
+    # Per class position, the draws of each count that occurs there, gathered once.
+    tables = []
+    for j in range(counts.shape[1]):
+        values, index = np.unique(counts[:, j], return_inverse=True)
+        draws_of = np.stack(
+            [
+                _gamma_draws(int(v) + 1, j, draws, seed) if (v > 0 or j == 0) else _NONE_ROW(draws)
+                for v in values.tolist()
+            ]
+        )
+        tables.append((draws_of, index.reshape(-1)))
+    for start in range(0, counts.shape[0], 256):
+        stop = min(start + 256, counts.shape[0])
+        lead_table, lead_index = tables[0]
+        lead = lead_table[lead_index[start:stop]]
+        best_other = np.zeros_like(lead)
+        for table, index in tables[1:]:
+            # A chain of maxima over the few classes (a reduction over a short axis is slower).
+            np.maximum(best_other, table[index[start:stop]], out=best_other)
+        out[start:stop] = np.count_nonzero(lead > best_other, axis=1) / draws
+    return out
+
+
+@lru_cache(maxsize=16)
+def _NONE_ROW(draws: int) -> NDArray[np.float32]:
+    """A class that is not there: never beats a Gamma draw (> 0)."""
+    return np.zeros(draws, dtype=np.float32)
+
+
+@lru_cache(maxsize=1 << 16)
+def _one(kept: tuple[int, ...], draws: int, seed: int) -> float:
+    return float(_estimate(np.array([kept], dtype=np.int64), draws, seed)[0])
 
 
 def dirichlet_leader_prob_one(
@@ -52,6 +111,7 @@ def dirichlet_leader_prob_one(
 
     ``counts`` are the leader's count first, then the other classes considered (zeros are dropped:
     a class never seen is not a candidate answer). One class alone: 1; two: exact (a Beta).
+    Memoised per count vector.
     """
     kept = tuple(int(c) for c in counts[:1]) + tuple(int(c) for c in counts[1:] if c > 0)
     if len(kept) == 1:
@@ -59,10 +119,15 @@ def dirichlet_leader_prob_one(
     if len(kept) == 2:
         # Two classes: the Dirichlet is a Beta, and the probability has a closed form.
         return float(beta_leader_prob(kept[0], kept[1]))
-    lower, upper = _bounds(np.asarray([kept], dtype=np.int64))
-    # Kept within the exact bounds, so that skipping the Monte Carlo where a bound decides
-    # (dirichlet_leader_prob with lo/hi) never changes a decision.
-    return float(np.clip(_dirichlet_mc(kept, draws, seed), lower[0], upper[0]))
+    return _one(kept, draws, seed)
+
+
+def _estimate(counts: NDArray[np.int64], draws: int, seed: int) -> NDArray[np.float64]:
+    """Monte Carlo estimates for rows of three or more classes, clipped to the exact bounds, so
+    that skipping the Monte Carlo where a bound decides (:func:`dirichlet_leader_prob` with
+    lo/hi) never changes a decision."""
+    lower, upper = _bounds(counts)
+    return np.clip(_dirichlet_mc(counts, draws, seed), lower, upper)
 
 
 def _bounds(top: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -104,8 +169,11 @@ def dirichlet_leader_prob(
     if rest.size:
         # Many rows share a count vector (orderings of one problem, problems alike): one MC each.
         uniq, inverse = np.unique(top[rest], axis=0, return_inverse=True)
-        values = np.array(
-            [dirichlet_leader_prob_one(tuple(row), draws=draws, seed=seed) for row in uniq.tolist()]
-        )
+        values = np.empty(uniq.shape[0], dtype=np.float64)
+        two = (uniq[:, 2] == 0) if uniq.shape[1] > 2 else np.ones(uniq.shape[0], dtype=bool)
+        # Two classes: a Beta, exact; more: Monte Carlo.
+        values[two] = beta_leader_prob(uniq[two, 0], uniq[two, 1])
+        if (~two).any():
+            values[~two] = _estimate(uniq[~two], draws, seed)
         out[rest] = values[inverse.reshape(-1)]
     return out
