@@ -290,13 +290,19 @@ def _problem(error: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def config_error(exc: ValidationError, source: str | None = None) -> ConfigError:
+def config_error(
+    exc: ValidationError,
+    source: str | None = None,
+    *,
+    what: str = "system config",
+    examples: str = "the configs/ folder",
+) -> ConfigError:
     """A ConfigError listing every validation problem with its field path."""
     problems = list(dict.fromkeys(_problem(e) for e in exc.errors(include_url=False)))
     where = f" {source}" if source else ""
     return ConfigError(
-        f"invalid system config{where}: " + "; ".join(problems),
-        hint="fix the field(s) named above; the configs/ folder has working examples",
+        f"invalid {what}{where}: " + "; ".join(problems),
+        hint=f"fix the field(s) named above; {examples} has working examples",
     )
 
 

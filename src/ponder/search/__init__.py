@@ -1,0 +1,35 @@
+"""Search over inference-time systems (issue 15, in progress): the search space as data.
+
+* :class:`SearchSpace`: which models generate, which optional layers may follow and their knobs, and
+  the constraints (``SearchSpace.load(path)``, errors name the field).
+* :func:`propose`: the system config a :class:`Suggester` (an Optuna trial, :class:`RandomSuggester`,
+  or the exhaustive :func:`grid`) chooses from a space, as a :class:`Proposal`.
+"""
+
+from ponder.search._space import (
+    Constraints,
+    GenerateSpace,
+    Knob,
+    LayerSpace,
+    Proposal,
+    RandomSuggester,
+    Range,
+    SearchSpace,
+    Suggester,
+    grid,
+    propose,
+)
+
+__all__ = [
+    "Constraints",
+    "GenerateSpace",
+    "Knob",
+    "LayerSpace",
+    "Proposal",
+    "RandomSuggester",
+    "Range",
+    "SearchSpace",
+    "Suggester",
+    "grid",
+    "propose",
+]

@@ -1,0 +1,115 @@
+"""Search spaces (issue 15, first part): validation, proposals as valid system configs, constraints, grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ponder.errors import ConfigError
+from ponder.search import RandomSuggester, Range, SearchSpace, grid, propose
+from ponder.systems import SystemConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "search"
+
+SPACE: dict[str, Any] = {
+    "name": "t",
+    "generate": {
+        "models": ["smollm2-135m", {"backend": "scripted", "name": "s"}],
+        "n": [1, 4],
+        "temperature": {"low": 0.2, "high": 1.0, "step": 0.4},
+    },
+    "layers": [
+        {"type": "critique"},
+        {"type": "rank", "knobs": {"top_k": [1, 2]}},
+        {"type": "vote", "optional": False},
+    ],
+    "constraints": {"max_layers": 3},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            {"layers": [{"type": "rnak"}]},
+            r"invalid search space: layers\[0\]\.type: unknown component type 'rnak'",
+        ),
+        ({"generate": {"models": []}}, "generate.models"),
+        ({"generate": {"models": ["m"], "temperature": {"low": 1, "high": 0.5}}}, "low .* below"),
+        ({"generate": {"models": ["m"], "n": {"low": 0, "high": 4, "log": True}}}, "log-scale"),
+        ({"constraints": {"max_layers": 0}}, "constraints.max_layers"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_bad_spaces_name_the_field(change: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        SearchSpace.from_data({**SPACE, **change})
+
+
+def test_a_proposal_is_a_valid_system_config_and_says_what_chose_it() -> None:
+    space = SearchSpace.from_data(SPACE)
+    proposal = propose(space, RandomSuggester(1))
+    config = SystemConfig.from_data(proposal.config)
+    assert config.layers[0][0].type == "generate" and config.layers[-1][0].type == "vote"
+    assert proposal.params["generate.model"] in (
+        "smollm2-135m",
+        '{"backend": "scripted", "name": "s"}',
+    )
+    assert proposal.params["generate.temperature"] in (0.2, 0.6, 1.0)
+    assert propose(space, RandomSuggester(1)) == proposal  # seeded
+    assert len({str(propose(space, RandomSuggester(s)).params) for s in range(20)}) > 5
+
+
+def test_grid_walks_every_system_once_and_flags_broken_constraints() -> None:
+    space = SearchSpace.from_data(SPACE)
+    proposals = list(grid(space))
+    # 2 models x 2 n x 3 temperatures x critique (2) x rank (left out, top_k 1, top_k 2).
+    assert len(proposals) == 2 * 2 * 3 * 2 * 3
+    assert len({str(p.params) for p in proposals}) == len(proposals)
+    infeasible = [p for p in proposals if not p.feasible]
+    # Generation + critique + rank + vote = 4 layers > 3.
+    assert len(infeasible) == 2 * 2 * 3 * 2
+    assert all(len(p.config["layers"]) > 3 for p in infeasible)
+    assert all(len(p.config["layers"]) <= 3 for p in proposals if p.feasible)
+    assert "more than max_layers = 3" in infeasible[0].violations[0]
+
+
+def test_random_proposals_always_respect_the_structure() -> None:
+    space = SearchSpace.from_data(
+        {
+            **SPACE,
+            "generate": {
+                **SPACE["generate"],
+                "temperature": {"low": 0.1, "high": 2.0, "log": True},
+            },
+        }
+    )
+    for seed in range(50):
+        p = propose(space, RandomSuggester(seed))
+        assert 0.1 <= p.params["generate.temperature"] <= 2.0
+        assert p.feasible == (len(p.config["layers"]) <= 3)
+
+
+def test_grid_needs_a_step_on_ranges() -> None:
+    space = SearchSpace.from_data(
+        {**SPACE, "generate": {**SPACE["generate"], "temperature": {"low": 0.1, "high": 1.0}}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"generate\.temperature: an exhaustive grid needs a step"
+    ):
+        list(grid(space))
+    assert Range(low=1, high=4, step=1).grid("x") == [1, 2, 3, 4]
+
+
+def test_shipped_spaces_load_and_propose(tmp_path: Path) -> None:
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        space = SearchSpace.load(path)
+        assert all(SystemConfig.from_data(p.config) for p in grid(space))
+        assert space.digest() == SearchSpace.load(path).digest()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        (CONFIGS / "small.yaml").read_text().replace("max_layers: 4", "max_layers: 3")
+    )
+    assert SearchSpace.load(changed).digest() != SearchSpace.load(CONFIGS / "small.yaml").digest()
