@@ -4,8 +4,10 @@
   the constraints (``SearchSpace.load(path)``, errors name the field).
 * :func:`propose`: the system config a :class:`Suggester` (an Optuna trial, :class:`RandomSuggester`,
   or the exhaustive :func:`grid`) chooses from a space, as a :class:`Proposal`.
+* :class:`TrialSuggester`, :func:`make_sampler`: Optuna (TPE, NSGA-II, random, grid) behind that protocol.
 """
 
+from ponder.search._optuna import ALGORITHMS, Algorithm, TrialSuggester, make_sampler
 from ponder.search._space import (
     Constraints,
     GenerateSpace,
@@ -21,6 +23,8 @@ from ponder.search._space import (
 )
 
 __all__ = [
+    "ALGORITHMS",
+    "Algorithm",
     "Constraints",
     "GenerateSpace",
     "Knob",
@@ -30,6 +34,8 @@ __all__ = [
     "Range",
     "SearchSpace",
     "Suggester",
+    "TrialSuggester",
     "grid",
+    "make_sampler",
     "propose",
 ]
