@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from ponder.errors import ConfigError
-from ponder.search import RandomSuggester, Range, SearchSpace, grid, propose
+from ponder.search import (
+    RandomSuggester,
+    Range,
+    SearchSpace,
+    check_same_space,
+    differences,
+    grid,
+    propose,
+    study_name,
+)
 from ponder.systems import SystemConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "search"
@@ -113,3 +122,22 @@ def test_shipped_spaces_load_and_propose(tmp_path: Path) -> None:
         (CONFIGS / "small.yaml").read_text().replace("max_layers: 4", "max_layers: 3")
     )
     assert SearchSpace.load(changed).digest() != SearchSpace.load(CONFIGS / "small.yaml").digest()
+
+
+def test_a_study_is_named_by_space_task_and_split_and_refuses_a_changed_space() -> None:
+    space = SearchSpace.from_data(SPACE)
+    task = {"name": "gsm8k", "data": "abc"}
+    name = study_name(space, task, 0)
+    assert name.startswith("search-t-") and name == study_name(
+        SearchSpace.from_data(SPACE), task, 0
+    )
+    assert name != study_name(space, task, 1) and name != study_name(
+        space, {**task, "data": "x"}, 0
+    )
+    stored = space.model_dump(mode="json")
+    check_same_space(stored, space, name)  # the same space resumes
+    changed = SearchSpace.from_data({**SPACE, "constraints": {"max_layers": 4}})
+    with pytest.raises(ConfigError, match=r"constraints\.max_layers: 3 -> 4") as info:
+        check_same_space(stored, changed, name)
+    assert "another `name:`" in str(info.value.hint)
+    assert differences({"a": [1, 2]}, {"a": [1, 3], "b": 0}) == ["a[1]: 2 -> 3", "b: added (0)"]

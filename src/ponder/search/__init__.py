@@ -7,6 +7,7 @@
 * :class:`TrialSuggester`, :func:`make_sampler`: Optuna (TPE, NSGA-II, random, grid) behind that protocol.
 """
 
+from ponder.search._identity import check_same_space, differences, study_name
 from ponder.search._optuna import ALGORITHMS, Algorithm, TrialSuggester, make_sampler
 from ponder.search._space import (
     Constraints,
@@ -35,7 +36,10 @@ __all__ = [
     "SearchSpace",
     "Suggester",
     "TrialSuggester",
+    "check_same_space",
+    "differences",
     "grid",
     "make_sampler",
     "propose",
+    "study_name",
 ]
