@@ -11,6 +11,7 @@ with :func:`register_stop_rule`, or a :class:`StopRule` subclass).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -51,6 +52,7 @@ class StopRule(BaseModel):
             return float("inf")
         return float(getattr(self, self.threshold_field))
 
+    @abstractmethod
     def statistic(
         self, votes: Votes, *, lo: Bound = -np.inf, hi: float = np.inf
     ) -> NDArray[np.float64]:
@@ -60,7 +62,6 @@ class StopRule(BaseModel):
         value below ``lo`` (or at least ``hi``) need not be exact; costly rules use it to skip work.
         ``lo`` may also be given per row (a simulation knows which thresholds each row has passed).
         """
-        raise NotImplementedError
 
     def fires(self, votes: Votes) -> NDArray[np.bool_]:
         """Whether the rule stops each row (its minimum reached and its threshold met)."""

@@ -54,9 +54,9 @@ from ponder.analysis import vote_correct
 from ponder.errors import ConfigError
 from ponder.records import Problem, Sample, SamplingParams, Verdict
 from ponder.runs._claims import fill_run, open_run
-from ponder.runs._sampler import ProgressFn, _split
+from ponder.runs._sampler import ProgressFn, draw_request
 from ponder.runs._verifying import judge
-from ponder.store import AdaptiveStop, Store, request_seed, run_spec
+from ponder.store import AdaptiveStop, Store, run_spec
 from ponder.tasks import continuation_markers, with_task_stop
 
 if TYPE_CHECKING:
@@ -388,26 +388,7 @@ async def sample_adaptive(
             return
         for start in range(0, len(got), backend.max_batch):
             indices = got[start : start + backend.max_batch]
-            seed = request_seed(params.seed, pid, indices[0])
-            gen = await backend.generate(
-                prompt_of[pid], len(indices), params.model_copy(update={"seed": seed})
-            )
-            shares = _split(gen.prompt_tokens, len(indices))
-            samples = [
-                Sample(
-                    run_id=run_id,
-                    problem_id=pid,
-                    index=idx,
-                    text=c.text,
-                    finish_reason=c.finish_reason,
-                    completion_tokens=c.completion_tokens,
-                    prompt_tokens=share,
-                    latency_s=c.latency_s,
-                    seed=seed,
-                    mean_logprob=c.mean_logprob,
-                )
-                for idx, c, share in zip(indices, gen.completions, shares, strict=True)
-            ]
+            samples, gen = await draw_request(backend, prompt_of[pid], run_id, pid, indices, params)
             ids = store.add_samples(samples, owner=owner)
             tokens = sum(c.completion_tokens for c in gen.completions)
             totals["drawn"] += len(ids)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ponder._aio import gather_all
 from ponder.errors import ConfigError
-from ponder.records import Problem, Sample, SamplingParams
+from ponder.records import Generation, Problem, Prompt, Sample, SamplingParams
 from ponder.runs._claims import count_stored, fill_run, open_run
 from ponder.store import Store, request_seed, run_spec
 from ponder.tasks import with_task_stop
@@ -66,6 +66,37 @@ def _split(total: int, parts: int) -> list[int]:
     """Split ``total`` into ``parts`` integers that sum to it exactly."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+async def draw_request(
+    backend: Backend,
+    prompt: Prompt,
+    run_id: str,
+    problem_id: str,
+    indices: Sequence[int],
+    params: SamplingParams,
+) -> tuple[list[Sample], Generation]:
+    """One n-request for sample ``indices`` of a problem, as every sampler draws it: the seed derived
+    from the run's seed, the problem and the first index, the prompt tokens shared out exactly."""
+    seed = request_seed(params.seed, problem_id, indices[0])
+    gen = await backend.generate(prompt, len(indices), params.model_copy(update={"seed": seed}))
+    shares = _split(gen.prompt_tokens, len(indices))
+    samples = [
+        Sample(
+            run_id=run_id,
+            problem_id=problem_id,
+            index=idx,
+            text=c.text,
+            finish_reason=c.finish_reason,
+            completion_tokens=c.completion_tokens,
+            prompt_tokens=share,
+            latency_s=c.latency_s,
+            seed=seed,
+            mean_logprob=c.mean_logprob,
+        )
+        for idx, c, share in zip(indices, gen.completions, shares, strict=True)
+    ]
+    return samples, gen
 
 
 async def sample_run(
@@ -126,28 +157,9 @@ async def sample_run(
             indices = tuple(store.claim(run_id, owner, unit.problem.id, unit.indices))
             if not indices:
                 continue
-            seed = request_seed(params.seed, unit.problem.id, indices[0])
-            gen = await backend.generate(
-                prompt_of[unit.problem.id],
-                len(indices),
-                params.model_copy(update={"seed": seed}),
+            samples, gen = await draw_request(
+                backend, prompt_of[unit.problem.id], run_id, unit.problem.id, indices, params
             )
-            shares = _split(gen.prompt_tokens, len(indices))
-            samples = [
-                Sample(
-                    run_id=run_id,
-                    problem_id=unit.problem.id,
-                    index=idx,
-                    text=c.text,
-                    finish_reason=c.finish_reason,
-                    completion_tokens=c.completion_tokens,
-                    prompt_tokens=share,
-                    latency_s=c.latency_s,
-                    seed=seed,
-                    mean_logprob=c.mean_logprob,
-                )
-                for idx, c, share in zip(indices, gen.completions, shares, strict=True)
-            ]
             stored = len(store.add_samples(samples, owner=owner))
             tokens = sum(c.completion_tokens for c in gen.completions)
             totals["drawn"] += stored
