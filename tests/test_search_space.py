@@ -135,8 +135,11 @@ def test_a_study_is_named_by_space_task_and_split_and_refuses_a_changed_space() 
         space, {**task, "data": "x"}, 0
     )
     stored = space.model_dump(mode="json")
-    check_same_space(stored, space, name)  # the same space resumes
     changed = SearchSpace.from_data({**SPACE, "constraints": {"max_layers": 4}})
+    # An edited space keeps its study's name, so rerunning finds the study and is refused below.
+    assert study_name(changed, task, 0) == name
+    assert study_name(space, task, 0, settings={"dev": 5}) != name
+    check_same_space(stored, space, name)  # the same space resumes
     with pytest.raises(ConfigError, match=r"constraints\.max_layers: 3 -> 4") as info:
         check_same_space(stored, changed, name)
     assert "another `name:`" in str(info.value.hint)

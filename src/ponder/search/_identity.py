@@ -11,14 +11,28 @@ from ponder.errors import ConfigError
 from ponder.search._space import SearchSpace
 
 
-def study_name(space: SearchSpace, task: Mapping[str, Any], split_seed: int) -> str:
-    """``search-<space name>-<hash>``: a hash of the space, the task's spec and the split seed.
+def study_name(
+    space: SearchSpace,
+    task: Mapping[str, Any],
+    split_seed: int,
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> str:
+    """``search-<space name>-<hash>``: a hash of the space's name, the task's spec, the split seed
+    and the ``settings`` that change what a trial measures (split sizes, algorithm, system seed).
 
-    The same search on the same data resumes the same study; any change to one of the three starts
-    another (a changed space under an existing name is caught by :func:`check_same_space`).
+    The same search on the same data resumes the same study; a change to the task, the split or
+    those settings starts another. The space's *content* is deliberately not in the name: rerunning
+    after editing the space file finds the study and :func:`check_same_space` refuses to mix the
+    two, naming each difference (rename the space to start a new study).
     """
     blob = json.dumps(
-        {"space": space.model_dump(mode="json"), "task": task, "split_seed": split_seed},
+        {
+            "space": space.name,
+            "task": task,
+            "split_seed": split_seed,
+            "settings": dict(settings or {}),
+        },
         sort_keys=True,
         default=str,
     )

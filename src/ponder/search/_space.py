@@ -87,6 +87,10 @@ class GenerateSpace(BaseModel):
     n: Knob = Field(default_factory=lambda: list[Scalar]([1, 4, 8]), description="Samples.")
     temperature: Knob = 0.7
     max_tokens: int = Field(256, ge=1, le=131072)
+    fixed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other generate fields set as they are (stop, cot, top_k_tokens, ...).",
+    )
 
 
 class LayerSpace(BaseModel):
@@ -128,6 +132,9 @@ class SearchSpace(BaseModel):
     description: str = ""
     generate: GenerateSpace
     layers: list[LayerSpace] = Field(default_factory=list)
+    extractor: str | None = Field(
+        None, description="The systems' answer extractor (default: the system default, math)."
+    )
     constraints: Constraints = Field(default_factory=Constraints)
 
     @classmethod
@@ -221,6 +228,7 @@ def propose(space: SearchSpace, suggester: Suggester) -> Proposal:
             "n": ask("generate.n", gen.n),
             "temperature": ask("generate.temperature", gen.temperature),
             "max_tokens": gen.max_tokens,
+            **gen.fixed,
         }
     ]
     for i, layer in enumerate(space.layers):
@@ -237,6 +245,8 @@ def propose(space: SearchSpace, suggester: Suggester) -> Proposal:
         "model": model,
         "layers": layers,
     }
+    if space.extractor is not None:
+        config["extractor"] = space.extractor
     SystemConfig.from_data(config, source=f"a proposal of search space {space.name!r}")
     violations = []
     limit = space.constraints.max_layers
