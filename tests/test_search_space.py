@@ -144,3 +144,31 @@ def test_a_study_is_named_by_space_task_and_split_and_refuses_a_changed_space() 
         check_same_space(stored, changed, name)
     assert "another `name:`" in str(info.value.hint)
     assert differences({"a": [1, 2]}, {"a": [1, 3], "b": 0}) == ["a[1]: 2 -> 3", "b: added (0)"]
+
+
+def test_a_layer_with_previous_follows_the_one_before_and_invalid_systems_are_infeasible() -> None:
+    space = SearchSpace.from_data(
+        {
+            "generate": {"models": ["m"], "n": 4},
+            "layers": [
+                {"type": "unit_tests"},
+                {"type": "unit_test_eval", "with_previous": True},
+                {"type": "vote"},
+            ],
+        }
+    )
+    proposals = list(grid(space))
+    assert len(proposals) == 4  # tests in/out x vote in/out: the eval asks nothing
+    for p in proposals:
+        types = [layer["type"] for layer in p.config["layers"]]
+        assert ("unit_tests" in types) == ("unit_test_eval" in types)
+        assert p.feasible
+    # Left independent, an eval without the tests before it is proposed but never feasible.
+    loose = SearchSpace.from_data(
+        {
+            "generate": {"models": ["m"], "n": 4},
+            "layers": [{"type": "unit_tests"}, {"type": "unit_test_eval"}],
+        }
+    )
+    bad = [p for p in grid(loose) if not p.feasible]
+    assert len(bad) == 1 and "not a valid system" in bad[0].violations[0]

@@ -101,6 +101,11 @@ class LayerSpace(BaseModel):
 
     type: str
     optional: bool = True
+    with_previous: bool = Field(
+        False,
+        description="In the system exactly when the layer before it is (e.g. unit_test_eval "
+        "after unit_tests); asks no decision of its own.",
+    )
     knobs: dict[str, Knob] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
 
@@ -231,10 +236,16 @@ def propose(space: SearchSpace, suggester: Suggester) -> Proposal:
             **gen.fixed,
         }
     ]
+    previous_in = True
     for i, layer in enumerate(space.layers):
         prefix = f"layers[{i}].{layer.type}"
-        if layer.optional and not ask(f"{prefix}.use", [True, False]):
+        if layer.with_previous:
+            if not previous_in:
+                continue
+        elif layer.optional and not ask(f"{prefix}.use", [True, False]):
+            previous_in = False
             continue
+        previous_in = True
         component = {"type": layer.type, **layer.fixed}
         for key, knob in layer.knobs.items():
             component[key] = ask(f"{prefix}.{key}", knob)
@@ -247,8 +258,13 @@ def propose(space: SearchSpace, suggester: Suggester) -> Proposal:
     }
     if space.extractor is not None:
         config["extractor"] = space.extractor
-    SystemConfig.from_data(config, source=f"a proposal of search space {space.name!r}")
     violations = []
+    try:
+        SystemConfig.from_data(config, source=f"a proposal of search space {space.name!r}")
+    except ConfigError as exc:
+        # A combination the space allows but a system cannot be (e.g. a layer that needs one left
+        # out before it): infeasible, never run, and the note says why.
+        violations.append(f"not a valid system: {exc.message}")
     limit = space.constraints.max_layers
     if limit is not None and len(layers) > limit:
         violations.append(f"{len(layers)} layers, more than max_layers = {limit}")
