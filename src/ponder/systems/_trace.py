@@ -56,6 +56,12 @@ class CallRecord(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = Field(None, description="Set when the call failed.")
+    reused: int = Field(
+        0,
+        ge=0,
+        description="How many of the n completions came from stored generations instead of the "
+        "backend (a generation cache); its usage counts them as if drawn.",
+    )
 
 
 class Fallback(BaseModel):
