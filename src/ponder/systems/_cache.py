@@ -97,7 +97,6 @@ def generation_key(identity: str, prompt: Prompt, params: SamplingParams) -> str
         {"model": identity, "prompt": shown, "params": params.model_dump(mode="json")},
         sort_keys=True,
         separators=(",", ":"),
-        ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
