@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 from rich.console import Console
+from typer.testing import CliRunner
 
 from ponder.backends import Backend, ScriptedBackend, ScriptedConfig
+from ponder.cli import app
 from ponder.records import Completion, Generation, Message, Prompt, SamplingParams
-from ponder.runs import system_spec
+from ponder.runs import system_run, system_spec
 from ponder.store import SCHEMA_VERSION, Store
 from ponder.systems import (
     BackendPool,
@@ -251,6 +253,55 @@ def test_no_cache_draws_every_time() -> None:
     run(VOTE, backend, None)
     run(VOTE, backend, None)
     assert [n for _, n, _ in backend.calls] == [4, 4]
+
+
+def test_system_runs_of_a_search_reuse_generations_and_ponder_trace_shows_it(
+    tmp_path: Path,
+) -> None:
+    """As a search runs trials: two stored system runs on one task, the same store holding the
+    runs and the generations, one backend shared by both systems."""
+    data = tmp_path / "q.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(3)
+        )
+    )
+    task = get_task("jsonl", path=data)
+    problems = task.problems()
+    model = {"backend": "scripted", "choices": ["#### 2", "#### 4", "#### 0"], "name": "m"}
+    shared: dict[str, Backend] = {}
+    db = tmp_path / "runs.db"
+    reports = []
+    with Store(db) as store:
+        cache = StoreGenerationCache(store)
+        for name in ("trial-a", "trial-b"):
+            config = {**VOTE, "name": name, "model": model}
+            with System.from_dict(config, generation_cache=cache, shared_backends=shared) as system:
+                reports.append(asyncio.run(system_run(store, system, task, problems)))
+        (backend,) = shared.values()
+        assert isinstance(backend, ScriptedBackend)
+        # Trial a drew 4 samples per problem; trial b drew nothing.
+        assert [n for _, n, _ in backend.calls] == [4, 4, 4]
+        a, b = reports
+        assert a.run_id != b.run_id and b.answered == 3
+        assert (b.calls, b.prompt_tokens, b.completion_tokens) == (
+            a.calls,
+            a.prompt_tokens,
+            a.completion_tokens,
+        )
+        assert [s.text for s in store.samples(b.run_id)] == [
+            s.text for s in store.samples(a.run_id)
+        ]
+    out = CliRunner().invoke(
+        app, ["trace", b.run_id, problems[0].id, "--db", str(db)], env={"COLUMNS": "200"}
+    )
+    assert out.exit_code == 0, out.output
+    assert "reused 4/4" in out.output
+    out = CliRunner().invoke(
+        app, ["trace", a.run_id, problems[0].id, "--db", str(db)], env={"COLUMNS": "200"}
+    )
+    assert out.exit_code == 0 and "reused" not in out.output
 
 
 # ----- the cache and the store ------------------------------------------------------------------
