@@ -28,6 +28,7 @@ from ponder.systems import (
     CallRecord,
     GenerationCache,
     ModelSpec,
+    Reuse,
     StoreGenerationCache,
     System,
     SystemResult,
@@ -126,6 +127,7 @@ def test_more_samples_draw_only_the_missing_ones_in_one_request(tmp_path: Path) 
     assert p8.model_copy(update={"seed": p4.seed}) == p4
     (call,) = calls(result)
     assert (call.n, call.reused) == (8, 4)
+    assert result.trace.reuse == Reuse(calls=0, completions=4)
     # The same completions, in the same order, as one request for 8.
     assert call.outputs == calls(uncached)[0].outputs
     assert call.completion_tokens == calls(uncached)[0].completion_tokens
@@ -202,6 +204,8 @@ def test_every_model_call_is_reused_not_only_generate(tmp_path: Path) -> None:
     assert len(composed.calls) == 3
     assert again.calls == []
     assert [c.reused for c in calls(second)] == [c.n for c in calls(second)] == [4, 1, 1, 1]
+    assert second.trace.reuse == Reuse(calls=4, completions=7)
+    assert first.trace.reuse == Reuse(calls=1, completions=4)
     assert second.answer == first.answer and second.answer.startswith("fused from seed")
     assert second.usage.model_dump(exclude={"wall_s"}) == first.usage.model_dump(exclude={"wall_s"})
 

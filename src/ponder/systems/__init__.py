@@ -70,6 +70,7 @@ from ponder.systems._trace import (
     ComponentEvent,
     Fallback,
     LayerRecord,
+    Reuse,
     Trace,
     Usage,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "Provenance",
     "Query",
     "Resources",
+    "Reuse",
     "RunContext",
     "State",
     "StoreGenerationCache",
