@@ -177,9 +177,13 @@ def test_a_different_request_is_a_miss(tmp_path: Path, change: str, kwargs: dict
 def test_stored_generations_survive_reopening_the_store(tmp_path: Path) -> None:
     with Store(tmp_path / "g.db") as store:
         first = run(VOTE, seeded(), store)
+    path = tmp_path / "vote.yaml"
+    path.write_text("name: vote\nlayers:\n  - {type: generate, n: 4}\n  - {type: vote}\n")
     with Store(tmp_path / "g.db") as store:
         backend = seeded()
-        second = run(VOTE, backend, store)
+        cache = StoreGenerationCache(store)
+        with System.load(path, default_backend=backend, generation_cache=cache) as system:
+            second = system.run(QUERY)
     assert backend.calls == [] and second.answer == first.answer
     assert calls(second)[0].outputs == calls(first)[0].outputs
 

@@ -199,7 +199,7 @@ class System(Closing):
                 truncation; part of the config, hence of a system run's identity).
             min_p: Replaces the ``min_p`` of every component that calls a model.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
-                ``verifiers``).
+                ``verifiers``, ``generation_cache``, ``shared_backends``).
 
         Models may be given as text as on a command line (a JSON spec starting with ``{``); see
         :func:`ponder.systems.parse_model` and the rules in :mod:`ponder.systems._load`.
