@@ -35,9 +35,10 @@ def test_version_2_database_upgrades_to_3_keeping_its_rows(tmp_path: Path) -> No
     with Store(db) as store:
         run = store.ensure_run(SPEC)
         store.add_problems(run.id, [Problem(id="a", question="q", reference="7")], ["prompt"])
-    # What version 2 wrote: everything but the table migration 3 adds.
+    # What version 2 wrote: everything but the tables migrations 3 and later add.
     con = sqlite3.connect(db)
     con.execute("DROP TABLE adaptive_stops")
+    con.execute("DROP TABLE generations")
     con.execute("PRAGMA user_version = 2")
     con.commit()
     con.close()

@@ -27,7 +27,9 @@ The schema is versioned (``PRAGMA user_version``) and upgraded in place on open,
 transaction; a file from a newer Ponder is refused. Each problem's exact prompt is stored with it
 (runs stored before that have none; export rebuilds theirs). Processes sampling the same run
 cooperate through claims on sample indices, see :meth:`Store.claim`. Adaptive sampling records where
-and why it stopped each problem (:class:`AdaptiveStop`, :meth:`Store.stops`).
+and why it stopped each problem (:class:`AdaptiveStop`, :meth:`Store.stops`). Model completions kept
+for reuse across systems (the generation cache of :mod:`ponder.systems`) live in their own table, keyed
+by what was asked (:meth:`Store.generations`, :meth:`Store.add_generations`).
 """
 
 from ponder.store._migrations import SCHEMA_VERSION
@@ -40,6 +42,7 @@ from ponder.store._store import (
     RunSummary,
     ServerRequest,
     Store,
+    StoredGeneration,
     TraceRow,
     default_db_path,
 )
@@ -56,6 +59,7 @@ __all__ = [
     "RunSummary",
     "ServerRequest",
     "Store",
+    "StoredGeneration",
     "TraceRow",
     "default_db_path",
     "request_seed",

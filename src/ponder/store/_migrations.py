@@ -173,6 +173,27 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         ),
     ),
+    Migration(
+        4,
+        "model generations kept for reuse by systems (the generation cache)",
+        (
+            # Completion `idx` of a request for a model's completions of one prompt: `key` hashes the
+            # model identity, the exact prompt and the sampling parameters with the seed (see
+            # ponder.systems.StoreGenerationCache). Rows are only added (INSERT OR IGNORE: of two
+            # processes drawing the same index, the first to store it wins). prompt_tokens are those
+            # of the request that drew the row.
+            """CREATE TABLE generations (
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (key, idx)
+)""",
+        ),
+    ),
 )
 """Every migration, in order; ``MIGRATIONS[k - 1].version == k``. Append only."""
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ponder._closing import Closing
 from ponder.errors import NotFoundError, StoreError
-from ponder.records import Message, Problem, Prompt, Sample, Verdict
+from ponder.records import Completion, FinishReason, Message, Problem, Prompt, Sample, Verdict
 from ponder.store._migrations import upgrade
 from ponder.store._owners import Owner, is_alive, process_start, this_host
 from ponder.store._spec import RunSpec
@@ -44,6 +44,41 @@ class TraceRow:
     prompt_tokens: int
     completion_tokens: int
     wall_s: float
+
+
+@dataclass(frozen=True)
+class StoredGeneration:
+    """One stored model completion, kept for reuse (see :meth:`Store.generations`).
+
+    Attributes:
+        key: What was asked: a hash of the model identity, the exact prompt and the sampling
+            parameters with the seed (computed by the caller, e.g. ``ponder.systems``).
+        idx: The completion's index among the completions drawn for ``key``.
+        text: The completion's text.
+        finish_reason: Why it ended.
+        completion_tokens: Its tokens.
+        prompt_tokens: The prompt tokens of the request that drew it.
+        created: Unix time it was stored.
+    """
+
+    key: str
+    idx: int
+    text: str
+    finish_reason: FinishReason
+    completion_tokens: int
+    prompt_tokens: int
+    created: float
+
+    def completion(self) -> Completion:
+        """As a :class:`~ponder.records.Completion` (no latency: nothing was waited for)."""
+        return Completion(
+            text=self.text,
+            finish_reason=self.finish_reason,
+            completion_tokens=self.completion_tokens,
+        )
+
+
+_GENERATION_COLUMNS = tuple(f.name for f in fields(StoredGeneration))
 
 
 class ServerRequest(BaseModel):
@@ -622,6 +657,43 @@ class Store(Closing):
                 query + " ORDER BY a.rule, p.position, a.problem_id", args
             ).fetchall()
         return [AdaptiveStop.model_validate(dict(r)) for r in rows]
+
+    # generations kept for reuse (the generation cache of systems) ---------------------------------
+
+    def generations(self, key: str, n: int) -> list[StoredGeneration]:
+        """The stored completions of ``key`` with indices ``0 .. n - 1`` that exist, by index."""
+        with self._guard("read stored generations"):
+            rows = self._db.execute(
+                f"SELECT {', '.join(_GENERATION_COLUMNS)} FROM generations "
+                "WHERE key = ? AND idx < ? ORDER BY idx",
+                (key, n),
+            ).fetchall()
+        return [StoredGeneration(*tuple(r)) for r in rows]
+
+    def add_generations(
+        self, key: str, start: int, completions: Sequence[Completion], prompt_tokens: int
+    ) -> list[StoredGeneration]:
+        """Store ``completions`` as indices ``start, start + 1, ...`` of ``key``.
+
+        An index already stored keeps its first completion (another process may have drawn it
+        meanwhile), so every reader sees the same completion at each index.
+
+        Returns:
+            What is stored for indices ``0 .. start + len(completions) - 1`` afterwards, by index.
+        """
+        now = time.time()
+        rows = [
+            (key, start + i, c.text, c.finish_reason, c.completion_tokens, prompt_tokens, now)
+            for i, c in enumerate(completions)
+        ]
+        marks = ", ".join("?" for _ in _GENERATION_COLUMNS)
+        with self._tx("store generations") as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO generations ({', '.join(_GENERATION_COLUMNS)}) "
+                f"VALUES ({marks})",
+                rows,
+            )
+        return self.generations(key, start + len(completions))
 
     # claims of work units (processes drawing samples of the same run) ----------------------------
 

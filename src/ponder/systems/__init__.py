@@ -20,6 +20,12 @@ model's context, shortening the longest with a visible marker (recorded in the t
 call's ``max_tokens`` is limited to what the context leaves after its prompt; see
 :mod:`ponder.systems._budget`.
 
+Systems can reuse generations: with ``System(..., generation_cache=StoreGenerationCache(store))``
+a model call whose model, exact prompt and sampling parameters (seed included) were asked before
+is served from the stored completions, drawing only the missing ones (see
+:mod:`ponder.systems._cache`); with ``shared_backends=`` several systems share one backend per
+model spec (a search builds many systems on the same embedded model).
+
 Components: see :mod:`ponder.systems.components`; add your own with :func:`register_component`
 (plugins: the ``ponder.components`` entry-point group).
 """
@@ -34,6 +40,7 @@ from ponder.systems._archon import (
     looks_like_archon,
 )
 from ponder.systems._budget import PromptTooLongError
+from ponder.systems._cache import GenerationCache, StoreGenerationCache, generation_key
 from ponder.systems._component import (
     Component,
     ComponentConfig,
@@ -54,7 +61,7 @@ from ponder.systems._load import (
     with_default_model,
     with_truncation,
 )
-from ponder.systems._models import BackendPool, ModelRef, ModelSpec
+from ponder.systems._models import BackendPool, ModelRef, ModelSpec, aclose_backends
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
 from ponder.systems._system import LayerHook, Query, System, SystemResult
@@ -63,6 +70,7 @@ from ponder.systems._trace import (
     ComponentEvent,
     Fallback,
     LayerRecord,
+    Reuse,
     Trace,
     Usage,
 )
@@ -83,6 +91,7 @@ __all__ = [
     "Delta",
     "Extractor",
     "Fallback",
+    "GenerationCache",
     "LayerHook",
     "LayerRecord",
     "ModelComponentConfig",
@@ -93,8 +102,10 @@ __all__ = [
     "Provenance",
     "Query",
     "Resources",
+    "Reuse",
     "RunContext",
     "State",
+    "StoreGenerationCache",
     "System",
     "SystemConfig",
     "SystemResult",
@@ -102,6 +113,7 @@ __all__ = [
     "Unparseable",
     "Usage",
     "VerifierLike",
+    "aclose_backends",
     "as_messages",
     "component_class",
     "component_types",
@@ -109,6 +121,7 @@ __all__ = [
     "config_error",
     "convert_archon",
     "extractor_names",
+    "generation_key",
     "get_extractor",
     "import_archon",
     "load_config",

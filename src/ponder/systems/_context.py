@@ -13,6 +13,7 @@ from ponder.backends import Backend
 from ponder.errors import UserError
 from ponder.records import Completion, Generation, Message, Prompt, SamplingParams
 from ponder.systems._budget import PromptTooLongError, TokenMeter, fit_texts, upper_bound
+from ponder.systems._cache import GenerationCache, generation_key, key_lock
 from ponder.systems._errors import ComponentError
 from ponder.systems._extract import Extractor
 from ponder.systems._models import BackendPool, ModelRef
@@ -61,6 +62,8 @@ class Resources:
         extractor: The system's answer extractor.
         checker: A named verifier as a :data:`Checker`.
         repair_retries: The system's default number of repair prompts.
+        generation_cache: Where completions are kept for reuse (None: every call draws); see
+            :mod:`ponder.systems._cache`.
         meters: The context meter of each backend (by ``id``), made on first use.
     """
 
@@ -68,6 +71,7 @@ class Resources:
     extractor: Extractor
     checker: Callable[[str], Checker]
     repair_retries: int
+    generation_cache: GenerationCache | None = None
     meters: dict[int, TokenMeter] = field(default_factory=dict)
 
     def meter(self, backend: Backend) -> TokenMeter:
@@ -141,6 +145,11 @@ class RunContext:
     ) -> Generation:
         """One backend request for ``n`` completions, recorded in the trace.
 
+        With a generation cache (``Resources.generation_cache``), completions already stored for
+        the same model, prompt and parameters are served from it and only the missing ones are
+        drawn, in one request (see :mod:`ponder.systems._cache`); the record counts them as
+        ``reused``, and its usage counts every completion as if drawn.
+
         Raises:
             ComponentError: the backend failed (after its own retries); the cause is chained.
             UserError: the backend rejected the request or the model is missing (a note names
@@ -159,6 +168,50 @@ class RunContext:
             purpose=purpose, model=backend.identity, prompt=prompt, n=n, params=params
         )
         self.event.calls.append(record)
+        cache = self.resources.generation_cache
+        if cache is None:
+            return await self._draw(backend, prompt, n, params, purpose, record)
+        key = generation_key(backend.identity, prompt, params)
+        async with key_lock(cache, key):
+            stored = await cache.get(key, n)
+            have = len(stored.completions)
+            if have >= n:
+                served = stored.completions[:n]
+                prompt_tokens = stored.prompt_tokens
+            else:
+                # The missing completions m..n-1 are completions 0..n-m-1 of a request with seed
+                # s+m: the backends' own convention for completion i of a request with seed s.
+                rest = params.model_copy(update={"seed": params.seed + have})
+                drawn = await self._draw(backend, prompt, n - have, rest, purpose, record)
+                kept = await cache.put(key, have, drawn)
+                # What the cache holds wins (another process may have stored an index first).
+                served = [*kept.completions, *drawn.completions[len(kept.completions) - have :]]
+                prompt_tokens = drawn.prompt_tokens
+        record.reused = min(have, n)
+        return self._served(record, served[:n], prompt_tokens)
+
+    def _served(
+        self, record: CallRecord, completions: list[Completion], prompt_tokens: int
+    ) -> Generation:
+        """Fill ``record`` with the completions the call returns."""
+        record.outputs = [c.text for c in completions]
+        record.finish_reasons = [c.finish_reason for c in completions]
+        record.prompt_tokens = prompt_tokens
+        record.completion_tokens = sum(c.completion_tokens for c in completions)
+        return Generation(
+            completions=completions, prompt_tokens=prompt_tokens, latency_s=record.latency_s
+        )
+
+    async def _draw(
+        self,
+        backend: Backend,
+        prompt: Prompt,
+        n: int,
+        params: SamplingParams,
+        purpose: str,
+        record: CallRecord,
+    ) -> Generation:
+        """One backend request, its failure or short answer recorded in ``record``."""
         start = time.perf_counter()
         try:
             generation = await backend.generate(prompt, n, params)
@@ -177,10 +230,7 @@ class RunContext:
         if len(generation.completions) != n:
             record.error = f"asked for {n} completions, got {len(generation.completions)}"
             raise self.error(f"backend call {purpose!r}: {record.error}", backend.identity)
-        record.outputs = [c.text for c in generation.completions]
-        record.finish_reasons = [c.finish_reason for c in generation.completions]
-        record.prompt_tokens = generation.prompt_tokens
-        record.completion_tokens = sum(c.completion_tokens for c in generation.completions)
+        self._served(record, generation.completions, generation.prompt_tokens)
         return generation
 
     async def context_size(self, backend: Backend) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Annotated, Any, TypeAlias
 
 from pydantic import (
@@ -129,12 +129,19 @@ class BackendPool:
     twice. Backends the pool created are closed by :meth:`aclose`; backends handed in by the caller
     (``named``, ``default``) belong to the caller and are left open.
 
+    Several pools (the systems of a search) share their backends through ``shared``: a mapping
+    from :attr:`ModelSpec.key` to backend that each pool looks in first and creates into. Backends
+    in it belong to whoever owns the mapping (who closes them, e.g. with :func:`aclose_backends`),
+    never to a pool. Unlike ``named``, this changes nothing a spec resolves to, so a run's identity
+    is the same with or without sharing.
+
     Args:
         named: Backends that string model refs can name.
         default: The backend for components that name no model (takes precedence over
             ``default_ref``).
         default_ref: The system config's default model.
         factory: Builds a backend from a backend config (tests may replace it).
+        shared: Backends by spec key, shared with other pools (see above).
     """
 
     def __init__(
@@ -144,11 +151,13 @@ class BackendPool:
         default: Backend | None = None,
         default_ref: ModelRef | None = None,
         factory: Callable[[BaseModel], Backend] = create_backend,
+        shared: MutableMapping[str, Backend] | None = None,
     ) -> None:
         self._named = dict(named or {})
         self._default = default
         self._default_ref = default_ref
         self._factory = factory
+        self._shared = shared
         self._created: dict[str, Backend] = {}
 
     def resolve(self, ref: ModelRef | None) -> ModelRef | Backend:
@@ -174,6 +183,10 @@ class BackendPool:
                 raise AssertionError(target)
             return target
         key = target.key
+        if self._shared is not None:
+            if key not in self._shared:
+                self._shared[key] = self._factory(target.backend_config())
+            return self._shared[key]
         if key not in self._created:
             self._created[key] = self._factory(target.backend_config())
         return self._created[key]
@@ -184,10 +197,19 @@ class BackendPool:
         return list(self._created.values())
 
     async def aclose(self) -> None:
-        """Close every backend the pool created; the first failure is raised after all were tried."""
+        """Close every backend the pool created (not the shared ones); the first failure is
+        raised after all were tried."""
         backends, self._created = list(self._created.values()), {}
-        # Every backend gets closed even when one fails; the first failure is then raised.
-        results = await asyncio.gather(*(b.aclose() for b in backends), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        await aclose_backends(backends)
+
+
+async def aclose_backends(backends: Iterable[Backend]) -> None:
+    """Close every backend, even when one fails; the first failure is then raised.
+
+    For the owner of a shared mapping (:class:`BackendPool` ``shared``):
+    ``await aclose_backends(shared.values())``.
+    """
+    results = await asyncio.gather(*(b.aclose() for b in backends), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -19,6 +19,7 @@ from ponder.backends import Backend
 from ponder.errors import ConfigError, PonderError, RunError, UserError
 from ponder.records import Message
 from ponder.systems._archon import ModelTarget, import_archon
+from ponder.systems._cache import GenerationCache
 from ponder.systems._component import Component, Delta, component_class
 from ponder.systems._config import SystemConfig, read_config_file
 from ponder.systems._context import Checker, Resources, RunContext, VerifierLike
@@ -91,6 +92,12 @@ class System(Closing):
         backends: Named backends; a string model in the config names one of them.
         verifiers: Named verifiers for ``verify`` components (a Verifier, or a function
             ``(reference, text) -> bool``); other names are registered verifier kinds.
+        generation_cache: Serves completions already drawn for the same model, prompt and
+            sampling parameters instead of drawing them again (e.g. a
+            :class:`StoreGenerationCache`); see :mod:`ponder.systems._cache`.
+        shared_backends: Backends by model spec key, shared with other systems: backends are
+            looked up in it and created into it, and belong to whoever owns it (this system does
+            not close them). The run identity is unchanged (see :class:`BackendPool`).
 
     Raises:
         ConfigError: a ``verify`` component names no known verifier.
@@ -103,12 +110,19 @@ class System(Closing):
         default_backend: Backend | None = None,
         backends: Mapping[str, Backend] | None = None,
         verifiers: Mapping[str, VerifierLike] | None = None,
+        generation_cache: GenerationCache | None = None,
+        shared_backends: MutableMapping[str, Backend] | None = None,
     ) -> None:
         self.config = config
         self._layers: list[list[Component[Any]]] = [
             [component_class(c.type)(c) for c in layer] for layer in config.layers
         ]
-        self._pool = BackendPool(named=backends, default=default_backend, default_ref=config.model)
+        self._pool = BackendPool(
+            named=backends,
+            default=default_backend,
+            default_ref=config.model,
+            shared=shared_backends,
+        )
         self._verifiers: dict[str, VerifierLike] = dict(verifiers or {})
         self._owned_verifiers: dict[str, Verifier] = {}
         self._verifier_locks: dict[str, threading.Lock] = {}
@@ -118,6 +132,7 @@ class System(Closing):
             extractor=get_extractor(config.extractor),
             checker=self._checker,
             repair_retries=config.repair_retries,
+            generation_cache=generation_cache,
         )
         self._runner: asyncio.Runner | None = None
         self._config_json: dict[str, Any] = config.model_dump(mode="json")
@@ -184,7 +199,7 @@ class System(Closing):
                 truncation; part of the config, hence of a system run's identity).
             min_p: Replaces the ``min_p`` of every component that calls a model.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
-                ``verifiers``).
+                ``verifiers``, ``generation_cache``, ``shared_backends``).
 
         Models may be given as text as on a command line (a JSON spec starting with ``{``); see
         :func:`ponder.systems.parse_model` and the rules in :mod:`ponder.systems._load`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ponder.records import FinishReason, Message, SamplingParams
 from ponder.systems._state import Candidate, Critique
@@ -56,6 +56,12 @@ class CallRecord(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = Field(None, description="Set when the call failed.")
+    reused: int = Field(
+        0,
+        ge=0,
+        description="How many of the n completions came from stored generations instead of the "
+        "backend (a generation cache); its usage counts them as if drawn.",
+    )
 
 
 class Fallback(BaseModel):
@@ -141,6 +147,29 @@ class Trace(BaseModel):
 
     def candidate(self, candidate_id: str) -> Candidate | None:
         return next((c for c in self.candidates if c.id == candidate_id), None)
+
+    @property
+    def reuse(self) -> Reuse:
+        """What stored generations saved in this query (see :class:`Reuse`)."""
+        calls = [c for e in self.events for c in e.calls if c.error is None]
+        return Reuse(
+            calls=sum(1 for c in calls if c.reused and c.reused == c.n),
+            completions=sum(c.reused for c in calls),
+        )
+
+
+class Reuse(BaseModel):
+    """What a generation cache saved in one query (a :attr:`Trace.reuse`).
+
+    Attributes:
+        calls: Model calls served wholly from stored generations (no backend request made).
+        completions: Completions served from stored generations, over all calls.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    calls: int = 0
+    completions: int = 0
 
 
 def sum_usage(events: list[ComponentEvent], wall_s: float) -> tuple[Usage, dict[str, Usage]]:

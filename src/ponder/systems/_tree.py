@@ -55,6 +55,8 @@ def _call_node(parent: Tree, call: CallRecord, show_text: bool, width: int) -> N
         f"{escape(call.purpose)} · n={call.n} · {call.prompt_tokens}+{call.completion_tokens} tok"
         f" · {call.latency_s:.2f} s"
     )
+    if call.reused:
+        line += f" · [cyan]reused {call.reused}/{call.n}[/]"
     if call.error:
         line += f" [red]error: {escape(call.error)}[/]"
     node = parent.add(line)
