@@ -232,44 +232,40 @@ def _scatter(result: SearchResult) -> str:
 
     fig = Figure(figsize=(7.5, 4.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    drawn = [t for t in result.trials if t.accuracy is not None and t.tokens_per_query]
-    done = [t for t in drawn if t.state == "complete"]
-    out = [t for t in drawn if t.state != "complete"]
-    if out:
-        ax.scatter(
-            [t.tokens_per_query for t in out],
-            [t.accuracy for t in out],
-            color="#bbbbbb",
-            marker="x",
-            label="pruned / infeasible",
-        )
-    if done:
-        ax.scatter(
-            [t.tokens_per_query for t in done],
-            [t.accuracy for t in done],
-            color="#1f77b4",
-            label="complete",
-        )
-    points = [result.trial(n) for n in result.front]
-    if points:
-        points.sort(key=lambda t: (t.tokens_per_query or 0.0, t.accuracy or 0.0))
+    # (tokens per query, accuracy, trial): partial results of pruned/infeasible trials too.
+    drawn = [
+        (t.tokens_per_query, t.accuracy, t)
+        for t in result.trials
+        if t.accuracy is not None and t.tokens_per_query
+    ]
+    groups = (
+        ([p for p in drawn if p[2].state != "complete"], "#bbbbbb", "x", "pruned / infeasible"),
+        ([p for p in drawn if p[2].state == "complete"], "#1f77b4", "o", "complete"),
+    )
+    for points, color, marker, label in groups:
+        if points:
+            ax.scatter(
+                [x for x, _, _ in points],
+                [y for _, y, _ in points],
+                color=color,
+                marker=marker,
+                label=label,
+            )
+    on_front = sorted(
+        (x, y) for x, y, t in drawn if t.number in set(result.front) and t.state == "complete"
+    )
+    if on_front:
         ax.plot(
-            [t.tokens_per_query for t in points],
-            [t.accuracy for t in points],
+            [x for x, _ in on_front],
+            [y for _, y in on_front],
             drawstyle="steps-post",
             color="#d62728",
             marker="o",
             label="Pareto front",
         )
-    for t in drawn:
-        ax.annotate(
-            str(t.number),
-            (t.tokens_per_query or 0.0, t.accuracy or 0.0),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
-    costs = [t.tokens_per_query for t in drawn if t.tokens_per_query]
+    for x, y, t in drawn:
+        ax.annotate(str(t.number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    costs = [x for x, _, _ in drawn]
     if costs and max(costs) / min(costs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("tokens per query (dev)")

@@ -12,7 +12,9 @@ from ponder.records import Problem
 
 def _count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"--{name} must be an integer, got {value!r}")
+        raise ConfigError(
+            f"--{name} must be an integer, got {value!r}", hint=f"pass --{name} N (problems)"
+        )
     if value < 1:
         raise ConfigError(
             f"--{name} must be >= 1, got {value}",
