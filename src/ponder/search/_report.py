@@ -4,6 +4,7 @@ the systems of the front written as ordinary config files."""
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import time
@@ -45,6 +46,19 @@ def _short_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _model_label(value: Any) -> str:
+    """A model spec (proposals label specs by their JSON) as ``backend:model``."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            spec = json.loads(value)
+        except json.JSONDecodeError:
+            return _short_value(value)
+        if isinstance(spec, dict) and "backend" in spec:
+            name = spec.get("model") or spec.get("name")
+            return _short_value(f"{spec['backend']}:{name}" if name else spec["backend"])
+    return _short_value(value)
+
+
 def decisions(params: Mapping[str, Any]) -> str:
     """A trial's decisions in short form: ``qwen n=8 T=0.7 + critique + rank(top_k=2)``.
 
@@ -54,7 +68,7 @@ def decisions(params: Mapping[str, Any]) -> str:
     layers: dict[int, tuple[str, bool, list[str]]] = {}
     for key, value in params.items():
         if key == "generate.model":
-            head.insert(0, _short_value(value))
+            head.insert(0, _model_label(value))
         elif key in _GENERATE_SHORT:
             head.append(f"{_GENERATE_SHORT[key]}={_short_value(value)}")
         elif (m := _LAYER.match(key)) is not None:
@@ -263,11 +277,20 @@ def _scatter(result: SearchResult) -> str:
             marker="o",
             label="Pareto front",
         )
-    for x, y, t in drawn:
-        ax.annotate(str(t.number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    labels: dict[tuple[float, float], list[str]] = {}
+    for x, y, t in drawn:  # trials at the same point share one label
+        labels.setdefault((x, y), []).append(str(t.number))
+    for (x, y), numbers in labels.items():
+        ax.annotate(
+            ", ".join(numbers), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
     costs = [x for x, _, _ in drawn]
     if costs and max(costs) / min(costs) > 20:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        # Plain labels (10, 100): matplotlib's 10^n needs its slow mathtext parser.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.set_xlabel("tokens per query (dev)")
     ax.set_ylabel("accuracy (dev)")
     ax.set_ylim(-0.03, 1.03)
