@@ -15,7 +15,7 @@ import ponder.search as search
 from ponder.backends import ScriptedBackend
 from ponder.errors import ConfigError, RunError
 from ponder.records import Problem, Prompt, SamplingParams
-from ponder.runs import is_system_spec, system_run
+from ponder.runs import is_system_spec, run_stats, system_run
 from ponder.search import TrialResult
 from ponder.store import Store
 from ponder.systems import System
@@ -333,3 +333,62 @@ def test_vote_config_copies_the_first_generate_layer() -> None:
     assert gen["stop"] == ["\n\n"] and gen["min_p"] == 0.1
     assert vote["layers"][1] == {"type": "vote"}
     System.from_dict(vote)  # a valid system config
+
+
+def test_the_vote_baseline_runs_on_the_best_systems_own_backend(tmp_path: Path) -> None:
+    # The best system's model is a spec, so its pool creates the backend: the vote baseline must
+    # use that very instance (an embedded model must not be loaded twice), not a copy.
+    task = arithmetic(3)
+    config = {**VOTE6, "model": {"backend": "scripted", "name": "m", "outputs": ["#### 0"]}}
+
+    async def go() -> tuple[list[search.TestResult], Any]:
+        async with System.from_dict(config) as best:
+            with Store(tmp_path / "r.db") as store:
+                rows = await search.evaluate_on_test(store, task, task.problems(), [("t", 0, best)])
+            return rows, best.pool.created
+
+    rows, created = asyncio.run(go())
+    assert len(created) == 1
+    (backend,) = created
+    n = int(rows[-1].label.removeprefix("vote@"))
+    # 3 best queries (n=6), 3 greedy requests, 3 vote queries (n=N), all on that one instance
+    assert sorted(c[1] for c in backend.calls) == sorted([6] * 3 + [1] * 3 + [n] * 3)
+    assert rows[0].correct == 1  # "#### 0" is right only on p0
+
+
+@pytest.mark.embedded
+def test_evaluate_on_test_on_the_embedded_model(tmp_path: Path) -> None:
+    task = arithmetic(4)
+    _, test = search.split_problems(task.problems(), 1, 2, seed=0)
+    config = {
+        "name": "tiny",
+        # One engine thread: on a busy 2-core machine llama.cpp's threads wait on each other.
+        "model": {
+            "backend": "llamacpp",
+            "model": "smollm2-135m",
+            "threads": 1,
+            "n_parallel": 4,
+            "ctx_per_sequence": 512,
+        },
+        "layers": [
+            {"type": "generate", "n": 3, "temperature": 0.7, "max_tokens": 16},
+            {"type": "vote"},
+        ],
+    }
+
+    async def go() -> list[search.TestResult]:
+        async with System.from_dict(config) as best:
+            with Store(tmp_path / "r.db") as store:
+                rows = await search.evaluate_on_test(store, task, test, [("trial 0", 0, best)])
+                greedy = run_stats(store, rows[1].run_id, _ids(test), "math")
+            assert len(best.pool.created) == 1
+            return [*rows, greedy]
+
+    best, greedy, vote, stats = asyncio.run(go())
+    assert [best.kind, greedy.kind, vote.kind] == ["system", "greedy", "vote"]
+    assert all(r.problems == 2 and r.tokens_per_query > 0 for r in (best, greedy, vote))
+    assert greedy.tokens_per_query == (stats.prompt_tokens + stats.completion_tokens) / 2
+    n = search.vote_samples(
+        best.tokens_per_query, stats.prompt_tokens / 2, stats.completion_tokens / 2
+    )
+    assert vote.label == f"vote@{n}"
