@@ -198,6 +198,8 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
     greedy_right = {index[p.id] for p in test[:3]}
     backend = scripted(right, greedy_right)
 
+    live: list[search.TestResult] = []
+
     async def go() -> tuple[list[search.TestResult], str]:
         async with (
             System.from_dict(VOTE6, default_backend=backend) as best,
@@ -208,7 +210,12 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
                 dev_run = (await system_run(store, best, task, dev)).run_id
                 search.check_isolation(store, [dev_run], _ids(test))
                 rows = await search.evaluate_on_test(
-                    store, task, test, [("trial 0", 0, best), ("trial 3", 3, one)], resamples=500
+                    store,
+                    task,
+                    test,
+                    [("trial 0", 0, best), ("trial 3", 3, one)],
+                    resamples=500,
+                    on_row=live.append,
                 )
             return rows, dev_run
 
@@ -221,6 +228,7 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
         # query; greedy: 7 + 6, so N = (19 - 7) / 6 = 2 (`generate n=2` counts its prompt once)
         ("vote@2", "vote", None),
     ]
+    assert live == rows  # each row reported as it was ready
     best, one, greedy, vote = rows
     # Accuracy over the test problems only (the run also holds the 6 dev answers, all wrong).
     assert (best.correct, best.problems, best.accuracy) == (7, 10, 0.7)

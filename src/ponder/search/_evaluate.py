@@ -261,6 +261,7 @@ async def evaluate_on_test(
     build_vote: Callable[[Mapping[str, Any]], System] | None = None,
     resamples: int = 2000,
     ci_seed: int = 0,
+    on_row: Callable[[TestResult], None] | None = None,
 ) -> list[TestResult]:
     """Evaluate ``systems`` (the best first) and the baselines on the test problems.
 
@@ -285,6 +286,7 @@ async def evaluate_on_test(
         build_vote: Builds the vote baseline's system from its config (default: on the best
             system's own backend of that model).
         resamples, ci_seed: Of each row's :func:`bootstrap_ci`.
+        on_row: Called with each row as soon as it is ready (for a live table).
 
     Returns:
         One row per system, in the order given, then ``greedy`` and ``vote@N``.
@@ -301,6 +303,12 @@ async def evaluate_on_test(
     check = make_verifier(task.verifier) if verifier is None else verifier
     ids = [p.id for p in test_problems]
     rows: list[TestResult] = []
+
+    def add(row: TestResult) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     try:
         for label, number, system in systems:
             report = await system_run(
@@ -317,7 +325,7 @@ async def evaluate_on_test(
                 resamples=resamples,
                 seed=ci_seed,
             )
-            rows.append(row)
+            add(row)
         if not baselines:
             return rows
         best = systems[0][2]
@@ -333,7 +341,7 @@ async def evaluate_on_test(
             resamples=resamples,
             seed=ci_seed,
         )
-        rows.append(greedy)
+        add(greedy)
         n = vote_samples(
             rows[0].tokens_per_query,
             stats.per_problem(stats.prompt_tokens),
@@ -358,7 +366,7 @@ async def evaluate_on_test(
             resamples=resamples,
             seed=ci_seed,
         )
-        rows.append(row)
+        add(row)
         return rows
     finally:
         if own:
