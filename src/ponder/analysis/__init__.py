@@ -64,7 +64,7 @@ from ponder.analysis._tally import (
 
 if TYPE_CHECKING:
     from ponder.analysis._html import render_html
-    from ponder.analysis._plots import save_plots
+    from ponder.analysis._plots import figure_svg, save_plots
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +73,10 @@ def __getattr__(name: str) -> Any:
         from ponder.analysis._html import render_html
 
         return render_html
+    if name == "figure_svg":
+        from ponder.analysis._plots import figure_svg
+
+        return figure_svg
     if name == "save_plots":
         from ponder.analysis._plots import save_plots
 
@@ -110,6 +114,7 @@ __all__ = [
     "coverage_at_k",
     "coverage_curve",
     "declared_verifier",
+    "figure_svg",
     "fit_scaling_law",
     "gap_to_coverage",
     "k_grid",

@@ -5,10 +5,37 @@
 * :func:`propose`: the system config a :class:`Suggester` (an Optuna trial, :class:`RandomSuggester`,
   or the exhaustive :func:`grid`) chooses from a space, as a :class:`Proposal`.
 * :class:`TrialSuggester`, :func:`make_sampler`: Optuna (TPE, NSGA-II, random, grid) behind that protocol.
+* :func:`split_problems`, :func:`front`, :func:`evaluate_on_test`: the seeded dev/test split, the Pareto
+  front, and the test evaluation of the front and the baselines with bootstrap intervals.
+* :func:`trials_table`, :func:`test_table`, :func:`render_search_html`, :func:`write_configs`,
+  :func:`result_json`: a search's tables, HTML page, config files and JSON.
 """
 
+from ponder.search._evaluate import (
+    SystemEntry,
+    bootstrap_ci,
+    check_isolation,
+    evaluate_on_test,
+    front,
+    top_of_front,
+    vote_config,
+    vote_samples,
+)
 from ponder.search._identity import check_same_space, differences, study_name
 from ponder.search._optuna import ALGORITHMS, Algorithm, TrialSuggester, make_sampler
+from ponder.search._report import (
+    TRIAL_COLUMNS,
+    config_yaml,
+    decisions,
+    new_trials_table,
+    render_search_html,
+    result_json,
+    test_table,
+    trial_row,
+    trials_table,
+    write_configs,
+)
+from ponder.search._results import SearchResult, TestKind, TestResult, TrialResult, TrialState
 from ponder.search._space import (
     Constraints,
     GenerateSpace,
@@ -22,9 +49,11 @@ from ponder.search._space import (
     grid,
     propose,
 )
+from ponder.search._split import split_problems
 
 __all__ = [
     "ALGORITHMS",
+    "TRIAL_COLUMNS",
     "Algorithm",
     "Constraints",
     "GenerateSpace",
@@ -33,13 +62,36 @@ __all__ = [
     "Proposal",
     "RandomSuggester",
     "Range",
+    "SearchResult",
     "SearchSpace",
     "Suggester",
+    "SystemEntry",
+    "TestKind",
+    "TestResult",
+    "TrialResult",
+    "TrialState",
     "TrialSuggester",
+    "bootstrap_ci",
+    "check_isolation",
     "check_same_space",
+    "config_yaml",
+    "decisions",
     "differences",
+    "evaluate_on_test",
+    "front",
     "grid",
     "make_sampler",
+    "new_trials_table",
     "propose",
+    "render_search_html",
+    "result_json",
+    "split_problems",
     "study_name",
+    "test_table",
+    "top_of_front",
+    "trial_row",
+    "trials_table",
+    "vote_config",
+    "vote_samples",
+    "write_configs",
 ]

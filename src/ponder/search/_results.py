@@ -4,7 +4,7 @@ final evaluation of the front (and the baselines) on the test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 TrialState = Literal["complete", "pruned", "infeasible", "failed", "running"]
 """``complete``: evaluated on every dev problem and within the constraints; ``pruned``: stopped
@@ -69,6 +69,8 @@ class TestResult:
         tokens_per_query: Mean prompt + completion tokens per query.
         calls_per_query: Mean model calls per query.
     """
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite its name
 
     label: str
     kind: TestKind
