@@ -55,7 +55,7 @@ def test_split_keeps_dev_when_test_grows_and_uses_every_problem_when_asked() -> 
     [
         (8, 3, r"--dev 8 \+ --test 3 = 11 problems, but the task has 10"),
         (0, 3, "--dev must be >= 1"),
-        (3, 0, "--test must be >= 1"),
+        (3, -1, "--test must be >= 0"),
         (True, 3, "--dev must be an integer"),
     ],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ponder.cli import _models, _report, _run, _sample, _serve, _tasks
+from ponder.cli import _models, _report, _run, _sample, _search, _serve, _tasks
 
 app = typer.Typer(
     name="ponder",
@@ -24,6 +24,7 @@ app.command("show")(_report.show)
 app.command("report")(_report.report)
 app.command("export")(_report.export)
 app.command("serve")(_serve.serve)
+app.command("search")(_search.search_command)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Search over inference-time systems (issue 15, in progress): the search space as data.
+"""Search over inference-time systems: :func:`search` proposes systems from a space, scores them on
+a dev split (an Optuna study, resumable), and evaluates the Pareto front on a test split.
 
 * :class:`SearchSpace`: which models generate, which optional layers may follow and their knobs, and
   the constraints (``SearchSpace.load(path)``, errors name the field).
@@ -36,6 +37,7 @@ from ponder.search._report import (
     write_configs,
 )
 from ponder.search._results import SearchResult, TestKind, TestResult, TrialResult, TrialState
+from ponder.search._search import search
 from ponder.search._space import (
     Constraints,
     GenerateSpace,
@@ -50,6 +52,7 @@ from ponder.search._space import (
     propose,
 )
 from ponder.search._split import split_problems
+from ponder.search._study import SearchSettings, Study, open_study, storage_path
 
 __all__ = [
     "ALGORITHMS",
@@ -63,7 +66,9 @@ __all__ = [
     "RandomSuggester",
     "Range",
     "SearchResult",
+    "SearchSettings",
     "SearchSpace",
+    "Study",
     "Suggester",
     "SystemEntry",
     "TestKind",
@@ -82,10 +87,13 @@ __all__ = [
     "grid",
     "make_sampler",
     "new_trials_table",
+    "open_study",
     "propose",
     "render_search_html",
     "result_json",
+    "search",
     "split_problems",
+    "storage_path",
     "study_name",
     "test_table",
     "top_of_front",

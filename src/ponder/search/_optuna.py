@@ -10,7 +10,7 @@ study (storage, resume) as the other algorithms.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ponder.errors import ConfigError
@@ -48,7 +48,6 @@ def make_sampler(
     seed: int,
     *,
     trials: int | None = None,
-    constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of ``algorithm`` (``grid`` samples what is enqueued, in order).
 
@@ -56,7 +55,9 @@ def make_sampler(
         trials: The search's trial budget. Small budgets get fewer random start-up trials for TPE
             (a third of the budget, 4 to 10) and a smaller NSGA-II population (a third, 4 to 50),
             so the model-based part gets trials to work with.
-        constraints: Optuna's ``constraints_func`` (values <= 0 are feasible) for TPE and NSGA-II.
+
+    Constraints reach TPE and NSGA-II as each trial's ``Trial.set_constraint`` values (> 0:
+    infeasible), so both prefer feasible systems.
 
     Raises:
         ConfigError: an unknown algorithm (the message lists them).
@@ -72,15 +73,12 @@ def make_sampler(
                 multivariate=True,
                 group=True,
                 n_startup_trials=10 if trials is None else min(10, max(4, trials // 3)),
-                constraints_func=constraints,
             )
     if algorithm == "nsga2":
         population = 50 if trials is None else min(50, max(4, trials // 3))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.NSGAIISampler(
-                seed=seed, population_size=population, constraints_func=constraints
-            )
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
     if algorithm in ("random", "grid"):
         # grid: every proposal is enqueued, so the sampler only fills what the queue leaves open.
         return optuna.samplers.RandomSampler(seed=seed)

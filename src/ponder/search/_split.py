@@ -10,15 +10,15 @@ from ponder.errors import ConfigError
 from ponder.records import Problem
 
 
-def _count(name: str, value: int) -> None:
+def _count(name: str, value: int, least: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(
             f"--{name} must be an integer, got {value!r}", hint=f"pass --{name} N (problems)"
         )
-    if value < 1:
+    if value < least:
         raise ConfigError(
-            f"--{name} must be >= 1, got {value}",
-            hint=f"pass --{name} N with N >= 1 problems",
+            f"--{name} must be >= {least}, got {value}",
+            hint=f"pass --{name} N with N >= {least} problems",
         )
 
 
@@ -33,11 +33,11 @@ def split_problems(
     (dev is a prefix of the shuffle); test moves when dev grows.
 
     Raises:
-        ConfigError: a count below 1, a non-integer seed, duplicate problem ids, or ``dev + test``
-            more than the task has.
+        ConfigError: a dev count below 1, a negative test count, a non-integer seed, duplicate
+            problem ids, or ``dev + test`` more than the task has.
     """
     _count("dev", dev)
-    _count("test", test)
+    _count("test", test, least=0)  # 0: no test evaluation
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"the split seed must be an integer, got {seed!r}")
     ids = [p.id for p in problems]

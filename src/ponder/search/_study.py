@@ -2,7 +2,7 @@
 
 Storage and resume. The study lives in SQLite beside the run store (``<db>.search.sqlite``), with
 heartbeats: a trial whose process died stops beating, is failed once its grace period has passed,
-and a retry of the same system is queued (Optuna's ``RetryFailedTrialCallback``); a trial that
+and a retry of the same system is queued (Optuna's ``RetryHeartbeatStaleTrialCallback``); a trial that
 raised is queued again when the search resumes. A retried trial is the same system run, so it
 continues from the answers already stored and never duplicates one. Finished trials are kept: a
 resumed search runs only the trials its budget has left.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import warnings
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     import optuna
 
     from ponder.backends import Backend
-    from ponder.systems import SystemResult
+    from ponder.systems import GenerationCache, SystemResult
     from ponder.tasks import Task
     from ponder.verify import Verifier
 
@@ -114,7 +115,7 @@ class _Counters:
     def add(self, result: SystemResult) -> None:
         for event in result.trace.events:
             for call in event.calls:
-                reused = getattr(call, "reused", 0)
+                reused = call.reused
                 self.calls += 1
                 if reused >= call.n:
                     self.reused_calls += 1
@@ -139,6 +140,7 @@ class Study:
     name: str
     storage: Path
     optuna_study: optuna.Study
+    cache: GenerationCache
     shared_backends: dict[str, Backend] = field(default_factory=dict)
     backends: dict[str, Backend] | None = None
     on_trial: Callable[[TrialResult], None] | None = None
@@ -147,8 +149,14 @@ class Study:
     # ----- reading --------------------------------------------------------------------------
 
     def trials(self) -> list[TrialResult]:
-        """Every trial so far, in order."""
-        return [_result(t) for t in self.optuna_study.get_trials(deepcopy=False)]
+        """Every trial so far, in order (queued ones, not started yet, are not trials yet)."""
+        import optuna
+
+        return [
+            _result(t)
+            for t in self.optuna_study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.WAITING
+        ]
 
     def finished(self) -> int:
         """Trials that count against the budget (complete, pruned, infeasible)."""
@@ -161,18 +169,20 @@ class Study:
 
     def run(self) -> list[TrialResult]:
         """Run trials until the budget (trials, wall time, tokens) is spent or the grid is done."""
+        import optuna
 
         study, settings = self.optuna_study, self.settings
+        # Trials of a killed search whose grace period has passed are failed now, so that their
+        # retries run before anything new.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         self._requeue_failed()
-        if settings.algorithm == "grid":
-            self._enqueue_grid()
-        drawn = sum(
-            int(t.user_attrs.get("drawn_tokens", 0)) for t in study.get_trials(deepcopy=False)
-        )
+        drawn = sum(int(_attrs(t).get("drawn_tokens", 0)) for t in study.get_trials(deepcopy=False))
         budget = {"drawn": drawn}
 
         def stop_when_spent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            budget["drawn"] += int(trial.user_attrs.get("drawn_tokens", 0))
+            budget["drawn"] += int(_attrs(trial).get("drawn_tokens", 0))
             if self.on_trial is not None:
                 self.on_trial(_result(trial))
             if self.finished() >= settings.trials:
@@ -182,11 +192,11 @@ class Study:
             ):
                 log.info("search token budget spent (%d tokens drawn)", budget["drawn"])
                 study.stop()
-            elif settings.algorithm == "grid" and not _waiting(study):
+            elif settings.algorithm == "grid" and not self._next_grid():
                 study.stop()
 
         left = settings.trials - self.finished()
-        if left <= 0 or (settings.algorithm == "grid" and not _waiting(study)):
+        if left <= 0 or not self._next_grid():
             return self.trials()
         if settings.max_search_tokens is not None and budget["drawn"] >= settings.max_search_tokens:
             return self.trials()
@@ -222,10 +232,22 @@ class Study:
                     t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False
                 )
 
-    def _enqueue_grid(self) -> None:
+    def _next_grid(self) -> bool:
+        """Grid only: queue the next system not tried yet unless a trial already waits (so
+        retries run before new systems); False when every system was tried."""
+        if self.settings.algorithm != "grid":
+            return True
+        if _waiting(self.optuna_study):
+            return True
+        tried = {
+            json.dumps(t.user_attrs.get("config"), sort_keys=True)
+            for t in self.optuna_study.get_trials(deepcopy=False)
+        }
         for proposal in grid(self.space):
-            if proposal.feasible:
-                self.optuna_study.enqueue_trial(proposal.params, skip_if_exists=True)
+            if proposal.feasible and json.dumps(proposal.config, sort_keys=True) not in tried:
+                self.optuna_study.enqueue_trial(proposal.params)
+                return True
+        return False
 
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
         import optuna
@@ -234,9 +256,8 @@ class Study:
         proposal = propose(self.space, TrialSuggester(trial))
         trial.set_user_attr("config", proposal.config)
         if not proposal.feasible:
-            trial.set_user_attr("state", "infeasible")
-            trial.set_user_attr("note", "; ".join(proposal.violations))
-            trial.set_user_attr("constraints", [1.0])
+            _outcome(trial, "infeasible", "; ".join(proposal.violations))
+            trial.set_constraint("constraints", 1.0)
             raise optuna.TrialPruned("; ".join(proposal.violations))
         if self._runner is None:  # pragma: no cover - run() always sets it
             raise RuntimeError("a study's objective runs only inside Study.run")
@@ -270,18 +291,24 @@ class Study:
                     seed=settings.system_seed,
                     on_answer=counters.add,
                 )
-                trial.set_user_attr("run_id", report.run_id)
                 verify_run(self.store, report.run_id, self.verifier)
                 point = _measure(self.store, report.run_id, part, self.verifier.name)
-                trial.set_user_attr("problems", point.problems)
-                trial.set_user_attr("correct", point.correct)
-                trial.set_user_attr("accuracy", point.accuracy)
-                trial.set_user_attr("tokens_per_query", point.tokens)
-                trial.set_user_attr("calls_per_query", point.calls)
-                trial.set_user_attr("calls", counters.calls)
-                trial.set_user_attr("reused_calls", counters.reused_calls)
-                trial.set_user_attr("drawn_tokens", counters.drawn_tokens)
-                trial.set_user_attr("wall_s", time.perf_counter() - start)
+                # One attribute per slice: each is a committed write to the study's database.
+                trial.set_user_attr(
+                    "measured",
+                    {
+                        "run_id": report.run_id,
+                        "problems": point.problems,
+                        "correct": point.correct,
+                        "accuracy": point.accuracy,
+                        "tokens_per_query": point.tokens,
+                        "calls_per_query": point.calls,
+                        "calls": counters.calls,
+                        "reused_calls": counters.reused_calls,
+                        "drawn_tokens": counters.drawn_tokens,
+                        "wall_s": time.perf_counter() - start,
+                    },
+                )
                 if part is not dev:
                     beaten_by = self._dominates_bound(point, len(dev))
                     if beaten_by is not None:
@@ -291,25 +318,17 @@ class Study:
                             f"{point.least_tokens(len(dev)):.0f} tokens/query) it is dominated "
                             f"by trial {beaten_by}"
                         )
-                        trial.set_user_attr("state", "pruned")
-                        trial.set_user_attr("note", note)
+                        _outcome(trial, "pruned", note)
                         raise optuna.TrialPruned(note)
         finally:
             await system.aclose()
         violations = self._violations(point)
-        trial.set_user_attr("constraints", [1.0 if violations else 0.0])
+        trial.set_constraint("constraints", 1.0 if violations else 0.0)
         if violations:
-            trial.set_user_attr("state", "infeasible")
-            trial.set_user_attr("note", "; ".join(violations))
+            _outcome(trial, "infeasible", "; ".join(violations))
         else:
-            trial.set_user_attr("state", "complete")
+            _outcome(trial, "complete", "")
         return point.accuracy, point.tokens
-
-    @property
-    def cache(self) -> Any:
-        from ponder.systems import StoreGenerationCache
-
-        return StoreGenerationCache(self.store)
 
     def _violations(self, point: _Point) -> list[str]:
         limits = self.space.constraints
@@ -333,7 +352,7 @@ class Study:
         for t in self.optuna_study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
         ):
-            if t.user_attrs.get("state") != "complete" or t.values is None:
+            if _attrs(t).get("state") != "complete" or t.values is None:
                 continue
             acc, tok = t.values
             if acc >= best_acc and tok <= least_tok and (acc > best_acc or tok < least_tok):
@@ -385,6 +404,19 @@ def _measure(store: Store, run_id: str, problems: Sequence[Problem], verifier: s
     )
 
 
+def _outcome(trial: optuna.Trial, state: TrialState, note: str) -> None:
+    trial.set_user_attr("outcome", {"state": state, "note": note})
+
+
+def _attrs(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's record: its config, what it measured, and its outcome, in one mapping."""
+    return {
+        **t.user_attrs,
+        **t.user_attrs.get("measured", {}),
+        **t.user_attrs.get("outcome", {}),
+    }
+
+
 def _waiting(study: optuna.Study) -> bool:
     import optuna
 
@@ -394,7 +426,7 @@ def _waiting(study: optuna.Study) -> bool:
 def _result(t: optuna.trial.FrozenTrial) -> TrialResult:
     import optuna
 
-    attrs = t.user_attrs
+    attrs = _attrs(t)
     states: dict[optuna.trial.TrialState, TrialState] = {
         optuna.trial.TrialState.FAIL: "failed",
         optuna.trial.TrialState.RUNNING: "running",
@@ -426,11 +458,6 @@ def _result(t: optuna.trial.FrozenTrial) -> TrialResult:
     )
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    value = trial.user_attrs.get("constraints", [0.0])
-    return [float(v) for v in value]
-
-
 def open_study(
     space: SearchSpace,
     task: Task,
@@ -455,6 +482,8 @@ def open_study(
     """
     import optuna
 
+    from ponder.systems import StoreGenerationCache
+
     task_spec = {**task.spec(), "verifier": task.verifier}
     name = study_name(
         space,
@@ -471,11 +500,11 @@ def open_study(
             f"sqlite:///{path}",
             heartbeat_interval=settings.heartbeat_s,
             grace_period=grace,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2
+            ),
         )
-        sampler = make_sampler(
-            settings.algorithm, settings.seed, trials=settings.trials, constraints=_constraints
-        )
+        sampler = make_sampler(settings.algorithm, settings.seed, trials=settings.trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name,
@@ -507,6 +536,7 @@ def open_study(
         name=name,
         storage=path,
         optuna_study=study,
+        cache=StoreGenerationCache(store),
         backends=backends,
         on_trial=on_trial,
     )
