@@ -59,7 +59,8 @@ def test_search_command_writes_table_page_and_configs(tmp_path: Path, data: Path
     args = ["search", str(space), "--task", "jsonl", "--data", str(data), "--db", str(db)]
     args += ["--dev", "4", "--test", "3", "--trials", "5", "--algorithm", "grid", "--out", str(out)]
     result = cli(*args)
-    assert "trial   0" in result.output  # the live lines
+    assert "trial   0" in result.output  # the live lines, with each trial's decisions
+    assert "n=" in result.output and "test  trial" in result.output
     assert "calls were served from stored generations" in result.output
     assert db.with_name("r.db.search.sqlite").exists()
     page = (out / "search.html").read_text()

@@ -204,6 +204,7 @@ def test_pruning_stops_a_dominated_trial_after_the_first_slice(tmp_path: Path) -
         "generate": {"models": ["sharp", "dull"], "n": 1, "temperature": 0.2, "max_tokens": 20},
     }
     backends = make_backends()
+    progress: dict[int, list[int]] = {}
     result = search(
         space,
         task,
@@ -214,6 +215,7 @@ def test_pruning_stops_a_dominated_trial_after_the_first_slice(tmp_path: Path) -
         dev=12,
         test=0,
         prune_after=3,
+        on_progress=lambda number, done, total: progress.setdefault(number, []).append(done),
     )
     by_model = {t.params["generate.model"]: t for t in result.trials}
     assert by_model["sharp"].state == "complete" and by_model["sharp"].problems == 12
@@ -222,6 +224,9 @@ def test_pruning_stops_a_dominated_trial_after_the_first_slice(tmp_path: Path) -
     assert "dominated by trial" in dull.note
     assert len(backends["dull"].calls) == 3  # never asked about the other 9 problems
     assert result.front == [by_model["sharp"].number]
+    # Progress counts each trial's answers: all 12 for the first, 3 before the pruning check.
+    assert progress[by_model["sharp"].number] == list(range(1, 13))
+    assert progress[dull.number] == [1, 2, 3]
 
 
 def test_runtime_constraints_mark_trials_infeasible_and_keep_them_off_the_front(

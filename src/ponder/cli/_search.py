@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ponder.cli._common import (
     DataOpt,
@@ -146,36 +147,55 @@ def search_command(
         space = SearchSpace.load(space_file)
         the_task = build_task(task, data, None, None, None, few_shot, task_option)
 
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=json_out,
+        )
+        bar = progress.add_task("trial", total=settings.dev)
+
+        def on_progress(number: int, answered: int, total: int) -> None:
+            progress.update(bar, description=f"trial {number}: dev problems", completed=answered)
+
         def on_trial(trial: TrialResult) -> None:
             if not json_out:
-                console.print(trial_line(trial), highlight=False)
+                progress.console.print(trial_line(trial), highlight=False, markup=False)
+            progress.reset(bar, description="next trial")
 
         def on_test(row: TestResult) -> None:
             if not json_out:
-                console.print(
+                progress.console.print(
                     f"test  {row.label:<10} accuracy {row.accuracy:.3f} "
                     f"[{row.ci[0]:.3f}, {row.ci[1]:.3f}]  {row.tokens_per_query:,.0f} tokens/query",
                     highlight=False,
+                    markup=False,
                 )
 
         with open_store(db) as store:
             if not json_out:
                 console.print(
-                    f"search [bold]{space.name}[/] on {the_task.name}: {settings.algorithm}, "
+                    f"search {space.name} on {the_task.name}: {settings.algorithm}, "
                     f"{settings.trials} trials, dev {settings.dev} / test {settings.test} "
                     f"(split seed {settings.split_seed}); runs in {store.path}",
                     highlight=False,
+                    markup=False,
                 )
-            result = search(
-                space,
-                the_task,
-                store=store,
-                settings=settings,
-                top=top,
-                on_trial=on_trial,
-                on_test=on_test,
-                config_dir=None,
-            )
+            with progress:
+                result = search(
+                    space,
+                    the_task,
+                    store=store,
+                    settings=settings,
+                    top=top,
+                    on_trial=on_trial,
+                    on_test=on_test,
+                    on_progress=on_progress,
+                    config_dir=None,
+                )
             directory = out or store.path.parent / result.study
             paths = write_configs(result, directory)
             page = directory / "search.html"
@@ -193,9 +213,12 @@ def search_command(
             f"{result.reused_calls} of {result.calls} model calls were served from stored "
             f"generations; study {result.study} in {result.storage}",
             highlight=False,
+            markup=False,
         )
         for number, path in paths.items():
             console.print(
-                f"trial {number}: {path}  (ponder run --system {path} ...)", highlight=False
+                f"trial {number}: {path}  (ponder run --system {path} ...)",
+                highlight=False,
+                markup=False,
             )
-        console.print(f"page: {page}", highlight=False)
+        console.print(f"page: {page}", highlight=False, markup=False)

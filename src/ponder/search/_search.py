@@ -31,6 +31,7 @@ def search(
     backends: Mapping[str, Backend] | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     on_test: Callable[[TestResult], None] | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
     **overrides: Any,
 ) -> SearchResult:
     """Search ``space`` for systems that answer ``task`` well and cheaply.
@@ -52,6 +53,8 @@ def search(
         backends: Named backends that string models in the space may name (default: embedded
             models by name). The caller closes them.
         on_trial, on_test: Called with each trial as it finishes, and each test row.
+        on_progress: Called as a trial answers dev problems: (trial number, answered in this
+            call, dev size), for a progress bar.
 
     Raises:
         ConfigError: an invalid space or setting (naming the field), a split larger than the task,
@@ -69,7 +72,14 @@ def search(
     the_store = Store(Path(store)) if not isinstance(store, Store) else store
     try:
         return _search(
-            space, task, the_store, settings, top, config_dir, backends, on_trial, on_test
+            space,
+            task,
+            the_store,
+            settings,
+            top,
+            config_dir,
+            backends,
+            (on_trial, on_test, on_progress),
         )
     finally:
         if owned:
@@ -84,11 +94,15 @@ def _search(
     top: int,
     config_dir: str | Path | None,
     backends: Mapping[str, Backend] | None,
-    on_trial: Callable[[TrialResult], None] | None,
-    on_test: Callable[[TestResult], None] | None,
+    hooks: tuple[
+        Callable[[TrialResult], None] | None,
+        Callable[[TestResult], None] | None,
+        Callable[[int, int, int], None] | None,
+    ],
 ) -> SearchResult:
     from ponder.verify import make_verifier
 
+    on_trial, on_test, on_progress = hooks
     dev, test = split_problems(task.problems(), settings.dev, settings.test, settings.split_seed)
     split = {"seed": settings.split_seed, "dev": settings.dev, "test": settings.test}
     with make_verifier(task.verifier) as verifier:
@@ -102,6 +116,7 @@ def _search(
             split=split,
             backends=dict(backends or {}),
             on_trial=on_trial,
+            on_progress=on_progress,
         )
         try:
             trials = study.run()

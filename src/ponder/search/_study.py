@@ -108,6 +108,7 @@ def _retried_numbers(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
 
 @dataclass
 class _Counters:
+    answered: int = 0
     drawn_tokens: int = 0
     calls: int = 0
     reused_calls: int = 0
@@ -144,6 +145,8 @@ class Study:
     shared_backends: dict[str, Backend] = field(default_factory=dict)
     backends: dict[str, Backend] | None = None
     on_trial: Callable[[TrialResult], None] | None = None
+    on_progress: Callable[[int, int, int], None] | None = None
+    """Called as a trial answers: (trial number, dev problems answered in this call, dev size)."""
     _runner: asyncio.Runner | None = None
 
     # ----- reading --------------------------------------------------------------------------
@@ -289,7 +292,7 @@ class Study:
                     part,
                     concurrency=settings.concurrency,
                     seed=settings.system_seed,
-                    on_answer=counters.add,
+                    on_answer=lambda result: self._answered(trial.number, counters, result),
                 )
                 verify_run(self.store, report.run_id, self.verifier)
                 point = _measure(self.store, report.run_id, part, self.verifier.name)
@@ -329,6 +332,12 @@ class Study:
         else:
             _outcome(trial, "complete", "")
         return point.accuracy, point.tokens
+
+    def _answered(self, number: int, counters: _Counters, result: SystemResult) -> None:
+        counters.add(result)
+        counters.answered += 1
+        if self.on_progress is not None:
+            self.on_progress(number, counters.answered, len(self.dev))
 
     def _violations(self, point: _Point) -> list[str]:
         limits = self.space.constraints
@@ -469,6 +478,7 @@ def open_study(
     split: dict[str, Any],
     backends: dict[str, Backend] | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
 ) -> Study:
     """Create the study, or load it to resume (refusing a changed space, naming the difference).
 
@@ -539,4 +549,5 @@ def open_study(
         cache=StoreGenerationCache(store),
         backends=backends,
         on_trial=on_trial,
+        on_progress=on_progress,
     )
