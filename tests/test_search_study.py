@@ -357,3 +357,23 @@ def test_a_killed_search_resumes_without_repeating_a_finished_trial(tmp_path: Pa
                 samples = store.samples(t.user_attrs["measured"]["run_id"])
                 keys = [(s.problem_id, s.index) for s in samples]
                 assert len(keys) == len(set(keys)) == 4
+
+
+def test_search_budgets_in_tokens_and_time_and_nsga2_runs(tmp_path: Path) -> None:
+    task = get_task("jsonl", path=write_task(tmp_path, 8))
+    common: dict[str, Any] = {"backends": make_backends(), "dev": 3, "test": 0, "prune": False}
+    # Any trial draws more than 1 token, so the token budget stops the search after the first.
+    spent = search(SPACE, task, store=tmp_path / "a.db", trials=10, max_search_tokens=1, **common)
+    assert len(spent.trials) == 1
+    # A trial of a slow model outlasts the 1 s budget: no second trial starts.
+    timed = search(
+        SPACE,
+        task,
+        store=tmp_path / "b.db",
+        trials=10,
+        timeout_s=1.0,
+        **{**common, "backends": make_backends(delay_s=1.2)},
+    )
+    assert len(timed.trials) == 1
+    nsga = search(SPACE, task, store=tmp_path / "c.db", trials=6, algorithm="nsga2", **common)
+    assert len(nsga.trials) == 6 and nsga.front
