@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from contextlib import aclosing
@@ -13,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ponder.backends import BackendEvent, LlamaCppBackend, LlamaCppConfig, create_backend
-from ponder.errors import BackendRequestError, ModelNotInstalledError, NotFoundError, RunError
+from ponder.errors import (
+    BackendRequestError,
+    ConfigError,
+    ModelNotInstalledError,
+    NotFoundError,
+    RunError,
+)
 from ponder.models import MODELS, ModelEntry, get_model, resolve_model
 from ponder.records import (
     Generation,
@@ -392,3 +399,15 @@ def test_tool_messages_and_tools_reach_the_engine(embedded: LlamaCppBackend) -> 
     # the call and its result were part of the prompt the engine evaluated
     plain = GenerationRequest(prompt=prompt[:1], params=request.params, tools=(tool,))
     assert g.prompt_tokens > asyncio.run(embedded.complete(plain)).prompt_tokens
+
+
+def test_engine_threads_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ponder.backends import default_threads
+
+    monkeypatch.delenv("PONDER_THREADS", raising=False)
+    assert default_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv("PONDER_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("PONDER_THREADS", "two")
+    with pytest.raises(ConfigError, match="PONDER_THREADS='two'"):
+        default_threads()

@@ -14,7 +14,7 @@ implements only sending one request for n completions and saying which errors ma
 from typing import TYPE_CHECKING, Any
 
 from ponder.backends._base import Backend, BackendEvent, BackendPolicy
-from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig
+from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig, default_threads
 from ponder.backends._registry import (
     backend_config_type,
     backend_kinds,
@@ -49,5 +49,6 @@ __all__ = [
     "backend_config_type",
     "backend_kinds",
     "create_backend",
+    "default_threads",
     "register_backend",
 ]

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ponder.backends import _wire
 from ponder.backends._base import Backend, BackendPolicy
 from ponder.backends._registry import register_backend
-from ponder.errors import BackendError, BackendRequestError, RunError
+from ponder.errors import BackendError, BackendRequestError, ConfigError, RunError
 from ponder.models import DEFAULT_MODEL, MODELS, get_model, resolve_model
 from ponder.records import Completion, Generation, GenerationRequest, StreamDelta
 
@@ -44,6 +44,31 @@ _T = TypeVar("_T")
 
 _END = object()
 """Put on a stream's queue when the engine call has returned."""
+
+
+THREADS_ENV = "PONDER_THREADS"
+
+
+def default_threads() -> int:
+    """Threads of an engine whose config sets none: ``$PONDER_THREADS``, else every core.
+
+    Several processes that each run an engine on a small machine should split the cores between
+    them (e.g. ``PONDER_THREADS=1`` for two processes on 2 cores): llama.cpp's threads wait by
+    spinning, so more threads than cores slow every engine down many times over. Not part of a
+    model's identity (the samples do not depend on it).
+
+    Raises:
+        ConfigError: the variable is set but is not a positive integer.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(
+            f"{THREADS_ENV}={raw!r} is not a positive number of threads",
+            hint=f"set {THREADS_ENV} to an integer >= 1, or unset it to use every core",
+        )
+    return int(raw)
 
 
 class LlamaCppConfig(BaseModel):
@@ -57,7 +82,9 @@ class LlamaCppConfig(BaseModel):
     )
     n_parallel: int = Field(16, ge=1, le=256, description="Sequences decoded together (slots).")
     ctx_per_sequence: int = Field(2048, ge=128, description="KV cells reserved per sequence.")
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads; default: $PONDER_THREADS, else all cores."
+    )
     reuse_prompt_cache: bool = Field(
         False,
         description=(
@@ -130,7 +157,7 @@ class LlamaCppBackend(Backend):
     def _start(self) -> Any:
         import xllamacpp
 
-        threads = self.config.threads or os.cpu_count() or 1
+        threads = self.config.threads or default_threads()
         params = xllamacpp.CommonParams()
         params.model.path = str(self.path)
         params.n_parallel = self.config.n_parallel
