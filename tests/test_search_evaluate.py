@@ -79,7 +79,7 @@ def trial(number: int, accuracy: float | None, tokens: float | None, state: Any 
         number=number,
         state=state,
         params={},
-        config={},
+        config={"name": f"system-{number}"},
         problems=10,
         correct=0 if accuracy is None else round(accuracy * 10),
         accuracy=accuracy,
@@ -100,6 +100,13 @@ TRIALS = [
     trial(9, 0.4, 50),
     trial(10, 0.8, None, "failed"),
 ]
+
+
+def test_front_lists_a_system_proposed_twice_once() -> None:
+    first, again = trial(0, 0.5, 100.0), trial(3, 0.5, 100.0)
+    again = TrialResult(**{**again.__dict__, "config": first.config})
+    other = trial(4, 0.5, 100.0)  # another system at the same point stays
+    assert search.front([first, again, other]) == [0, 4]
 
 
 def test_front_keeps_non_dominated_complete_trials_in_order() -> None:
@@ -225,8 +232,10 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
         ("trial 3", "system", 3),
         ("greedy", "greedy", None),
         # best: 7 prompt words ("user: Q: What is 3 + 3?") + 6 x 2 completion words = 19 per
-        # query; greedy: 7 + 6, so N = (19 - 7) / 6 = 2 (`generate n=2` counts its prompt once)
-        ("vote@2", "vote", None),
+        # query; greedy: 7 + 6, so the estimate is N = (19 - 7) / 6 = 2 (`generate n=2` counts
+        # its prompt once). vote@2 measures 7 + 2 x 2 = 11, 42% short: the sampled answers are
+        # 2 words, not 6, so N is corrected once to (19 - 7) / 2 = 6.
+        ("vote@6", "vote", None),
     ]
     assert live == rows  # each row reported as it was ready
     best, one, greedy, vote = rows
@@ -236,8 +245,9 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
     assert best.run_id == dev_run  # the trial's own system run, with the test problems added
     assert (one.correct, one.tokens_per_query) == (7, 9)  # sample 0 is right on `right`
     assert (greedy.correct, greedy.tokens_per_query, greedy.calls_per_query) == (3, 13, 1)
-    # Two samples agree on every problem: right on `right`, wrong elsewhere; tokens measured.
-    assert (vote.correct, vote.tokens_per_query) == (7, 7 + 2 * 2)
+    # Six samples: a majority for the right answer on `right`, for 999 elsewhere; at the
+    # best system's tokens per query, measured.
+    assert (vote.correct, vote.tokens_per_query) == (7, 7 + 6 * 2)
     for row in rows:
         assert row.ci[0] <= row.accuracy <= row.ci[1]
         assert row.ci[0] >= 0 and row.ci[1] <= 1
@@ -245,7 +255,7 @@ def test_evaluate_on_test_reports_systems_and_baselines_as_stored_runs(tmp_path:
     with Store(tmp_path / "r.db") as store:
         runs = {r.label: store.get_run(r.run_id) for r in rows}
         assert all(is_system_spec(runs[r.label].spec) for r in (best, one, vote))
-        assert runs["vote@2"].spec.model.startswith("system:vote-2@")
+        assert runs["vote@6"].spec.model.startswith("system:vote-6@")
         assert not is_system_spec(runs["greedy"].spec)
         assert runs["greedy"].spec.params.temperature == 0
         assert runs["greedy"].spec.params.max_tokens == 20  # the best system's generate layer

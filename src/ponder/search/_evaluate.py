@@ -12,6 +12,7 @@ never touched a test problem (:func:`check_isolation`) *before* the test evaluat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,11 +52,20 @@ def front(trials: Sequence[TrialResult]) -> list[int]:
     """Trial numbers of the Pareto front of the complete trials: accuracy up, tokens per query down.
 
     A trial is on the front unless another complete trial is at least as accurate and at most as
-    costly, and strictly better in one of the two; trials at the same point are all kept. Pruned,
-    infeasible, failed and running trials are never on it. Ordered by accuracy (highest first),
-    then tokens per query (fewest first), then trial number.
+    costly, and strictly better in one of the two; different systems at the same point are all
+    kept, a system proposed again (the same config: the same run) only once, as its first trial.
+    Pruned, infeasible, failed and running trials are never on it. Ordered by accuracy (highest
+    first), then tokens per query (fewest first), then trial number.
     """
-    points = {t.number: p for t in trials if (p := _point(t)) is not None}
+    points: dict[int, tuple[float, float]] = {}
+    seen: set[str] = set()
+    for t in sorted(trials, key=lambda t: t.number):
+        p = _point(t)
+        config = json.dumps(t.config, sort_keys=True)
+        if p is None or config in seen:
+            continue
+        seen.add(config)
+        points[t.number] = p
 
     def dominated(a: tuple[float, float]) -> bool:
         return any(
@@ -274,7 +284,9 @@ async def evaluate_on_test(
     * ``vote@N``: ``generate n=N`` + ``vote`` with that component's model, temperature and
       max_tokens (:func:`vote_config`), N chosen by :func:`vote_samples` so that its mean tokens
       per query match the best system's test tokens per query, estimated from the greedy run's
-      tokens; its actual tokens are reported.
+      tokens; when the vote's measured tokens miss that by more than 25% (sampled answers are
+      often longer than the greedy one), N is corrected once from the vote's own tokens per
+      sample and the vote rerun (its stored samples are reused). Its actual tokens are reported.
 
     Args:
         systems: ``(label, trial number, system)``, the best system first.
@@ -309,6 +321,28 @@ async def evaluate_on_test(
         if on_row is not None:
             on_row(row)
 
+    async def vote_row(n: int) -> TestResult:
+        config = vote_config(systems[0][2].config, n)
+        vote = build_vote(config) if build_vote is not None else _vote_system(systems[0][2], config)
+        try:
+            report = await system_run(
+                store, vote, task, test_problems, concurrency=concurrency, seed=seed
+            )
+        finally:
+            await vote.aclose()
+        row, _ = _row(
+            store,
+            report.run_id,
+            ids,
+            check,
+            label=f"vote@{n}",
+            kind="vote",
+            trial=None,
+            resamples=resamples,
+            seed=ci_seed,
+        )
+        return row
+
     try:
         for label, number, system in systems:
             report = await system_run(
@@ -342,30 +376,21 @@ async def evaluate_on_test(
             seed=ci_seed,
         )
         add(greedy)
+        target = rows[0].tokens_per_query
         n = vote_samples(
-            rows[0].tokens_per_query,
+            target,
             stats.per_problem(stats.prompt_tokens),
             stats.per_problem(stats.completion_tokens),
         )
-        config = vote_config(best.config, n)
-        vote = build_vote(config) if build_vote is not None else _vote_system(best, config)
-        try:
-            report = await system_run(
-                store, vote, task, test_problems, concurrency=concurrency, seed=seed
-            )
-        finally:
-            await vote.aclose()
-        row, _ = _row(
-            store,
-            report.run_id,
-            ids,
-            check,
-            label=f"vote@{n}",
-            kind="vote",
-            trial=None,
-            resamples=resamples,
-            seed=ci_seed,
-        )
+        row = await vote_row(n)
+        # Sampled answers are often longer than the greedy one the estimate used: correct N once
+        # from the vote's own measured tokens (its samples are reused, so this costs the difference).
+        prompt = stats.per_problem(stats.prompt_tokens)
+        per_sample = (row.tokens_per_query - prompt) / n
+        if per_sample > 0 and abs(row.tokens_per_query - target) > 0.25 * target:
+            corrected = max(1, round((target - prompt) / per_sample))
+            if corrected != n:
+                n, row = corrected, await vote_row(corrected)
         add(row)
         return rows
     finally:
