@@ -297,7 +297,7 @@ def test_a_changed_space_is_refused_on_resume(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"generate\.n\[2\]: 4 -> 8"):
         search(changed, task, **kwargs)
     again = search(SPACE, task, **{**kwargs, "trials": 3})  # the same space resumes
-    assert len(again.trials) == 3
+    assert len({json.dumps(t.config, sort_keys=True) for t in again.trials}) == 3
 
 
 def _trials(storage: Path) -> list[optuna.trial.FrozenTrial]:
@@ -376,4 +376,28 @@ def test_search_budgets_in_tokens_and_time_and_nsga2_runs(tmp_path: Path) -> Non
     )
     assert len(timed.trials) == 1
     nsga = search(SPACE, task, store=tmp_path / "c.db", trials=6, algorithm="nsga2", **common)
-    assert len(nsga.trials) == 6 and nsga.front
+    assert len({json.dumps(t.config, sort_keys=True) for t in nsga.trials}) == 6 and nsga.front
+
+
+def test_a_system_proposed_again_costs_nothing_and_does_not_count(tmp_path: Path) -> None:
+    task = get_task("jsonl", path=write_task(tmp_path, 8))
+    # Two systems only: TPE and random must repeat them; the budget counts distinct systems.
+    space = {**SPACE, "generate": {**SPACE["generate"], "models": ["sharp"], "n": [1, 2]}}
+    space = {**space, "generate": {**space["generate"], "temperature": 0.2}, "layers": []}
+    backends = make_backends()
+    result = search(
+        space,
+        task,
+        store=tmp_path / "r.db",
+        backends=backends,
+        algorithm="random",
+        trials=2,
+        dev=3,
+        test=0,
+        seed=0,
+        prune=False,
+    )
+    configs = {json.dumps(t.config, sort_keys=True) for t in result.trials}
+    assert len(configs) == 2  # both systems, however many repeats it took
+    assert len(backends["sharp"].calls) == 2 * 3  # repeats drew nothing
+    assert len(result.front) <= 2 and len(set(result.front)) == len(result.front)

@@ -68,7 +68,9 @@ class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algorithm: Algorithm = "tpe"
-    trials: int = Field(20, ge=1, description="Trials in the study (finished ones count).")
+    trials: int = Field(
+        20, ge=1, description="Distinct systems evaluated in the study (finished ones count)."
+    )
     timeout_s: float | None = Field(None, gt=0, description="Wall time of this call.")
     max_search_tokens: int | None = Field(
         None, ge=1, description="Stop when the trials have drawn this many tokens (reuse is free)."
@@ -162,11 +164,18 @@ class Study:
         ]
 
     def finished(self) -> int:
-        """Trials that count against the budget (complete, pruned, infeasible)."""
+        """Systems that count against the budget: distinct configs of the finished trials
+        (complete, pruned, infeasible). A system proposed again is the same stored run, costs
+        nothing and does not count (TPE repeats itself on small categorical spaces)."""
         import optuna
 
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        return len(self.optuna_study.get_trials(deepcopy=False, states=done))
+        return len(
+            {
+                json.dumps(t.user_attrs.get("config"), sort_keys=True)
+                for t in self.optuna_study.get_trials(deepcopy=False, states=done)
+            }
+        )
 
     # ----- running ----------------------------------------------------------------------------
 
@@ -204,8 +213,9 @@ class Study:
         if settings.max_search_tokens is not None and budget["drawn"] >= settings.max_search_tokens:
             return self.trials()
         with self._loop():
-            # Failed trials are retried (stale ones by Optuna's callback, raised ones on resume);
-            # n_trials also bounds those retries, the callback stops at the real budget.
+            # Failed trials are retried (stale ones by Optuna's callback, raised ones on resume)
+            # and repeated systems do not count: n_trials bounds both, the callback stops at the
+            # real budget.
             study.optimize(
                 self._objective,
                 n_trials=left * 3,
