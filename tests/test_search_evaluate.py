@@ -406,7 +406,14 @@ def test_evaluate_on_test_on_the_embedded_model(tmp_path: Path) -> None:
     assert [best.kind, greedy.kind, vote.kind] == ["system", "greedy", "vote"]
     assert all(r.problems == 2 and r.tokens_per_query > 0 for r in (best, greedy, vote))
     assert greedy.tokens_per_query == (stats.prompt_tokens + stats.completion_tokens) / 2
-    n = search.vote_samples(
+    estimate = search.vote_samples(
         best.tokens_per_query, stats.prompt_tokens / 2, stats.completion_tokens / 2
     )
-    assert vote.label == f"vote@{n}"
+    n = int(vote.label.removeprefix("vote@"))
+    # The estimate, or its one correction when the vote at the estimate missed by > 25%: then
+    # the corrected vote is the nearer of the two to the best system's tokens per query.
+    if n != estimate:
+        prompt = stats.prompt_tokens / 2
+        per_sample = (vote.tokens_per_query - prompt) / n
+        assert abs(round((best.tokens_per_query - prompt) / per_sample) - n) <= 1
+    assert abs(vote.tokens_per_query - best.tokens_per_query) <= 0.5 * best.tokens_per_query
