@@ -394,10 +394,13 @@ def test_a_system_proposed_again_costs_nothing_and_does_not_count(tmp_path: Path
         trials=2,
         dev=3,
         test=0,
-        seed=0,
+        seed=1,  # proposes one system twice before the other
         prune=False,
     )
     configs = {json.dumps(t.config, sort_keys=True) for t in result.trials}
     assert len(configs) == 2  # both systems, however many repeats it took
-    assert len(backends["sharp"].calls) == 2 * 3  # repeats drew nothing
+    assert len(result.trials) == 3, "this seed repeats a system before it meets the second"
+    # One request per dev problem for the first system, at most one more for the second (n=2
+    # after n=1 draws only the missing sample; n=1 after n=2 draws nothing); repeats draw nothing.
+    assert 3 <= len(backends["sharp"].calls) <= 2 * 3
     assert len(result.front) <= 2 and len(set(result.front)) == len(result.front)
