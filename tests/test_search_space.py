@@ -172,3 +172,13 @@ def test_a_layer_with_previous_follows_the_one_before_and_invalid_systems_are_in
     )
     bad = [p for p in grid(loose) if not p.feasible]
     assert len(bad) == 1 and "not a valid system" in bad[0].violations[0]
+
+
+def test_installed_means_every_embedded_model_installed_here() -> None:
+    from ponder.models import MODELS
+
+    space = SearchSpace.from_data({"generate": {"models": "installed", "n": 1}})
+    assert space.generate.models == [n for n, e in MODELS.items() if e.installed]
+    assert "smollm2-135m" in space.generate.models  # the test model is always installed
+    with pytest.raises(ConfigError, match=r"generate\.models"):
+        SearchSpace.from_data({"generate": {"models": "everything", "n": 1}})

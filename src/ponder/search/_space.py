@@ -82,7 +82,9 @@ class GenerateSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str | dict[str, Any]] = Field(
-        min_length=1, description="Models that may generate: registered names or model specs."
+        min_length=1,
+        description="Models that may generate: registered names or model specs, or `installed` "
+        "for every embedded model installed here (the pool of `ponder models`).",
     )
     n: Knob = Field(default_factory=lambda: list[Scalar]([1, 4, 8]), description="Samples.")
     temperature: Knob = 0.7
@@ -91,6 +93,18 @@ class GenerateSpace(BaseModel):
         default_factory=dict,
         description="Other generate fields set as they are (stop, cot, top_k_tokens, ...).",
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> Any:
+        if value != "installed":
+            return value
+        from ponder.models import MODELS
+
+        installed = [name for name, entry in MODELS.items() if entry.installed]
+        if not installed:
+            raise ValueError("`installed`: no embedded model is installed (see `ponder models`)")
+        return installed
 
 
 class LayerSpace(BaseModel):
