@@ -178,7 +178,9 @@ def test_installed_means_every_embedded_model_installed_here() -> None:
     from ponder.models import MODELS
 
     space = SearchSpace.from_data({"generate": {"models": "installed", "n": 1}})
-    assert space.generate.models == [n for n, e in MODELS.items() if e.installed]
+    assert space.generate.models == [n for n, e in MODELS.items() if e.installed()]
+    assert all(MODELS[str(n)].installed() for n in space.generate.models)
+    assert len(space.generate.models) < len(MODELS) or all(e.installed() for e in MODELS.values())
     assert "smollm2-135m" in space.generate.models  # the test model is always installed
     with pytest.raises(ConfigError, match=r"generate\.models"):
         SearchSpace.from_data({"generate": {"models": "everything", "n": 1}})

@@ -101,7 +101,7 @@ class GenerateSpace(BaseModel):
             return value
         from ponder.models import MODELS
 
-        installed = [name for name, entry in MODELS.items() if entry.installed]
+        installed = [name for name, entry in MODELS.items() if entry.installed()]
         if not installed:
             raise ValueError("`installed`: no embedded model is installed (see `ponder models`)")
         return installed
