@@ -88,7 +88,10 @@ def search_command(
         str, typer.Option(help=f"Search algorithm: {', '.join(ALGORITHMS)}.")
     ] = "tpe",
     trials: Annotated[
-        int, typer.Option(help="Trials in the study (finished ones count when resuming).")
+        int,
+        typer.Option(
+            help="Distinct systems to evaluate (finished ones count when resuming; a repeat is free)."
+        ),
     ] = 20,
     timeout: Annotated[
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
