@@ -12,6 +12,7 @@ from ponder.adaptive import DEFAULT_ROUND, Schedule, make_stop_rule
 from ponder.analysis import declared_verifier
 from ponder.backends import Backend, backend_config_type, create_backend
 from ponder.cli._common import (
+    BaseUrlOpt,
     DataOpt,
     DbOpt,
     FewShotOpt,
@@ -24,6 +25,7 @@ from ponder.cli._common import (
     ShuffleSeedOpt,
     TaskOptionOpt,
     TopKOpt,
+    base_urls,
     build_task,
     choose_problems,
     console,
@@ -71,7 +73,7 @@ _BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
 def build_backend(
     kind: str,
     model: str,
-    base_url: str | None,
+    base_url: str | list[str] | None,
     api_key_env: str,
     n_mode: str,
     concurrency: int | None,
@@ -160,7 +162,7 @@ def sample(
             "plugin adds (`ponder models` lists them all)."
         ),
     ] = "llamacpp",
-    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    base_url: BaseUrlOpt = None,
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
         "OPENAI_API_KEY"
     ),
@@ -226,7 +228,7 @@ def sample(
         plan = _adaptive_plan(adaptive, adaptive_param, round_size, budget, n, verify)
         verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
-            backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
+            backend, model, base_urls(base_url), api_key_env, n_mode, concurrency, parallel, verbose
         )
         if plan is not None and verifier is not None:
             schedule, the_budget = plan
