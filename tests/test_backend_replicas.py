@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -292,12 +293,10 @@ def second_server(smollm2_path: Path) -> Iterator[subprocess.Popen[str]]:
         proc.wait(timeout=30)
 
 
-def _samples(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0  # not created yet
+def _decoding(url: str) -> bool:
+    """Whether llama.cpp's server at ``url`` is decoding a request now (its ``/slots`` say so)."""
+    slots = httpx.get(url + "/slots", timeout=10).json()
+    return any(slot.get("is_processing") for slot in slots)
 
 
 @pytest.mark.embedded
@@ -326,10 +325,11 @@ def test_sample_over_two_real_servers_survives_one_killed_mid_run(
         env=env,
     )
     deadline = time.monotonic() + 240
-    while _samples(db) < 2 and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert run.poll() is None, "the run ended before the server could be killed mid-run"
-    second_server.kill()  # SIGKILL: its open connections drop, new ones are refused
+    while not _decoding(other) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before the second server got a request"
+    # SIGKILL while it decodes a request of the run: that connection drops, new ones are refused.
+    second_server.kill()
     second_server.wait(timeout=30)
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err

@@ -11,6 +11,13 @@ the server asked to wait (``Retry-After``), and what a 400 teaches about the ser
 * ``logprobs``: the backend stops asking for them for the rest of its life and estimates token counts
   (:func:`_split_usage`).
 
+``base_url`` may list several replicas of one model: each attempt goes to one of them, chosen and kept
+healthy by a :class:`~ponder.backends.ReplicaSet` (least outstanding requests, failing replicas out of
+rotation for a capped exponential back-off, then probed); the base's retry loop is the only one, so a
+retryable failure is retried on another replica at once (:meth:`OpenAIBackend.retry_after` returns 0) or,
+when every replica is out, after the soonest one comes back. The URLs are not part of the identity
+(:attr:`OpenAIBackend.identity`).
+
 The API key is read from the environment variable named by ``api_key_env``; it is never stored in the
 config, logged, or put into an error message.
 """
@@ -31,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ponder.backends import _wire
 from ponder.backends._base import Backend, BackendPolicy, NUnsupportedError
@@ -146,14 +153,16 @@ class OpenAIConfig(BaseModel):
             raise ValueError("base_url lists the same URL twice; give each replica once")
         return urls
 
-    @model_validator(mode="after")
-    def _check_identity(self) -> OpenAIConfig:
-        if self.identity == "url" and len(self.base_urls) != 1:
+    @field_validator("identity")
+    @classmethod
+    def _check_identity(cls, value: str, info: ValidationInfo) -> str:
+        urls = info.data.get("base_url")  # absent when it was invalid itself
+        if value == "url" and isinstance(urls, list) and len(urls) != 1:
             raise ValueError(
                 "identity 'url' names the run by its one base_url; with several replicas use "
                 "identity 'model' (and replica_set to name the set)"
             )
-        return self
+        return value
 
     @property
     def base_urls(self) -> list[str]:
