@@ -351,3 +351,51 @@ def test_sample_over_two_real_servers_survives_one_killed_mid_run(
     assert again.returncode == 0, again.stderr
     second = json.loads(again.stdout)["sampling"]
     assert second["run_id"] == report["run_id"] and second["drawn"] == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------------------
+
+
+def _answers(_: int, __: str, body: dict[str, Any]) -> Reply:
+    return chat_ok(int(body.get("n", 1)), text="4")
+
+
+def ponder(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PONDER, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_repeated_base_url_makes_the_same_run_as_one(tmp_path: Path) -> None:
+    db, data = tmp_path / "c.db", tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    common = ["sample", "--backend", "openai", "--model", "m", "--task", "jsonl"]
+    common += ["--data", str(data), "--no-verify", "--db", str(db), "--json"]
+    a, b = Stub(_answers), Stub(_answers)
+    with a, b:
+        both = ponder(
+            *common, "--n", "4", "--n-mode", "fanout", "--base-url", a.url, "--base-url", b.url
+        )
+        assert both.returncode == 0, both.stderr
+        assert a.count >= 1 and b.count >= 1 and a.count + b.count == 4
+        one = ponder(*common, "--n", "6", "--base-url", b.url)  # extends the same run
+        assert one.returncode == 0, one.stderr
+        first, second = (json.loads(r.stdout)["sampling"] for r in (both, one))
+        assert first["run_id"] == second["run_id"]
+        assert (second["already_present"], second["drawn"]) == (4, 2)
+        # --model-identity url: the rule of stores made before replicas (another run).
+        old = ponder(*common, "--n", "1", "--base-url", a.url, "--model-identity", "url")
+        assert old.returncode == 0, old.stderr
+        assert json.loads(old.stdout)["sampling"]["run_id"] != first["run_id"]
+        bad = ponder(*common, "--base-url", a.url, "--base-url", b.url, "--model-identity", "url")
+        assert bad.returncode == 2 and "--model-identity" in bad.stderr
+    runs = json.loads(ponder("runs", "--db", str(db), "--json").stdout)
+    assert sorted(r["model"] for r in runs) == sorted(["openai:replicas:m", f"openai:{a.url}:m"])
+    local = ponder("sample", "--task", "gsm8k", "--limit", "1", "--model-identity", "url")
+    assert local.returncode == 2 and "--model-identity does not apply" in local.stderr
