@@ -164,6 +164,11 @@ class OpenAIConfig(BaseModel):
             )
         return value
 
+    def identity_exempt(self) -> frozenset[str]:
+        """Fields that do not name another run (read by system run identities): the URLs, unless
+        ``identity`` is ``url``."""
+        return frozenset({"base_url"}) if self.identity == "model" else frozenset()
+
     @property
     def base_urls(self) -> list[str]:
         """Every replica's URL, in the order given."""
