@@ -27,6 +27,9 @@ from pydantic import ValidationError
 from ponder.backends import OpenAIBackend, OpenAIConfig, ReplicaSet, create_backend
 from ponder.errors import BackendError, BackendRequestError
 from ponder.records import Generation, Message, SamplingParams
+from ponder.runs import system_spec
+from ponder.systems import System
+from tests._fakes import arithmetic
 from tests.test_backend_openai import Reply, Stub, chat_ok, error
 
 Q = [Message(role="user", content="Name a colour.")]
@@ -399,3 +402,19 @@ def test_repeated_base_url_makes_the_same_run_as_one(tmp_path: Path) -> None:
     assert sorted(r["model"] for r in runs) == sorted(["openai:replicas:m", f"openai:{a.url}:m"])
     local = ponder("sample", "--task", "gsm8k", "--limit", "1", "--model-identity", "url")
     assert local.returncode == 2 and "--model-identity does not apply" in local.stderr
+
+
+def test_a_system_run_over_replicas_is_the_same_run_as_over_one() -> None:
+    config = Path(__file__).resolve().parent.parent / "configs" / "sample-8-vote.yaml"
+
+    def run_model(**spec: Any) -> str:
+        system = System.load(config, model={"backend": "openai", "model": "m", **spec})
+        return system_spec(system, arithmetic(1)).model
+
+    one = run_model(base_url="http://a:1/v1")
+    assert run_model(base_url=["http://b:2/v1", "http://c:3/v1"]) == one
+    assert run_model(base_url="http://a:1/v1", model="other") != one
+    assert run_model(base_url="http://a:1/v1", replica_set="lab-b") != one
+    # identity "url": the URL names the run again.
+    url_a = run_model(base_url="http://a:1/v1", identity="url")
+    assert url_a != one and run_model(base_url="http://b:2/v1", identity="url") != url_a
