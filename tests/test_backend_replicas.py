@@ -147,6 +147,18 @@ def test_failing_replica_backs_off_exponentially_capped_and_is_probed_one_at_a_t
     assert rs.acquire() is a
 
 
+def test_a_server_asking_to_wait_stays_out_that_long_capped() -> None:
+    clock = Clock()
+    rs = ReplicaSet(["a", "b"], backoff_base_s=1.0, backoff_max_s=10.0, clock=clock)
+    a = rs.acquire()
+    rs.release(a, error="HTTP 429: slow down", down=True, at_least_s=5.0)
+    assert a.down_until - clock.now == 5.0
+    clock.now = a.down_until
+    assert rs.acquire() is not a and rs.acquire() is a  # b's turn, then a's probe
+    rs.release(a, error="HTTP 429: slow down", down=True, at_least_s=600.0)
+    assert a.down_until - clock.now == 10.0
+
+
 def test_every_replica_out_raises_with_the_wait_and_each_last_error() -> None:
     clock = Clock()
     rs = ReplicaSet(["a", "b"], backoff_base_s=2.0, clock=clock)
@@ -219,6 +231,23 @@ def test_a_503_replica_is_taken_out_and_probed_again_after_its_back_off() -> Non
                 await b.aclose()
 
         asyncio.run(scenario())
+
+
+def test_a_429_goes_elsewhere_at_once_and_its_replica_waits_what_it_asked() -> None:
+    def slow_down(number: int, *_: Any) -> Reply:
+        return error(429, "slow down", headers={"Retry-After": "30"}) if number == 1 else chat_ok()
+
+    limited, good = Stub(slow_down), Stub(ok)
+    with limited, good:
+        b = replicas(limited.url, good.url, replica_backoff_base_s=0.01)
+        events: list[Any] = []
+        b.add_listener(events.append)
+        for _ in range(4):
+            draw(b, 1)
+    assert (limited.count, good.count) == (1, 4)
+    retries = [e for e in events if e.kind == "retry"]
+    assert len(retries) == 1 and retries[0].wait_s == 0.0  # not the 30 s the one server asked
+    assert b.replicas.replicas[0].down_until - time.monotonic() > 20
 
 
 @pytest.mark.parametrize(

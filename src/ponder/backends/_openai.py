@@ -383,8 +383,9 @@ class OpenAIBackend(Backend):
         )
         if self.replicas.single:
             return server_wait
-        # The failed replica is out of rotation: go to another at once, or wait for the first back.
-        return max(server_wait or 0.0, self.replicas.wait_s())
+        # The failed replica is out of rotation (for at least what its server asked): go to another
+        # at once, or wait for the first one back.
+        return self.replicas.wait_s()
 
     def describe_error(self, exc: Exception) -> str:
         one = self._describe_one(exc)
@@ -434,7 +435,14 @@ class OpenAIBackend(Backend):
             raise
         except Exception as exc:
             down = self.should_retry(exc)
-            self.replicas.release(replica, error=self._describe_one(exc), down=down)
+            asked = (
+                _retry_after_s(exc.response.headers)
+                if isinstance(exc, openai.APIStatusError)
+                else None
+            )
+            self.replicas.release(
+                replica, error=self._describe_one(exc), down=down, at_least_s=asked
+            )
             raise
         except BaseException:
             self.replicas.release_cancelled(replica)

@@ -6,8 +6,9 @@ own retry policy (:mod:`ponder.backends._base`) does the retrying, so there is o
 * **choice**: the replica in rotation with the fewest requests outstanding; ties go round robin (the
   one after the last chosen, in the order the URLs were given);
 * **out of rotation**: a replica whose request failed with a retryable error (429, 408, 5xx, lost
-  connection) is out for ``backoff_base_s * 2**(k-1)`` seconds after its k-th failure in a row, capped at
-  ``backoff_max_s`` (defaults of :class:`~ponder.backends.OpenAIConfig`: 1 s, 2 s, 4 s, ... up to 60 s).
+  connection) is out for ``backoff_base_s * 2**(k-1)`` seconds after its k-th failure in a row (or as long
+  as the server asked with ``Retry-After``, if longer), capped at ``backoff_max_s`` (defaults of
+  :class:`~ponder.backends.OpenAIConfig`: 1 s, 2 s, 4 s, ... up to 60 s).
   The failed request is retried at once on another replica (it uses up one of the policy's retries);
 * **probe**: once its time is out, the next request may go to the replica again, one at a time while
   it is on probation (others keep going to healthy replicas); a success puts it back in full rotation
@@ -97,9 +98,18 @@ class ReplicaSet:
         chosen.outstanding += 1
         return chosen
 
-    def release(self, replica: Replica, *, error: str | None = None, down: bool = False) -> None:
+    def release(
+        self,
+        replica: Replica,
+        *,
+        error: str | None = None,
+        down: bool = False,
+        at_least_s: float | None = None,
+    ) -> None:
         """The request sent to ``replica`` ended: answered (no ``error``), or failed with ``error``,
-        which takes the replica out of rotation when ``down`` (a retryable failure)."""
+        which takes the replica out of rotation when ``down`` (a retryable failure): for its
+        back-off, or ``at_least_s`` if longer (the wait the server asked for, capped at
+        ``backoff_max_s``)."""
         replica.outstanding -= 1
         if error is None:
             replica.served += 1
@@ -113,8 +123,8 @@ class ReplicaSet:
         if replica.down_until > now:
             return  # a concurrent request already took it out: one outage, one count
         replica.failures += 1
-        period = min(self.backoff_max_s, self.backoff_base_s * 2 ** (replica.failures - 1))
-        replica.down_until = now + period
+        period = self.backoff_base_s * 2 ** (replica.failures - 1)
+        replica.down_until = now + min(self.backoff_max_s, max(period, at_least_s or 0.0))
 
     def release_cancelled(self, replica: Replica) -> None:
         """The request sent to ``replica`` was cancelled (no verdict on the replica)."""
