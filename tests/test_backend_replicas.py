@@ -447,3 +447,15 @@ def test_a_system_run_over_replicas_is_the_same_run_as_over_one() -> None:
     # identity "url": the URL names the run again.
     url_a = run_model(base_url="http://a:1/v1", identity="url")
     assert url_a != one and run_model(base_url="http://b:2/v1", identity="url") != url_a
+
+
+def test_serve_passes_replicas_to_the_openai_backend() -> None:
+    from ponder.serve import load_service
+
+    urls = ["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]
+    service = load_service(["m"], backend="openai", base_url=urls)
+    backend = service.models["m"].backend
+    assert isinstance(backend, OpenAIBackend)
+    assert backend.config.base_urls == urls and backend.identity == "openai:replicas:m"
+    single = load_service(["m"], backend="openai", base_url=urls[0]).models["m"].backend
+    assert single.identity == backend.identity

@@ -113,6 +113,7 @@ BaseUrlOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--base-url",
+        metavar="URL",
         help="openai: server URL. Repeat it for replicas of the same model: requests go to the "
         "least busy, a failing one is skipped for a while; the run is the same whatever the count.",
     ),
