@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from ponder.backends import OpenAIBackend, OpenAIConfig, ReplicaSet, create_backend
 from ponder.errors import BackendError, BackendRequestError
-from ponder.records import Generation, Message, SamplingParams
+from ponder.records import Generation, GenerationRequest, Message, SamplingParams, StreamDelta
 from ponder.runs import system_spec
 from ponder.systems import System
 from tests._fakes import arithmetic
@@ -459,3 +460,38 @@ def test_serve_passes_replicas_to_the_openai_backend() -> None:
     assert backend.config.base_urls == urls and backend.identity == "openai:replicas:m"
     single = load_service(["m"], backend="openai", base_url=urls[0]).models["m"].backend
     assert single.identity == backend.identity
+
+
+def _sse(text: str) -> Reply:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        body = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        return f"data: {json.dumps({**body, 'choices': [choice]})}\n\n"
+
+    sse = chunk({"role": "assistant", "content": text}) + chunk({}, "stop") + "data: [DONE]\n\n"
+    return 200, sse, {"Content-Type": "text/event-stream"}
+
+
+def test_a_stream_goes_to_another_replica_when_its_first_fails() -> None:
+    busy, good = Stub(lambda *_: error(503, "overloaded")), Stub(lambda *_: _sse("Green."))
+    with busy, good:
+        b = replicas(busy.url, good.url, max_retries=2)
+        request = GenerationRequest(prompt=Q, params=SamplingParams(max_tokens=4, seed=3))
+
+        async def go() -> list[StreamDelta]:
+            try:
+                streams = [[d async for d in b.stream(request)] for _ in range(3)]
+                async with aclosing(b.stream(request)) as early:
+                    async for _ in early:
+                        break  # the consumer leaves after one delta: the replica is released
+                return [d for s in streams for d in s]
+            finally:
+                await b.aclose()
+
+        deltas = asyncio.run(go())
+    assert "".join(d.text for d in deltas) == "Green." * 3
+    assert (busy.count, good.count) == (1, 4)  # out of rotation after its one failure
+    assert [r.outstanding for r in b.replicas.replicas] == [
+        0,
+        0,
+    ]  # every stream released its replica
