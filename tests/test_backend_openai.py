@@ -209,7 +209,10 @@ def test_config_normalises_url_and_registers() -> None:
     assert OpenAIConfig(base_url="https://h/api/v2", model="m").base_url == "https://h/api/v2"
     b = create_backend(bare)
     assert isinstance(b, OpenAIBackend)
-    assert b.identity == "openai:http://127.0.0.1:8000/v1:m"
+    # Issue 16: the URL is no part of the identity (replicas); identity "url" keeps the old rule.
+    assert b.identity == "openai:replicas:m"
+    old = create_backend(OpenAIConfig(base_url="http://127.0.0.1:8000", model="m", identity="url"))
+    assert old.identity == "openai:http://127.0.0.1:8000/v1:m"
     assert b.max_batch == 16
     with pytest.raises(ValidationError):
         OpenAIConfig(base_url="127.0.0.1:8000", model="m")

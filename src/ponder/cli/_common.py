@@ -109,6 +109,23 @@ MinPOpt = Annotated[
         help="Drop tokens less likely than min-p times the most likely one (0: off); see --top-k.",
     ),
 ]
+BaseUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--base-url",
+        metavar="URL",
+        help="openai: server URL. Repeat it for replicas of the same model: requests go to the "
+        "least busy, a failing one is skipped for a while; the run is the same whatever the count.",
+    ),
+]
+
+
+def base_urls(values: list[str] | None) -> str | list[str] | None:
+    """The ``base_url`` of a config from repeated ``--base-url`` flags (one URL stays a string)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -29,6 +29,7 @@ from rich.table import Table
 from ponder.analysis import run_verifier
 from ponder.cli._common import (
     TRUNCATION_NOTE,
+    BaseUrlOpt,
     DataOpt,
     DbOpt,
     FewShotOpt,
@@ -38,6 +39,7 @@ from ponder.cli._common import (
     OffsetOpt,
     ShuffleSeedOpt,
     TaskOptionOpt,
+    base_urls,
     build_task,
     choose_problems,
     console,
@@ -80,7 +82,7 @@ def load_system(
     *,
     model: str | None = None,
     backend: str = "llamacpp",
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     model_map: list[str] | None = None,
     default_model: str | None = None,
@@ -304,7 +306,7 @@ def run(
     backend: Annotated[
         str, typer.Option(help="Backend of --model: llamacpp (embedded), openai, or a plugin's.")
     ] = "llamacpp",
-    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    base_url: BaseUrlOpt = None,
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
         "OPENAI_API_KEY"
     ),
@@ -381,7 +383,7 @@ def run(
             system_file,
             model=model,
             backend=backend,
-            base_url=base_url,
+            base_url=base_urls(base_url),
             api_key_env=api_key_env,
             model_map=model_map,
             default_model=default_model,

@@ -12,6 +12,7 @@ from ponder.adaptive import DEFAULT_ROUND, Schedule, make_stop_rule
 from ponder.analysis import declared_verifier
 from ponder.backends import Backend, backend_config_type, create_backend
 from ponder.cli._common import (
+    BaseUrlOpt,
     DataOpt,
     DbOpt,
     FewShotOpt,
@@ -24,6 +25,7 @@ from ponder.cli._common import (
     ShuffleSeedOpt,
     TaskOptionOpt,
     TopKOpt,
+    base_urls,
     build_task,
     choose_problems,
     console,
@@ -65,18 +67,20 @@ _BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
     "--concurrency": ("max_concurrency",),
     "--parallel": ("n_parallel", "max_batch"),
     "--verbose": ("verbose",),
+    "--model-identity": ("identity",),
 }
 
 
 def build_backend(
     kind: str,
     model: str,
-    base_url: str | None,
+    base_url: str | list[str] | None,
     api_key_env: str,
     n_mode: str,
     concurrency: int | None,
     parallel: int,
     verbose: bool,
+    model_identity: str | None = None,
 ) -> Backend:
     """The backend ``kind`` (any registered kind, plugins included) built from the CLI flags.
 
@@ -93,14 +97,15 @@ def build_backend(
         "--concurrency": concurrency,
         "--parallel": parallel,
         "--verbose": verbose,
+        "--model-identity": model_identity,
     }
     values: dict[str, Any] = {"kind": kind}
     flags: dict[str, str] = {}
     for flag, value in given.items():
         field = next((f for f in _BACKEND_OPTIONS[flag] if f in fields), None)
-        if field is None and flag == "--base-url" and value is not None:
+        if field is None and flag in ("--base-url", "--model-identity") and value is not None:
             raise ConfigError(
-                f"--base-url does not apply to --backend {kind}",
+                f"{flag} does not apply to --backend {kind}",
                 hint="drop it, or choose a backend that takes a server URL (e.g. --backend openai)",
             )
         if field is not None and value is not None:
@@ -160,13 +165,22 @@ def sample(
             "plugin adds (`ponder models` lists them all)."
         ),
     ] = "llamacpp",
-    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    base_url: BaseUrlOpt = None,
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
         "OPENAI_API_KEY"
     ),
     n_mode: Annotated[
         str, typer.Option(help="openai: auto | native (n in one request) | fanout.")
     ] = "auto",
+    model_identity: Annotated[
+        str | None,
+        typer.Option(
+            help="openai: how runs name the model. model (default): its name, not the URLs, so "
+            "any number of --base-url replicas make the same run; url: its one URL too, the rule "
+            "of runs stored before replicas (to extend them).",
+            show_default=False,
+        ),
+    ] = None,
     parallel: Annotated[int, typer.Option(help="Sequences decoded together per request.")] = 16,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     verify: Annotated[bool, typer.Option(help="Verify the samples afterwards.")] = True,
@@ -226,7 +240,15 @@ def sample(
         plan = _adaptive_plan(adaptive, adaptive_param, round_size, budget, n, verify)
         verifier = make_verifier(the_task.verifier) if verify else None
         be = build_backend(
-            backend, model, base_url, api_key_env, n_mode, concurrency, parallel, verbose
+            backend,
+            model,
+            base_urls(base_url),
+            api_key_env,
+            n_mode,
+            concurrency,
+            parallel,
+            verbose,
+            model_identity,
         )
         if plan is not None and verifier is not None:
             schedule, the_budget = plan

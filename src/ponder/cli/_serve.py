@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from ponder.cli._common import DbOpt, console, err_console, reported_errors
+from ponder.cli._common import (
+    BaseUrlOpt,
+    DbOpt,
+    base_urls,
+    console,
+    err_console,
+    reported_errors,
+)
 from ponder.errors import ConfigError
 from ponder.store import default_db_path
 
@@ -44,7 +51,7 @@ def serve(
     backend: Annotated[
         str, typer.Option(help="Backend of --model names: llamacpp (embedded), openai, ...")
     ] = "llamacpp",
-    base_url: Annotated[str | None, typer.Option(help="openai: server URL.")] = None,
+    base_url: BaseUrlOpt = None,
     api_key_env: Annotated[
         str, typer.Option(help="openai: env var holding the upstream key.")
     ] = "OPENAI_API_KEY",
@@ -119,7 +126,7 @@ def serve(
             model or [],
             system or [],
             backend=backend,
-            base_url=base_url,
+            base_url=base_urls(base_url),
             api_key_env=api_key_env,
             threads=threads,
             db=the_db,

@@ -50,7 +50,7 @@ def _identity(target: object) -> str:
     from ponder.systems import ModelSpec
 
     if isinstance(target, ModelSpec):
-        return target.key
+        return target.identity_key
     return f"backend:{getattr(target, 'identity', '?')}"
 
 
@@ -68,7 +68,11 @@ def system_spec(system: System, task: Task, *, seed: int | None = None) -> RunSp
             for ref in c.model_refs():
                 shown = ref if isinstance(ref, str | None) else ref.model_dump(mode="json")
                 models[json.dumps(shown, sort_keys=True)] = _identity(pool.resolve(ref))
-    config = system.config.model_dump(mode="json", exclude={"description"})
+    from ponder.systems import RUN_IDENTITY
+
+    config = system.config.model_dump(
+        mode="json", exclude={"description"}, context={RUN_IDENTITY: True}
+    )
     config["seed"] = seed
     canonical = json.dumps(
         {"config": config, "models": models}, sort_keys=True, separators=(",", ":")

@@ -57,7 +57,7 @@ def _spec(
     text: str | dict[str, Any],
     *,
     backend: str,
-    base_url: str | None,
+    base_url: str | list[str] | None,
     api_key_env: str,
     threads: int | None,
 ) -> tuple[str, ModelSpec]:
@@ -93,7 +93,7 @@ def load_service(
     systems: Sequence[Path] = (),
     *,
     backend: str = "llamacpp",
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     threads: int | None = None,
     db: Path | None = None,

@@ -61,7 +61,13 @@ from ponder.systems._load import (
     with_default_model,
     with_truncation,
 )
-from ponder.systems._models import BackendPool, ModelRef, ModelSpec, aclose_backends
+from ponder.systems._models import (
+    RUN_IDENTITY,
+    BackendPool,
+    ModelRef,
+    ModelSpec,
+    aclose_backends,
+)
 from ponder.systems._parsing import Unparseable
 from ponder.systems._state import Candidate, Critique, Provenance, State, as_messages, query_text
 from ponder.systems._system import LayerHook, Query, System, SystemResult
@@ -78,6 +84,7 @@ from ponder.systems._tree import trace_tree
 
 __all__ = [
     "ARCHON_TYPES",
+    "RUN_IDENTITY",
     "ArchonImportWarning",
     "Asked",
     "BackendPool",

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    SerializationInfo,
     Tag,
     ValidationError,
     model_serializer,
@@ -21,6 +22,9 @@ from pydantic import (
 from ponder.backends import Backend, backend_config_type, backend_kinds, create_backend
 from ponder.errors import ConfigError, UserError
 from ponder.models import DEFAULT_MODEL
+
+RUN_IDENTITY = "run_identity"
+"""Serialisation context key: dump a config as it enters a system run's identity."""
 
 
 class ModelSpec(BaseModel):
@@ -53,8 +57,12 @@ class ModelSpec(BaseModel):
         return self
 
     @model_serializer
-    def _flat(self) -> dict[str, Any]:
-        return {"backend": self.backend, **self.options}
+    def _flat(self, info: SerializationInfo) -> dict[str, Any]:
+        options = self.options
+        if info.context and info.context.get(RUN_IDENTITY):
+            exempt = _identity_exempt(self.backend_config())
+            options = {k: v for k, v in options.items() if k not in exempt}
+        return {"backend": self.backend, **options}
 
     def backend_config(self) -> BaseModel:
         """The backend's own config built from this spec.
@@ -81,9 +89,24 @@ class ModelSpec(BaseModel):
         config = self.backend_config().model_dump(mode="json")
         return json.dumps(config, sort_keys=True)
 
+    @property
+    def identity_key(self) -> str:
+        """:attr:`key` less the options that do not name another run: those a backend config lists
+        in ``identity_exempt()`` (e.g. the URLs of an openai replica set, which serve one model)."""
+        backend_config = self.backend_config()
+        exempt = _identity_exempt(backend_config)
+        config = backend_config.model_dump(mode="json", exclude=set(exempt))
+        return json.dumps(config, sort_keys=True)
+
     def describe(self) -> str:
         model = self.options.get("model")
         return f"{self.backend}:{model}" if model else self.backend
+
+
+def _identity_exempt(config: BaseModel) -> frozenset[str]:
+    # An optional hook of backend configs (plugins need not have it).
+    exempt = getattr(config, "identity_exempt", None)
+    return frozenset(exempt()) if callable(exempt) else frozenset()
 
 
 def _option_problem(error: Any, fields: list[str]) -> str:
