@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,9 +141,7 @@ def _search(
     )
     if config_dir is not None and on_front:
         paths = write_configs(result, Path(config_dir))
-        result = SearchResult(
-            **{**result.__dict__, "configs": {k: str(v) for k, v in paths.items()}}
-        )
+        result = dataclasses.replace(result, configs={k: str(v) for k, v in paths.items()})
     return result
 
 
@@ -153,19 +152,12 @@ async def _test(
     test: list[Any],
     on_test: Callable[[TestResult], None] | None,
 ) -> list[TestResult]:
-    from ponder.systems import System
-
     by_number = {t.number: t for t in trials}
     systems = [
         (
             f"trial {n}",
             n,
-            System.from_dict(
-                by_number[n].config,
-                backends=study.backends,
-                shared_backends=study.shared_backends,
-                generation_cache=study.cache,
-            ),
+            study.system(by_number[n].config),
         )
         for n in numbers
     ]
@@ -178,12 +170,7 @@ async def _test(
             verifier=study.verifier,
             seed=study.settings.system_seed,
             concurrency=study.settings.concurrency,
-            build_vote=lambda config: System.from_dict(
-                config,
-                backends=study.backends,
-                shared_backends=study.shared_backends,
-                generation_cache=study.cache,
-            ),
+            build_vote=study.system,
             on_row=on_test,
         )
     finally:
@@ -192,7 +179,8 @@ async def _test(
 
 
 async def _close(study: Study) -> None:
+    from ponder.systems import aclose_backends
+
     backends = list(study.shared_backends.values())
     study.shared_backends.clear()
-    for backend in backends:
-        await backend.aclose()
+    await aclose_backends(backends)

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import optuna
 
     from ponder.backends import Backend
-    from ponder.systems import GenerationCache, SystemResult
+    from ponder.systems import GenerationCache, System, SystemResult
     from ponder.tasks import Task
     from ponder.verify import Verifier
 
@@ -116,15 +116,13 @@ class _Counters:
     reused_calls: int = 0
 
     def add(self, result: SystemResult) -> None:
+        self.calls += result.usage.calls
+        self.reused_calls += result.trace.reuse.calls
         for event in result.trace.events:
             for call in event.calls:
-                reused = call.reused
-                self.calls += 1
-                if reused >= call.n:
-                    self.reused_calls += 1
-                    continue
-                share = (call.n - reused) / call.n
-                self.drawn_tokens += call.prompt_tokens + round(call.completion_tokens * share)
+                if call.reused < call.n:  # a call served wholly from stored generations is free
+                    share = (call.n - call.reused) / call.n
+                    self.drawn_tokens += call.prompt_tokens + round(call.completion_tokens * share)
 
 
 @dataclass
@@ -281,15 +279,8 @@ class Study:
     ) -> tuple[float, float]:
         import optuna
 
-        from ponder.systems import System
-
         counters = _Counters()
-        system = System.from_dict(
-            proposal.config,
-            backends=self.backends,
-            shared_backends=self.shared_backends,
-            generation_cache=self.cache,
-        )
+        system = self.system(proposal.config)
         dev, settings = self.dev, self.settings
         size = settings.slice_size(len(dev))
         parts = [dev[:size], dev] if size < len(dev) else [dev]
@@ -342,6 +333,17 @@ class Study:
         else:
             _outcome(trial, "complete", "")
         return point.accuracy, point.tokens
+
+    def system(self, config: Mapping[str, Any]) -> System:
+        """A system of this search: on the search's shared backends and stored generations."""
+        from ponder.systems import System
+
+        return System.from_dict(
+            config,
+            backends=self.backends,
+            shared_backends=self.shared_backends,
+            generation_cache=self.cache,
+        )
 
     def _answered(self, number: int, counters: _Counters, result: SystemResult) -> None:
         counters.add(result)
