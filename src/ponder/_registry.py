@@ -48,7 +48,7 @@ from ponder.errors import DuplicateNameError, PluginLoadError, UnknownNameError,
 Kind = Literal[
     "backend", "task", "verifier", "component", "extractor", "stop_rule", "executor", "scorer"
 ]
-"""Every kind of plugin; ``executor`` and ``scorer`` are reserved (no entries yet)."""
+"""Every kind of plugin; ``scorer`` is reserved (no entries yet)."""
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

@@ -19,6 +19,18 @@ class PonderError(Exception):
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (raised on a Ray worker, re-raised by the driver): keep
+        # the message, the hint and any other attribute apart, whatever the subclass's __init__.
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type[PonderError], text: str, state: dict[str, object]) -> PonderError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, text)
+    err.__dict__.update(state)
+    return err
+
 
 class UserError(PonderError):
     """Bad input: a wrong name, field, file or parameter. Never retried."""

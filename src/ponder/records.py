@@ -233,6 +233,9 @@ class Generation(BaseModel):
     completions: list[Completion]
     prompt_tokens: int = Field(0, ge=0, description="Prompt tokens evaluated for this request.")
     latency_s: float = Field(0.0, ge=0.0)
+    node: str | None = Field(
+        None, description="The node that drew it, where an executor spread requests over nodes."
+    )
 
 
 class StreamDelta(BaseModel):
@@ -288,6 +291,9 @@ class Sample(BaseModel):
     latency_s: float
     seed: int
     mean_logprob: float | None = None
+    node: str | None = Field(
+        None, description="Where it was drawn: the Ray node (None: in the sampling process)."
+    )
 
 
 class Verdict(BaseModel):

@@ -14,7 +14,12 @@ implements only sending one request for n completions and saying which errors ma
 from typing import TYPE_CHECKING, Any
 
 from ponder.backends._base import Backend, BackendEvent, BackendPolicy
-from ponder.backends._llamacpp import LlamaCppBackend, LlamaCppConfig, default_threads
+from ponder.backends._llamacpp import (
+    THREADS_ENV,
+    LlamaCppBackend,
+    LlamaCppConfig,
+    default_threads,
+)
 from ponder.backends._registry import (
     backend_config_type,
     backend_kinds,
@@ -38,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "THREADS_ENV",
     "Backend",
     "BackendEvent",
     "BackendPolicy",

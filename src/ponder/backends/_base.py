@@ -160,11 +160,13 @@ class _Tally:
 
 
 def _merge(parts: list[Generation]) -> Generation:
+    nodes = {g.node for g in parts}
     return Generation(
         completions=[c for g in parts for c in g.completions],
         # Each request evaluates the prompt, so a split request pays for it once per part.
         prompt_tokens=sum(g.prompt_tokens for g in parts),
         latency_s=max((g.latency_s for g in parts), default=0.0),
+        node=nodes.pop() if len(nodes) == 1 else None,
     )
 
 
@@ -229,6 +231,13 @@ class Backend(ABC):
 
     def _slots_for(self, request: GenerationRequest) -> int:
         """Slots of the concurrency bound that ``request`` occupies while it is sent."""
+        return 1
+
+    @property
+    def request_slots(self) -> int:
+        """Requests of up to :attr:`max_batch` sequences each that this backend serves at once
+        (1: one engine's batch is the limit). A pool of engines, such as the Ray executor's
+        actors, has one per engine; drivers keep that many more requests in flight."""
         return 1
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:

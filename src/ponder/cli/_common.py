@@ -35,6 +35,7 @@ from rich.text import Text
 
 from ponder.analysis import RunSummaryStats, run_tallies, summarize_tallies
 from ponder.errors import ConfigError, PonderError, UserError
+from ponder.executors import Executor
 from ponder.records import Problem
 from ponder.runs import verify_run
 from ponder.store import Store, default_db_path
@@ -118,6 +119,61 @@ BaseUrlOpt = Annotated[
         "least busy, a failing one is skipped for a while; the run is the same whatever the count.",
     ),
 ]
+
+
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="Where requests and verification run: local (this process) or ray (actors on a "
+        "Ray cluster, `pip install 'ponder[ray]'`); the run and its samples are the same.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="--executor ray: the cluster's head (as `ray start --head` prints it); default: a "
+        "local Ray on 127.0.0.1, started for this command and shut down after it.",
+        show_default=False,
+    ),
+]
+RayActorsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-actors",
+        help="--executor ray: actors per model, one request each at a time (default: one per "
+        "node, its engine using all the node's CPUs).",
+        show_default=False,
+    ),
+]
+
+
+def open_executor(kind: str, ray_address: str | None, ray_actors: int | None) -> Executor:
+    """The executor of ``--executor`` with its flags (close it after use).
+
+    Raises:
+        ConfigError: a flag of another executor, or an unknown one.
+    """
+    from ponder.executors import create_executor, executor_config_type
+
+    if kind != "ray":
+        given = [f for f, v in (("--ray-address", ray_address), ("--ray-actors", ray_actors)) if v]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} only apply to --executor ray",
+                hint="add --executor ray, or drop them",
+            )
+        return create_executor(executor_config_type(kind)(kind=kind))
+    config = validated(
+        executor_config_type("ray"),
+        {"address": "--ray-address", "actors": "--ray-actors"},
+        kind="ray",
+        address=ray_address,
+        actors=ray_actors,
+    )
+    return create_executor(config)
 
 
 def base_urls(values: list[str] | None) -> str | list[str] | None:

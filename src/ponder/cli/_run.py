@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import math
 import warnings
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,11 +35,14 @@ from ponder.cli._common import (
     BaseUrlOpt,
     DataOpt,
     DbOpt,
+    ExecutorOpt,
     FewShotOpt,
     IdsOpt,
     JsonOpt,
     LimitOpt,
     OffsetOpt,
+    RayActorsOpt,
+    RayAddressOpt,
     ShuffleSeedOpt,
     TaskOptionOpt,
     base_urls,
@@ -45,6 +51,7 @@ from ponder.cli._common import (
     console,
     emit_json,
     err_console,
+    open_executor,
     open_store,
     reported_errors,
     run_verify,
@@ -65,9 +72,9 @@ from ponder.runs import (
 )
 from ponder.store import ServerRequest, Store
 from ponder.tasks import Task
-from ponder.verify import make_verifier
 
 if TYPE_CHECKING:
+    from ponder.backends import Backend
     from ponder.records import Problem
     from ponder.systems import System, SystemResult
 
@@ -88,6 +95,7 @@ def load_system(
     default_model: str | None = None,
     top_k: int | None = None,
     min_p: float | None = None,
+    backend_factory: Callable[[BaseModel], Backend] | None = None,
 ) -> System:
     """The system in ``path`` with the command line's model and truncation flags; the rules that
     apply them live in :meth:`ponder.systems.System.load`."""
@@ -115,6 +123,7 @@ def load_system(
             model_map=parse_model_map(model_map or [], what="--model-map"),
             top_k=top_k,
             min_p=min_p,
+            backend_factory=backend_factory,
         )
     for w in caught:
         if issubclass(w.category, ArchonImportWarning):
@@ -357,13 +366,16 @@ def run(
             "generate model, and compare.",
         ),
     ] = True,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
     """Run a composed system on a task's problems (resumable), verify its answers, compare them with
     one greedy sample per problem, and report accuracy, calls, tokens and latency."""
-    with reported_errors(verbose):
+    with reported_errors(verbose), ExitStack() as stack:
         if concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         if seed is not None and not 0 <= seed < 2**31:
@@ -379,6 +391,7 @@ def run(
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:
             raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
+        ex = stack.enter_context(open_executor(executor, ray_address, ray_actors))
         the_system = load_system(
             system_file,
             model=model,
@@ -389,10 +402,11 @@ def run(
             default_model=default_model,
             top_k=top_k,
             min_p=min_p,
+            backend_factory=ex.backend,
         )
         describe = the_system.config.describe()
         base_params = baseline_settings(the_system)[1]
-        with open_store(db) as store, make_verifier(the_task.verifier) as verifier:
+        with open_store(db) as store, ex.verifier(the_task.verifier) as verifier:
             report, base = asyncio.run(
                 _run_both(
                     store,

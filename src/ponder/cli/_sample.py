@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
 from ponder.adaptive import DEFAULT_ROUND, Schedule, make_stop_rule
 from ponder.analysis import declared_verifier
@@ -15,12 +18,15 @@ from ponder.cli._common import (
     BaseUrlOpt,
     DataOpt,
     DbOpt,
+    ExecutorOpt,
     FewShotOpt,
     IdsOpt,
     JsonOpt,
     LimitOpt,
     MinPOpt,
     OffsetOpt,
+    RayActorsOpt,
+    RayAddressOpt,
     RunArg,
     ShuffleSeedOpt,
     TaskOptionOpt,
@@ -30,6 +36,7 @@ from ponder.cli._common import (
     choose_problems,
     console,
     emit_json,
+    open_executor,
     open_store,
     print_summary,
     reported_errors,
@@ -45,7 +52,7 @@ from ponder.records import SamplingParams
 from ponder.runs import AdaptiveReport, Budget, parse_budget, sample_adaptive, sample_run
 from ponder.store import Store, run_spec
 from ponder.tasks import Task, with_task_stop
-from ponder.verify import Verifier, make_verifier
+from ponder.verify import Verifier
 
 _PARAM_FLAGS = {
     "temperature": "--temperature",
@@ -81,6 +88,8 @@ def build_backend(
     parallel: int,
     verbose: bool,
     model_identity: str | None = None,
+    *,
+    factory: Callable[[BaseModel], Backend] = create_backend,
 ) -> Backend:
     """The backend ``kind`` (any registered kind, plugins included) built from the CLI flags.
 
@@ -118,7 +127,7 @@ def build_backend(
                 f"--backend {kind} needs {needed}",
                 hint="e.g. --base-url http://127.0.0.1:8000/v1" if needed == "--base-url" else None,
             )
-    return create_backend(validated(config_type, flags, **values))
+    return factory(validated(config_type, flags, **values))
 
 
 def sample(
@@ -211,6 +220,9 @@ def sample(
             "decided problems.",
         ),
     ] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
     verbose: Annotated[
@@ -218,7 +230,7 @@ def sample(
     ] = False,
 ) -> None:
     """Draw N samples per problem (only the missing ones), verify them, print coverage@k."""
-    with reported_errors(verbose):
+    with reported_errors(verbose), ExitStack() as stack:
         params = validated(
             SamplingParams,
             _PARAM_FLAGS,
@@ -238,7 +250,8 @@ def sample(
         params = with_task_stop(params, the_task)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         plan = _adaptive_plan(adaptive, adaptive_param, round_size, budget, n, verify)
-        verifier = make_verifier(the_task.verifier) if verify else None
+        ex = stack.enter_context(open_executor(executor, ray_address, ray_actors))
+        verifier = ex.verifier(the_task.verifier) if verify else None
         be = build_backend(
             backend,
             model,
@@ -249,6 +262,7 @@ def sample(
             parallel,
             verbose,
             model_identity,
+            factory=ex.backend,
         )
         if plan is not None and verifier is not None:
             schedule, the_budget = plan
@@ -490,13 +504,20 @@ def verify(
     force: Annotated[
         bool, typer.Option(help="Re-verify samples that already have a verdict.")
     ] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a run's samples with the verifier its task declares (only those without a verdict)."""
     with reported_errors(), open_store(db) as store:
         info = store.get_run(run)
-        with make_verifier(declared_verifier(info.spec)) as verifier:
+        kind = declared_verifier(info.spec)
+        with (
+            open_executor(executor, ray_address, ray_actors) as ex,
+            ex.verifier(kind) as verifier,
+        ):
             report = run_verify(store, info.id, verifier, force=force, quiet=json_out)
         if json_out:
             emit_json(

@@ -16,12 +16,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ponder.cli._common import (
     DataOpt,
     DbOpt,
+    ExecutorOpt,
     FewShotOpt,
     JsonOpt,
+    RayActorsOpt,
+    RayAddressOpt,
     TaskOptionOpt,
     build_task,
     console,
     emit_json,
+    open_executor,
     open_store,
     reported_errors,
     validated,
@@ -123,6 +127,9 @@ def search_command(
     few_shot: FewShotOpt = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
@@ -178,7 +185,7 @@ def search_command(
                     markup=False,
                 )
 
-        with open_store(db) as store:
+        with open_store(db) as store, open_executor(executor, ray_address, ray_actors) as ex:
             if not json_out:
                 console.print(
                     f"search {space.name} on {the_task.name}: {settings.algorithm}, "
@@ -198,6 +205,7 @@ def search_command(
                     on_test=on_test,
                     on_progress=on_progress,
                     config_dir=None,
+                    executor=ex,
                 )
             directory = out or store.path.parent / result.study
             paths = write_configs(result, directory)

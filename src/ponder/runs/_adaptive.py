@@ -333,7 +333,9 @@ async def sample_adaptive(
     """
     if not problems:
         raise ConfigError("no problems selected", hint="check --limit/--offset/--ids")
-    concurrency = concurrency or max(1, backend.max_batch // schedule.round_size)
+    concurrency = concurrency or (
+        max(1, backend.max_batch // schedule.round_size) * backend.request_slots
+    )
     params = with_task_stop(params, task)  # the task's stop sequences, part of the run's identity
     spec = run_spec(backend, task, params)
     run_id = spec.run_id

@@ -93,6 +93,7 @@ async def draw_request(
             latency_s=c.latency_s,
             seed=seed,
             mean_logprob=c.mean_logprob,
+            node=gen.node,
         )
         for idx, c, share in zip(indices, gen.completions, shares, strict=True)
     ]
@@ -140,7 +141,7 @@ async def sample_run(
     batch = batch or min(n, backend.max_batch)
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
-    concurrency = concurrency or max(1, backend.max_batch // batch)
+    concurrency = concurrency or max(1, backend.max_batch // batch) * backend.request_slots
 
     params = with_task_stop(params, task)  # the task's stop sequences, part of the run's identity
     run_id, prompt_of = open_run(store, run_spec(backend, task, params), task, problems)

@@ -18,6 +18,7 @@ from ponder.store import Store
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
+    from ponder.executors import Executor
     from ponder.tasks import Task
 
 
@@ -30,6 +31,7 @@ def search(
     top: int = 3,
     config_dir: str | Path | None = None,
     backends: Mapping[str, Backend] | None = None,
+    executor: Executor | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     on_test: Callable[[TestResult], None] | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
@@ -53,6 +55,8 @@ def search(
         config_dir: Where to write the front's systems as config files (None: not written).
         backends: Named backends that string models in the space may name (default: embedded
             models by name). The caller closes them.
+        executor: Where the trials' models run and their answers are verified (default: this
+            process; a :class:`~ponder.executors.Executor` such as Ray's). The caller closes it.
         on_trial, on_test: Called with each trial as it finishes, and each test row.
         on_progress: Called as a trial answers dev problems: (trial number, answered in this
             call, dev size), for a progress bar.
@@ -80,6 +84,7 @@ def search(
             top,
             config_dir,
             backends,
+            executor,
             (on_trial, on_test, on_progress),
         )
     finally:
@@ -95,18 +100,20 @@ def _search(
     top: int,
     config_dir: str | Path | None,
     backends: Mapping[str, Backend] | None,
+    executor: Executor | None,
     hooks: tuple[
         Callable[[TrialResult], None] | None,
         Callable[[TestResult], None] | None,
         Callable[[int, int, int], None] | None,
     ],
 ) -> SearchResult:
-    from ponder.verify import make_verifier
+    from ponder.executors import LocalExecutor
 
+    ex = executor or LocalExecutor()
     on_trial, on_test, on_progress = hooks
     dev, test = split_problems(task.problems(), settings.dev, settings.test, settings.split_seed)
     split = {"seed": settings.split_seed, "dev": settings.dev, "test": settings.test}
-    with make_verifier(task.verifier) as verifier:
+    with ex.verifier(task.verifier) as verifier:
         study = open_study(
             space,
             task,
@@ -116,6 +123,7 @@ def _search(
             settings,
             split=split,
             backends=dict(backends or {}),
+            backend_factory=ex.backend,
             on_trial=on_trial,
             on_progress=on_progress,
         )

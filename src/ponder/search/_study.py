@@ -144,6 +144,7 @@ class Study:
     cache: GenerationCache
     shared_backends: dict[str, Backend] = field(default_factory=dict)
     backends: dict[str, Backend] | None = None
+    backend_factory: Callable[[BaseModel], Backend] | None = None
     on_trial: Callable[[TrialResult], None] | None = None
     on_progress: Callable[[int, int, int], None] | None = None
     """Called as a trial answers: (trial number, dev problems answered in this call, dev size)."""
@@ -343,6 +344,7 @@ class Study:
             backends=self.backends,
             shared_backends=self.shared_backends,
             generation_cache=self.cache,
+            backend_factory=self.backend_factory,
         )
 
     def _answered(self, number: int, counters: _Counters, result: SystemResult) -> None:
@@ -489,6 +491,7 @@ def open_study(
     *,
     split: dict[str, Any],
     backends: dict[str, Backend] | None = None,
+    backend_factory: Callable[[BaseModel], Backend] | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> Study:
@@ -498,6 +501,7 @@ def open_study(
         split: What defines the dev/test split (seed and sizes); part of the study's name.
         backends: Named backends that string models of the space may name (otherwise names are
             embedded models); shared by every trial.
+        backend_factory: Builds the backends of the trials' models (default: in this process).
 
     Raises:
         ConfigError: the study exists with another space.
@@ -560,6 +564,7 @@ def open_study(
         optuna_study=study,
         cache=StoreGenerationCache(store),
         backends=backends,
+        backend_factory=backend_factory,
         on_trial=on_trial,
         on_progress=on_progress,
     )

@@ -194,6 +194,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         ),
     ),
+    Migration(
+        5,
+        "the node (machine or Ray node) that drew each sample",
+        # NULL for samples stored before, and for samples drawn in this process without an executor
+        # that names nodes.
+        ("ALTER TABLE samples ADD COLUMN node TEXT",),
+    ),
 )
 """Every migration, in order; ``MIGRATIONS[k - 1].version == k``. Append only."""
 

@@ -427,8 +427,8 @@ class Store(Closing):
             for i, s in enumerate(samples):
                 cur = db.execute(
                     "INSERT INTO samples (run_id, problem_id, idx, text, finish_reason, "
-                    "completion_tokens, prompt_tokens, latency_s, seed, mean_logprob, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    "completion_tokens, prompt_tokens, latency_s, seed, mean_logprob, node, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                     + (" ON CONFLICT (run_id, problem_id, idx) DO NOTHING" if owner else ""),
                     (
                         s.run_id,
@@ -441,6 +441,7 @@ class Store(Closing):
                         s.latency_s,
                         s.seed,
                         s.mean_logprob,
+                        s.node,
                         now,
                     ),
                 )
@@ -811,6 +812,7 @@ def _sample(r: sqlite3.Row) -> Sample:
         latency_s=r["latency_s"],
         seed=r["seed"],
         mean_logprob=r["mean_logprob"],
+        node=r["node"],
     )
 
 

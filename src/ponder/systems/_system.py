@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ponder._aio import gather_all
 from ponder._closing import Closing
-from ponder.backends import Backend
+from ponder.backends import Backend, create_backend
 from ponder.errors import ConfigError, PonderError, RunError, UserError
 from ponder.records import Message
 from ponder.systems._archon import ModelTarget, import_archon
@@ -98,6 +98,9 @@ class System(Closing):
         shared_backends: Backends by model spec key, shared with other systems: backends are
             looked up in it and created into it, and belong to whoever owns it (this system does
             not close them). The run identity is unchanged (see :class:`BackendPool`).
+        backend_factory: Builds each backend the system creates from its config (default:
+            :func:`ponder.backends.create_backend`; an executor's
+            :meth:`~ponder.executors.Executor.backend` runs them on a cluster).
 
     Raises:
         ConfigError: a ``verify`` component names no known verifier.
@@ -112,6 +115,7 @@ class System(Closing):
         verifiers: Mapping[str, VerifierLike] | None = None,
         generation_cache: GenerationCache | None = None,
         shared_backends: MutableMapping[str, Backend] | None = None,
+        backend_factory: Callable[[BaseModel], Backend] | None = None,
     ) -> None:
         self.config = config
         self._layers: list[list[Component[Any]]] = [
@@ -122,6 +126,7 @@ class System(Closing):
             default=default_backend,
             default_ref=config.model,
             shared=shared_backends,
+            factory=backend_factory or create_backend,
         )
         self._verifiers: dict[str, VerifierLike] = dict(verifiers or {})
         self._owned_verifiers: dict[str, Verifier] = {}
@@ -199,7 +204,7 @@ class System(Closing):
                 truncation; part of the config, hence of a system run's identity).
             min_p: Replaces the ``min_p`` of every component that calls a model.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
-                ``verifiers``, ``generation_cache``, ``shared_backends``).
+                ``verifiers``, ``generation_cache``, ``shared_backends``, ``backend_factory``).
 
         Models may be given as text as on a command line (a JSON spec starting with ``{``); see
         :func:`ponder.systems.parse_model` and the rules in :mod:`ponder.systems._load`.
