@@ -20,6 +20,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -236,11 +237,12 @@ def reported_errors(verbose: bool = False) -> Iterator[None]:
         yield
     except PonderError as exc:
         kind = "error" if isinstance(exc, UserError) else "run failed"
-        err_console.print(f"[bold red]{kind}:[/] {exc.message}", highlight=False)
+        # Messages are plain text: brackets in them (`ponder[ray]`, a list) are not markup.
+        err_console.print(f"[bold red]{kind}:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"  [yellow]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"  [yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         if exc.__cause__ is not None and not isinstance(exc, UserError):
-            err_console.print(f"  cause: {exc.__cause__!r}", highlight=False)
+            err_console.print(f"  cause: {escape(repr(exc.__cause__))}", highlight=False)
         raise typer.Exit(2 if isinstance(exc, UserError) else 1) from None
 
 

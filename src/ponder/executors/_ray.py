@@ -91,7 +91,28 @@ def import_ray(*, loopback: bool) -> Any:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+    _messages_to_stderr()
     return ray
+
+
+def _messages_to_stderr() -> None:
+    """Send what Ray prints about its workers (e.g. "a worker died") to stderr, never stdout.
+
+    A driver prints the cluster's error messages from a background thread at any moment, to
+    stdout; stdout is the command's output (``--json``). The hook is Ray's module-level printer,
+    looked up at each call; if a Ray release renames it, nothing changes but where they go.
+    """
+    from ray._private import worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "_ponder", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._ponder = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -148,8 +169,20 @@ def _init_within(ray: Any, timeout_s: float, address: str, **kwargs: Any) -> Non
             failure.append(exc)
 
     thread = threading.Thread(target=connect, name="ponder-ray-init", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
+    # Joined from a thread (so that a hang can be given up on), Ray says it installs no SIGTERM
+    # handler: the driver it would stop is this process, which stops anyway.
+    quiet = _Drop("SIGTERM handler is not set")
+    ray_logger = logging.getLogger("ray")
+    ray_logger.addFilter(quiet)
+    for handler in ray_logger.handlers:
+        handler.addFilter(quiet)
+    try:
+        thread.start()
+        thread.join(timeout_s)
+    finally:
+        ray_logger.removeFilter(quiet)
+        for handler in ray_logger.handlers:
+            handler.removeFilter(quiet)
     if thread.is_alive():
         raise RunError(
             f"could not join the Ray cluster at {address} within {timeout_s:g}s",
@@ -158,6 +191,15 @@ def _init_within(ray: Any, timeout_s: float, address: str, **kwargs: Any) -> Non
         )
     if failure:
         raise RunError(f"could not join the Ray cluster at {address}: {failure[0]}") from failure[0]
+
+
+class _Drop(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 class RayExecutor(Executor):
