@@ -145,3 +145,72 @@ def test_an_unknown_executor_lists_the_known_ones(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "local" in done.stderr and "ray" in done.stderr
+
+
+_LOCAL_DRIVER = """
+import asyncio, sys
+from ponder.backends import ScriptedConfig
+from ponder.executors import create_executor, executor_config_type
+from ponder.records import SamplingParams
+from ponder.runs import sample_run
+from ponder.store import Store
+from ponder.tasks import get_task
+
+if __name__ == "__main__":
+    with create_executor(executor_config_type("ray")(actors=2, local_cpus=2)) as ex:
+        backend = ex.backend(ScriptedConfig(choices=["#### 1", "#### 2"], delay_s=0.2, max_batch=2))
+        task = get_task("gsm8k")
+
+        async def go():
+            try:
+                return await sample_run(
+                    Store(sys.argv[1]), backend, task, task.problems()[:4], 8,
+                    SamplingParams(max_tokens=8, seed=5), batch=2,
+                )
+            finally:
+                await backend.aclose()
+
+        report = asyncio.run(go())
+    print(report.drawn, report.already_present)
+"""
+
+
+def _stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as con:
+            return int(con.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_driver_that_started_a_local_ray_resumes_beside_its_leftovers(
+    tmp_path: Path,
+) -> None:
+    temp = tempfile.mkdtemp(prefix="prk", dir="/tmp")
+    script, db = tmp_path / "driver.py", tmp_path / "k.db"
+    script.write_text(_LOCAL_DRIVER)
+    args, env = [sys.executable, str(script), str(db)], _env(RAY_TMPDIR=temp)
+    try:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _stored(db) < 8:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: no chance to shut its local Ray down
+        proc.wait()
+        before = _stored(db)
+        assert 8 <= before < 32
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        drawn, present = map(int, done.stdout.split())
+        assert (present, drawn) == (before, 32 - before)
+        with sqlite3.connect(db) as con:
+            keys = con.execute("SELECT problem_id, idx FROM samples").fetchall()
+        assert len(keys) == len(set(keys)) == 32
+    finally:
+        for pid in _pids_naming(temp):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                continue
+        shutil.rmtree(temp, ignore_errors=True)

@@ -198,6 +198,8 @@ def test_a_scripted_run_on_ray_is_the_local_run_sample_for_sample(
     with cluster.executor() as ex:
         backend = ex.backend(config)
         assert backend.request_slots == 2  # one actor per worker node
+        # Each actor's engine would use the CPUs its node gives Ray (1 here).
+        assert [i["threads"] for i in ray.get([a.info.remote() for a in backend.actors])] == [1, 1]
         report_b, ray_samples = _sample(Store(tmp_path / "b.db"), backend, problems, 8)
     assert report_a.run_id == report_b.run_id
     assert report_b.drawn == 48

@@ -96,10 +96,7 @@ def test_kinds_and_their_entry_point_groups() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "label", "group"),
-    [
-        ("executor", "executor", "ponder.executors"),
-        ("scorer", "scorer", "ponder.scorers"),
-    ],
+    [("scorer", "scorer", "ponder.scorers")],
 )
 def test_reserved_kinds_are_empty_but_work(kind: str, label: str, group: str) -> None:
     with isolated():

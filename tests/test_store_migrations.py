@@ -270,3 +270,36 @@ def test_new_database_is_at_the_current_version(tmp_path: Path) -> None:
     with Store(db) as store:
         assert store.runs() == []
     assert _user_version(db) == SCHEMA_VERSION
+
+
+def test_version_4_database_gains_the_node_of_each_sample_keeping_its_rows(tmp_path: Path) -> None:
+    from ponder.records import Sample, SamplingParams
+
+    db = tmp_path / "v4.db"
+    spec = RunSpec(model="scripted:x", task={"name": "t"}, params=SamplingParams())
+    old = Sample(
+        run_id=spec.run_id,
+        problem_id="a",
+        index=0,
+        text="kept",
+        finish_reason="stop",
+        completion_tokens=1,
+        prompt_tokens=1,
+        latency_s=0.1,
+        seed=3,
+    )
+    with Store(db) as store:
+        store.ensure_run(spec)
+        store.add_samples([old])
+    # What version 4 wrote: samples without the node column.
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE samples DROP COLUMN node")
+    con.execute("PRAGMA user_version = 4")
+    con.commit()
+    con.close()
+    with Store(db) as store:
+        (kept,) = store.samples(spec.run_id)
+        assert (kept.text, kept.node) == ("kept", None)
+        store.add_samples([old.model_copy(update={"index": 1, "node": "127.0.0.1/abcd1234"})])
+        assert [s.node for s in store.samples(spec.run_id)] == [None, "127.0.0.1/abcd1234"]
+    assert _user_version(db) == SCHEMA_VERSION

@@ -39,6 +39,7 @@ def test_version_2_database_upgrades_to_3_keeping_its_rows(tmp_path: Path) -> No
     con = sqlite3.connect(db)
     con.execute("DROP TABLE adaptive_stops")
     con.execute("DROP TABLE generations")
+    con.execute("ALTER TABLE samples DROP COLUMN node")
     con.execute("PRAGMA user_version = 2")
     con.commit()
     con.close()

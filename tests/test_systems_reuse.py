@@ -370,6 +370,7 @@ def test_a_version_3_database_upgrades_to_keep_generations(tmp_path: Path) -> No
     # What version 3 wrote: everything but the table migration 4 adds.
     con = sqlite3.connect(db)
     con.execute("DROP TABLE generations")
+    con.execute("ALTER TABLE samples DROP COLUMN node")
     con.execute("PRAGMA user_version = 3")
     con.commit()
     con.close()

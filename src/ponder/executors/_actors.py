@@ -44,8 +44,11 @@ class BackendHost:
         self.node = f"{ray.util.get_node_ip_address()}/{node_id[:8]}"
 
     def info(self) -> dict[str, Any]:
+        from ponder.backends import default_threads
+
         b = self._backend
         return {
+            "threads": default_threads(),
             "identity": b.identity,
             "max_batch": b.max_batch,
             "name": b.name,

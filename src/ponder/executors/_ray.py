@@ -227,6 +227,8 @@ class RayExecutor(Executor):
             return
         if address is None or address == "local":
             ray.init(
+                # A new instance, never one found running here (e.g. left by a killed run).
+                address="local",
                 num_cpus=config.local_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
                 object_store_memory=128 * 2**20,
