@@ -450,6 +450,25 @@ def test_a_system_run_over_replicas_is_the_same_run_as_over_one() -> None:
     assert url_a != one and run_model(base_url="http://b:2/v1", identity="url") != url_a
 
 
+def test_ponder_run_takes_model_identity_for_openai_only(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parent.parent / "configs" / "sample-8-vote.yaml"
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    common = ["run", "--system", str(config), "--task", "jsonl", "--data", str(data)]
+    common += ["--db", str(tmp_path / "r.db"), "--json", "--no-baseline"]
+    runs = []
+    with Stub(_answers) as stub:
+        for extra in ([], ["--model-identity", "url"]):
+            done = ponder(
+                *common, "--backend", "openai", "--model", "m", "--base-url", stub.url, *extra
+            )
+            assert done.returncode == 0, done.stderr
+            runs.append(json.loads(done.stdout)["system"]["run"])
+    assert runs[0] != runs[1]  # the URL names the second run, as before replicas
+    bad = ponder(*common, "--model-identity", "url")
+    assert bad.returncode == 2 and "--model-identity is for --backend openai" in bad.stderr
+
+
 def test_serve_passes_replicas_to_the_openai_backend() -> None:
     from ponder.serve import load_service
 

@@ -122,6 +122,15 @@ BaseUrlOpt = Annotated[
 ]
 
 
+ModelIdentityOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="openai: how runs name the model. model (default): its name, not the URLs, so "
+        "any number of --base-url replicas make the same run; url: its one URL too, the rule "
+        "of runs stored before replicas (to extend them).",
+        show_default=False,
+    ),
+]
 ExecutorOpt = Annotated[
     str,
     typer.Option(

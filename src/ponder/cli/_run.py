@@ -40,6 +40,7 @@ from ponder.cli._common import (
     IdsOpt,
     JsonOpt,
     LimitOpt,
+    ModelIdentityOpt,
     OffsetOpt,
     RayActorsOpt,
     RayAddressOpt,
@@ -91,6 +92,7 @@ def load_system(
     backend: str = "llamacpp",
     base_url: str | list[str] | None = None,
     api_key_env: str = "OPENAI_API_KEY",
+    model_identity: str | None = None,
     model_map: list[str] | None = None,
     default_model: str | None = None,
     top_k: int | None = None,
@@ -114,6 +116,12 @@ def load_system(
             target["base_url"] = base_url
         if backend == "openai":
             target["api_key_env"] = api_key_env
+            if model_identity is not None:
+                target["identity"] = model_identity
+    if model_identity is not None and backend != "openai":
+        raise ConfigError(
+            "--model-identity is for --backend openai", hint="drop it or add --backend openai"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ArchonImportWarning)
         system = System.load(
@@ -319,6 +327,7 @@ def run(
     api_key_env: Annotated[str, typer.Option(help="openai: env var holding the key.")] = (
         "OPENAI_API_KEY"
     ),
+    model_identity: ModelIdentityOpt = None,
     model_map: Annotated[
         list[str] | None,
         typer.Option(
@@ -398,6 +407,7 @@ def run(
             backend=backend,
             base_url=base_urls(base_url),
             api_key_env=api_key_env,
+            model_identity=model_identity,
             model_map=model_map,
             default_model=default_model,
             top_k=top_k,

@@ -24,6 +24,7 @@ from ponder.cli._common import (
     JsonOpt,
     LimitOpt,
     MinPOpt,
+    ModelIdentityOpt,
     OffsetOpt,
     RayActorsOpt,
     RayAddressOpt,
@@ -181,15 +182,7 @@ def sample(
     n_mode: Annotated[
         str, typer.Option(help="openai: auto | native (n in one request) | fanout.")
     ] = "auto",
-    model_identity: Annotated[
-        str | None,
-        typer.Option(
-            help="openai: how runs name the model. model (default): its name, not the URLs, so "
-            "any number of --base-url replicas make the same run; url: its one URL too, the rule "
-            "of runs stored before replicas (to extend them).",
-            show_default=False,
-        ),
-    ] = None,
+    model_identity: ModelIdentityOpt = None,
     parallel: Annotated[int, typer.Option(help="Sequences decoded together per request.")] = 16,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
     verify: Annotated[bool, typer.Option(help="Verify the samples afterwards.")] = True,
