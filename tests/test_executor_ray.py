@@ -493,7 +493,7 @@ def test_ponder_run_and_search_on_ray_are_the_local_runs(cluster: _Cluster, tmp_
 def test_a_worker_node_lost_mid_run_costs_no_sample_and_duplicates_none(
     cluster: _Cluster, tmp_path: Path
 ) -> None:
-    # Last in the module: it takes a worker away (and puts a new one back for any later test).
+    # Last in the module: it takes a worker away for good.
     config = ScriptedConfig(choices=CHOICES, delay_s=0.2, max_batch=2)
     problems = _problems(6)
     victim = cluster.workers[0]
@@ -514,4 +514,3 @@ def test_a_worker_node_lost_mid_run_costs_no_sample_and_duplicates_none(
         assert backend.lost >= 1
     _exactly_once(samples, problems, 8)
     assert len({s.node for s in samples}) == 2  # the lost node drew some before it went
-    cluster.workers.append(cluster.add_worker())

@@ -136,7 +136,7 @@ ExecutorOpt = Annotated[
     typer.Option(
         "--executor",
         help="Where requests and verification run: local (this process) or ray (actors on a "
-        "Ray cluster, `pip install 'ponder[ray]'`); the run and its samples are the same.",
+        "Ray cluster, `pip install 'ponder\\[ray]'`); the run and its samples are the same.",
     ),
 ]
 RayAddressOpt = Annotated[

@@ -186,11 +186,16 @@ def _init_within(ray: Any, timeout_s: float, address: str, **kwargs: Any) -> Non
     if thread.is_alive():
         raise RunError(
             f"could not join the Ray cluster at {address} within {timeout_s:g}s",
-            hint="check that it is a Ray head (the GCS port) and that this machine may reach "
-            "every node of the cluster",
+            hint="check that it is a Ray head (the GCS port), that this machine may reach "
+            "every node of the cluster, and, if the cluster uses token authentication, that "
+            "RAY_AUTH_MODE=token and its token are set here (see docs/scale-out.md)",
         )
     if failure:
-        raise RunError(f"could not join the Ray cluster at {address}: {failure[0]}") from failure[0]
+        raise RunError(
+            f"could not join the Ray cluster at {address}: {failure[0]}",
+            hint="a cluster with token authentication needs its token here too "
+            "(RAY_AUTH_MODE=token and the cluster's token; see docs/scale-out.md)",
+        ) from failure[0]
 
 
 class _Drop(logging.Filter):
