@@ -413,8 +413,10 @@ def test_parquet_is_typed_and_complete(runs: Runs, tmp_path: Path) -> None:
     assert types["latency_s"] == pa.float64() and types["verdict_score"] == pa.float64()
     assert types["text"] == pa.string() and types["verdict_status"] == pa.string()
     assert {"verdict_extracted", "verdict_detail", "model", "task", "run_id"} <= set(types)
+    assert types["node"] == pa.string()  # where each sample was drawn (--executor ray)
     rows = table.to_pylist()
     jsonl, _ = export(runs, runs.gsm8k, "jsonl")
+    assert [r["node"] for r in rows] == [r["node"] for r in jsonl]
     assert [r["verdict_status"] for r in rows] == [r["verdict"]["status"] for r in jsonl]
     assert [r["text"] for r in rows] == [r["text"] for r in jsonl]
     assert not list(tmp_path.glob("deep/.*.tmp"))

@@ -27,6 +27,7 @@ PARQUET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_s", "float64"),
     ("seed", "int64"),
     ("mean_logprob", "float64"),
+    ("node", "string"),
     ("question", "string"),
     ("reference", "string"),
     ("model", "string"),
