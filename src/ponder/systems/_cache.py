@@ -90,14 +90,20 @@ class StoreGenerationCache:
         return self._generation(rows)
 
 
-def generation_key(identity: str, prompt: Prompt, params: SamplingParams) -> str:
-    """The reuse key of a request: model identity, exact prompt, sampling parameters with seed."""
+def generation_key(
+    identity: str, prompt: Prompt, params: SamplingParams, *, continued: bool = False
+) -> str:
+    """The reuse key of a request: model identity, exact prompt, sampling parameters with seed,
+    and whether the prompt's last (assistant) message is continued rather than answered."""
     shown: Any = prompt if isinstance(prompt, str) else [m.model_dump(mode="json") for m in prompt]
-    canonical = json.dumps(
-        {"model": identity, "prompt": shown, "params": params.model_dump(mode="json")},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    data: dict[str, Any] = {
+        "model": identity,
+        "prompt": shown,
+        "params": params.model_dump(mode="json"),
+    }
+    if continued:  # absent otherwise, so the keys of every other request are what they were
+        data["continue_final_message"] = True
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -11,7 +11,14 @@ from typing import Generic, TypeVar
 
 from ponder.backends import Backend
 from ponder.errors import UserError
-from ponder.records import Completion, Generation, Message, Prompt, SamplingParams
+from ponder.records import (
+    Completion,
+    Generation,
+    GenerationRequest,
+    Message,
+    Prompt,
+    SamplingParams,
+)
 from ponder.systems._budget import PromptTooLongError, TokenMeter, fit_texts, upper_bound
 from ponder.systems._cache import GenerationCache, generation_key, key_lock
 from ponder.systems._errors import ComponentError
@@ -141,9 +148,23 @@ class RunContext:
         )
 
     async def generate(
-        self, backend: Backend, prompt: Prompt, n: int, params: SamplingParams, purpose: str
+        self,
+        backend: Backend,
+        prompt: Prompt,
+        n: int,
+        params: SamplingParams,
+        purpose: str,
+        *,
+        continue_final_message: bool = False,
+        top_logprobs: int = 0,
     ) -> Generation:
         """One backend request for ``n`` completions, recorded in the trace.
+
+        ``continue_final_message``: the prompt ends in a partial assistant turn that the model
+        continues (tree search extends a partial solution this way); the completions hold only the
+        new text. ``top_logprobs``: alternatives per generated token (a judge reads the
+        probability of its verdict token); such a call is never served from stored generations,
+        which keep no log-probabilities.
 
         With a generation cache (``Resources.generation_cache``), completions already stored for
         the same model, prompt and parameters are served from it and only the missing ones are
@@ -168,10 +189,17 @@ class RunContext:
             purpose=purpose, model=backend.identity, prompt=prompt, n=n, params=params
         )
         self.event.calls.append(record)
+        request = GenerationRequest(
+            prompt=prompt,
+            n=n,
+            params=params,
+            continue_final_message=continue_final_message,
+            top_logprobs=top_logprobs,
+        )
         cache = self.resources.generation_cache
-        if cache is None:
-            return await self._draw(backend, prompt, n, params, purpose, record)
-        key = generation_key(backend.identity, prompt, params)
+        if cache is None or top_logprobs:
+            return await self._draw(backend, request, purpose, record)
+        key = generation_key(backend.identity, prompt, params, continued=continue_final_message)
         async with key_lock(cache, key):
             stored = await cache.get(key, n)
             have = len(stored.completions)
@@ -182,7 +210,12 @@ class RunContext:
                 # The missing completions m..n-1 are completions 0..n-m-1 of a request with seed
                 # s+m: the backends' own convention for completion i of a request with seed s.
                 rest = params.model_copy(update={"seed": params.seed + have})
-                drawn = await self._draw(backend, prompt, n - have, rest, purpose, record)
+                drawn = await self._draw(
+                    backend,
+                    request.model_copy(update={"n": n - have, "params": rest}),
+                    purpose,
+                    record,
+                )
                 kept = await cache.put(key, have, drawn)
                 # What the cache holds wins (another process may have stored an index first).
                 served = [*kept.completions, *drawn.completions[len(kept.completions) - have :]]
@@ -203,18 +236,16 @@ class RunContext:
         )
 
     async def _draw(
-        self,
-        backend: Backend,
-        prompt: Prompt,
-        n: int,
-        params: SamplingParams,
-        purpose: str,
-        record: CallRecord,
+        self, backend: Backend, request: GenerationRequest, purpose: str, record: CallRecord
     ) -> Generation:
         """One backend request, its failure or short answer recorded in ``record``."""
+        n = request.n
         start = time.perf_counter()
         try:
-            generation = await backend.generate(prompt, n, params)
+            if request.continue_final_message or request.top_logprobs:
+                generation = await backend.complete(request)
+            else:
+                generation = await backend.generate(request.prompt, n, request.params)
         except UserError as exc:
             # The input must change (a bad request, a missing model): keep the type, add where.
             record.error = str(exc)

@@ -73,6 +73,71 @@ class Fallback(BaseModel):
     output: str | None = Field(None, description="The last unparseable model output, if any.")
 
 
+class TreeNode(BaseModel):
+    """One node of a tree search: a partial solution ending in one more step.
+
+    The root (id 0) is the empty solution; every other node adds ``text``, one step, to its
+    parent's solution. Step-level strategies (beam search, MCTS, particle filtering) grow the tree.
+    """
+
+    id: int
+    parent: int | None = None
+    depth: int = Field(0, ge=0, description="Steps from the root (the root: 0).")
+    text: str = Field("", description="This node's step (the root: empty).")
+    finish_reason: FinishReason = "unknown"
+    terminal: bool = Field(False, description="The solution is complete: nothing follows.")
+    truncated: bool = Field(
+        False, description="The delimiter never came: the step was cut at max_step_tokens."
+    )
+    completion_tokens: int = 0
+    score: float | None = Field(None, description="The scorer's score of this step (None: none).")
+    value: float | None = Field(
+        None, description="Path score (beam, particles) or mean backed-up value (MCTS)."
+    )
+    visits: int = Field(0, ge=0, description="MCTS: times a simulation went through it.")
+    note: str = ""
+
+
+class SearchTree(BaseModel):
+    """The tree a step-level search grew for one query, and which of its paths won."""
+
+    strategy: str = Field(description="The component type, e.g. 'beam_search'.")
+    scorer: str = Field(description="The process scorer's name.")
+    aggregate: str = Field("last", description="How step scores make a path score.")
+    delimiter: str = Field("\n\n", description="What separates steps in a solution.")
+    nodes: list[TreeNode] = Field(default_factory=list)
+    chosen: list[int] = Field(
+        default_factory=list, description="Leaf ids returned as candidates, best first."
+    )
+
+    def node(self, node_id: int) -> TreeNode:
+        return self.nodes[node_id]
+
+    def path(self, node_id: int) -> list[TreeNode]:
+        """The nodes from the root's first step down to ``node_id`` (the root excluded)."""
+        out: list[TreeNode] = []
+        current: int | None = node_id
+        while current is not None and current != 0:
+            node = self.nodes[current]
+            out.append(node)
+            current = node.parent
+        return out[::-1]
+
+    def solution(self, node_id: int) -> str:
+        """The partial solution at ``node_id``: its path's steps joined by the delimiter."""
+        return self.delimiter.join(n.text for n in self.path(node_id))
+
+    def children(self, node_id: int) -> list[TreeNode]:
+        return [n for n in self.nodes if n.parent == node_id]
+
+    @property
+    def winning_path(self) -> list[int]:
+        """Node ids from the root to the best chosen leaf (empty when nothing was chosen)."""
+        if not self.chosen:
+            return []
+        return [0, *(n.id for n in self.path(self.chosen[0]))]
+
+
 class ComponentEvent(BaseModel):
     """What one component did in one layer for one query."""
 
@@ -94,6 +159,9 @@ class ComponentEvent(BaseModel):
     notes: list[str] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
+    tree: SearchTree | None = Field(
+        None, description="The search tree of a step-level search component."
+    )
 
     @property
     def key(self) -> str:
