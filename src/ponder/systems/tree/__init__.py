@@ -12,6 +12,7 @@ The strategies are system components (``beam_search``, ``dvts``, ``mcts``, ``par
 * the search tree itself (:class:`~ponder.systems.SearchTree`) is stored with the trace.
 """
 
+from ponder._registry import register_lazy
 from ponder.systems.tree._scorers import (
     AggregateRule,
     ScoreCache,
@@ -31,6 +32,15 @@ from ponder.systems.tree._steps import (
     step_prompt,
     to_step,
 )
+
+# The built-in scorers load on first use (listing the kinds does not import them).
+for _kind, _module in (
+    ("judge", "_judge"),
+    ("python", "_python"),
+    ("outcome", "_outcome"),
+    ("reward_model", "_reward"),
+):
+    register_lazy("scorer", _kind, f"ponder.systems.tree.{_module}")
 
 __all__ = [
     "DEFAULT_FINAL",

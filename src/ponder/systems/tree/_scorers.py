@@ -16,6 +16,7 @@ duration of a query (:class:`ScoreCache`).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import math
 import typing
 from abc import ABC, abstractmethod
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ponder._registry import lookup, names, register, set_adopter
 from ponder.errors import ConfigError
@@ -181,7 +182,27 @@ def scorer_config(spec: Mapping[str, Any] | BaseModel) -> BaseModel:
     kind = spec.get("kind")
     if not isinstance(kind, str):
         raise ConfigError("a scorer needs a kind", hint=f"set kind: {' | '.join(scorer_kinds())}")
-    return _kind(kind).config_type.model_validate(dict(spec))
+    config_type = _kind(kind).config_type
+    try:
+        return config_type.model_validate(dict(spec))
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e, list(config_type.model_fields)) for e in exc.errors())
+        raise ConfigError(
+            f"invalid {kind} scorer: {problems}", hint="fix the field(s) named above"
+        ) from None
+
+
+def _problem(error: Any, fields: list[str]) -> str:
+    """One validation problem as ``field: what is wrong`` (inputs not echoed: may be secret)."""
+    name = ".".join(str(p) for p in error["loc"]) or "?"
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{name}: is not a field{hint}; fields: {', '.join(fields)}"
+    if error["type"] == "missing":
+        return f"{name}: is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
 
 
 def make_scorer(spec: Mapping[str, Any] | BaseModel) -> Scorer:
