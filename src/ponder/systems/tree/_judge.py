@@ -34,18 +34,21 @@ from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
 
 SYSTEM = "You check solutions to problems carefully and honestly, step by step."
 
-PARTIAL = (
-    "Problem:\n$query\n\nThe first steps of a solution:\n$solution\n\n"
-    "Are these steps correct so far, and do they lead towards the right answer? $instruction"
-)
-COMPLETE = (
-    "Problem:\n$query\n\nA complete solution:\n$solution\n\n"
-    "Is this solution correct, and is its final answer right? $instruction"
-)
-YES_NO = "Answer with one word: Yes or No."
-GRADE = (
-    "Explain briefly, then grade the solution from 1 (certainly wrong) to 10 (certainly right) "
-    "in a last line of the form 'Score: N'."
+PROMPT = "Problem:\n$query\n\n$what:\n$solution\n\n$instruction"
+PARTIAL = "The first steps of a solution"
+COMPLETE = "A complete solution"
+YES_NO = {
+    False: "Are these steps correct so far, and do they lead towards the right answer? "
+    "Answer with one word: Yes or No.",
+    True: "Is this solution correct, and is its final answer right? "
+    "Answer with one word: Yes or No.",
+}
+GRADE = {
+    False: "How likely are these steps to be correct and to lead to the right answer? ",
+    True: "How likely is this solution to be correct, final answer included? ",
+}
+GRADE_FORMAT = (
+    "Grade from 1 (certainly wrong) to 10 (certainly right). Reply with one line: Score: N"
 )
 SCORE_EXPECTED = "end with one line 'Score: N' where N is a whole number from 1 to 10"
 PLACEHOLDERS = frozenset({"query", "solution", "instruction"})
@@ -70,7 +73,12 @@ class JudgeScorerConfig(BaseModel):
     )
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_logprobs: int = Field(10, ge=1, le=20, description="Alternatives read per position.")
-    max_tokens: int = Field(256, ge=1, le=8192, description="Score mode: tokens of the reply.")
+    max_tokens: int = Field(
+        16,
+        ge=1,
+        le=8192,
+        description="Score mode: tokens of the reply (raise it for a template asking for reasons).",
+    )
 
     @field_validator("template")
     @classmethod
@@ -95,8 +103,13 @@ class JudgeScorer(Scorer):
         return self._name
 
     def _messages(self, item: ScoreInput, instruction: str) -> list[Message]:
-        body = self.config.template or (COMPLETE if item.terminal else PARTIAL)
-        user = render(body, query=item.query, solution=item.solution, instruction=instruction)
+        user = render(
+            self.config.template or PROMPT,
+            query=item.query,
+            what=COMPLETE if item.terminal else PARTIAL,
+            solution=item.solution,
+            instruction=instruction,
+        )
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
 
     async def score(self, item: ScoreInput, ctx: RunContext) -> float | None:
@@ -108,7 +121,7 @@ class JudgeScorer(Scorer):
             return await self._graded(item, ctx, seed, step)
         generation = await ctx.generate(
             backend,
-            self._messages(item, YES_NO),
+            self._messages(item, YES_NO[item.terminal]),
             1,
             _params(cfg.temperature, 4, seed),
             f"judge scorer ({step})",
@@ -136,7 +149,7 @@ class JudgeScorer(Scorer):
         cfg = self.config
         asked = await ctx.ask(
             ctx.backend(cfg.model),
-            self._messages(item, GRADE),
+            self._messages(item, GRADE[item.terminal] + GRADE_FORMAT),
             _params(cfg.temperature, cfg.max_tokens, seed),
             parse_score,
             purpose=f"judge scorer grade ({step})",
