@@ -27,7 +27,7 @@ from ponder.errors import (
     PluginLoadError,
     UnknownNameError,
 )
-from ponder.plugins import ENTRY_POINT_GROUPS, KINDS, isolated, lookup, names, register, unregister
+from ponder.plugins import ENTRY_POINT_GROUPS, KINDS, isolated, names, register
 from ponder.systems import (
     SystemConfig,
     component_class,
@@ -92,29 +92,6 @@ def test_kinds_and_their_entry_point_groups() -> None:
     }
     with pytest.raises(ValueError, match="unknown plugin kind 'widget'"):
         names("widget")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("kind", "label", "group"),
-    [("scorer", "scorer", "ponder.scorers")],
-)
-def test_reserved_kinds_are_empty_but_work(kind: str, label: str, group: str) -> None:
-    with isolated():
-        assert names(kind) == []  # type: ignore[arg-type]
-        with pytest.raises(UnknownNameError) as info:
-            lookup(kind, "anything")  # type: ignore[arg-type]
-        assert info.value.message == f"unknown {label} 'anything'; no {label} exists yet"
-        assert repr(group) in str(info.value.hint)
-
-        def rule() -> str:
-            return "stop"
-
-        register(kind, "patience", rule)  # type: ignore[arg-type]
-        assert names(kind) == ["patience"]  # type: ignore[arg-type]
-        assert lookup(kind, "patience") is rule  # type: ignore[arg-type]
-        unregister(kind, "patience")  # type: ignore[arg-type]
-        with pytest.raises(UnknownNameError):
-            unregister(kind, "patience")  # type: ignore[arg-type]
 
 
 def test_a_duplicate_name_is_an_error_but_the_same_object_again_is_not() -> None:

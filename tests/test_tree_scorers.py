@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 from ponder.backends import Backend, ScriptedBackend
-from ponder.errors import ConfigError, RunError, UserError
+from ponder.errors import ConfigError, DuplicateNameError, RunError, UnknownNameError, UserError
+from ponder.plugins import isolated
 from ponder.records import (
     Completion,
     Generation,
@@ -38,7 +40,14 @@ from ponder.records import (
     TopLogprob,
 )
 from ponder.systems import BackendPool, ComponentEvent, Resources, RunContext, get_extractor
-from ponder.systems.tree import ScoreCache, ScoreInput, Scorer, make_scorer, scorer_kinds
+from ponder.systems.tree import (
+    ScoreCache,
+    ScoreInput,
+    Scorer,
+    make_scorer,
+    register_scorer,
+    scorer_kinds,
+)
 from ponder.tasks import get_task
 
 QUERY = "Tom has 3 apples and buys 5 more. How many apples does he have?"
@@ -126,6 +135,48 @@ def test_the_four_scorers_are_listed_without_importing_them() -> None:
     assert out[0] == "['judge', 'outcome', 'python', 'reward_model']"
     assert out[1] == "['ponder.systems.tree._scorers', 'ponder.systems.tree._steps']"
     assert {"judge", "outcome", "python", "reward_model"} <= set(scorer_kinds())
+
+
+class ConstantConfig(BaseModel):
+    kind: Literal["constant_test"] = "constant_test"
+    value: float = 0.5
+
+
+class Constant(Scorer):
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    @property
+    def name(self) -> str:
+        return f"constant:{self.value}"
+
+    async def score(self, item: ScoreInput, ctx: RunContext) -> float | None:
+        return self.value
+
+
+def test_a_scorer_plugin_registers_next_to_the_built_ins() -> None:
+    with isolated():
+        with pytest.raises(UnknownNameError) as info:
+            make_scorer({"kind": "judgee"})
+        assert "did you mean 'judge'" in info.value.message
+        assert all(k in info.value.message for k in ("outcome", "python", "reward_model"))
+
+        @register_scorer("constant_test", ConstantConfig)
+        def constant(config: ConstantConfig) -> Scorer:
+            return Constant(config.value)
+
+        assert "constant_test" in scorer_kinds()
+        scorer = make_scorer({"kind": "constant_test", "value": 0.25})
+        assert score(scorer, [item("x")], context(ScriptedBackend())) == [0.25]
+        with pytest.raises(ConfigError, match="constant_test scorer: value: Input should be"):
+            make_scorer({"kind": "constant_test", "value": "high"})
+        with pytest.raises(DuplicateNameError):
+            register_scorer("judge", JudgeLike)(constant)
+    assert "constant_test" not in scorer_kinds()
+
+
+class JudgeLike(BaseModel):
+    kind: Literal["judge"] = "judge"
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,9 @@
 """One registry for every kind of plugin.
 
-Backends, tasks, verifiers, system components, answer extractors and stop rules (adaptive compute)
-register here, and so will the kinds the coming work adds (reserved now, so that their names,
-entry-point groups and errors are fixed): executors (scale-out) and scorers (tree search). Each kind
-keeps its decorator in its own package (``register_backend``, ``register_task``, ...); they all store
-into this one registry, so every kind follows the same rules:
+Backends, tasks, verifiers, system components, answer extractors, stop rules (adaptive compute),
+executors (scale-out) and process scorers (tree search) register here. Each kind keeps its
+decorator in its own package (``register_backend``, ``register_task``, ...); they all store into
+this one registry, so every kind follows the same rules:
 
 * **A name is unique within its kind.** Registering a different object under a taken name raises
   :class:`~ponder.errors.DuplicateNameError` (an overwrite would silently hide one of them);
@@ -48,7 +47,7 @@ from ponder.errors import DuplicateNameError, PluginLoadError, UnknownNameError,
 Kind = Literal[
     "backend", "task", "verifier", "component", "extractor", "stop_rule", "executor", "scorer"
 ]
-"""Every kind of plugin; ``scorer`` is reserved (no entries yet)."""
+"""Every kind of plugin."""
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
