@@ -659,3 +659,24 @@ def test_judge_score_mode_on_the_real_model(embedded: Backend) -> None:
         else:
             assert got is None
     assert len(ctx.event.fallbacks) == scores.count(None)
+
+
+@pytest.mark.embedded  # the real llama.cpp server, through the openai backend
+def test_reward_model_on_a_real_openai_compatible_server(llama_server: str) -> None:
+    """smollm2 stands in for a reward model: its Yes/No odds after the request shape above."""
+    spec = {"backend": "openai", "base_url": llama_server, "model": "smollm2"}
+    scorer = make_scorer(
+        {
+            "kind": "reward_model",
+            "model": spec,
+            "positive": "Yes",
+            "negative": "No",
+            "template": "Is the last step correct? Answer $positive or $negative.",
+        }
+    )
+    items = [i for i, _ in gsm8k_partials(1)]
+    ctx = reward_ctx()
+    scores = score(scorer, items, ctx)
+    # Both labels' tokens came back among the alternatives of the one generated token.
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+    assert len(ctx.event.calls) == 2 and all(c.completion_tokens == 1 for c in ctx.event.calls)

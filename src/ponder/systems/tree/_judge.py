@@ -1,6 +1,6 @@
 """The ``judge`` scorer: a model's verdict on a partial solution.
 
-Two ways to read the verdict (``mode``):
+How the verdict is read (``mode``):
 
 * ``logprobs``: the model is asked whether the solution is correct so far, to answer Yes or No;
   one short request (``max_tokens`` 4, ``top_logprobs``) and the score is
