@@ -19,12 +19,14 @@ with the configured ``positive`` and ``negative`` labels; ``template`` replaces 
 score is P(positive) / (P(positive) + P(negative)) from the first generated position's
 alternatives, a label matching a token up to surrounding whitespace; None when neither label is
 among them. A backend that returns no log-probabilities is an error (use ``reply: number``).
-With ``reply: number`` (``max_tokens`` 8, no log-probabilities) the reply's first number is the
-score: it must lie in [0, 1], otherwise the node is left unscored.
+With ``reply: number`` (``max_tokens`` 8, no log-probabilities; the default question asks how
+likely the last step, or the complete solution, is to be correct, as one number from 0 to 1) the
+reply's first number is the score: it must lie in [0, 1], otherwise the node is left unscored.
 
-This is the labelling convention of process reward models trained on step labels (math-shepherd's
-``+``/``-``) served as chat models; a model trained with other labels sets ``positive`` and
-``negative`` (``"Yes"``/``"No"``, ``"good"``/``"bad"``).
+The default labels are the ``+``/``-`` step labels of process reward models such as
+Math-Shepherd's; a model trained with other labels sets ``positive`` and ``negative``
+(``"Yes"``/``"No"``, ``"good"``/``"bad"``). The first user message is the query alone (the
+system's other messages, a system prompt or few-shot turns, are not sent).
 """
 
 from __future__ import annotations
@@ -51,9 +53,12 @@ COMPLETE = (
     "Is your solution correct, final answer included? Answer $positive if it is, "
     "$negative if it is not."
 )
-NUMBER = (
-    " Instead of a label, answer with one number from 0 (certainly wrong) to 1 (certainly right)."
-)
+NUMBER = {
+    False: "How likely is the last step of your solution to be correct? Answer with one number "
+    "from 0 (certainly wrong) to 1 (certainly right).",
+    True: "How likely is your solution to be correct, final answer included? Answer with one "
+    "number from 0 (certainly wrong) to 1 (certainly right).",
+}
 PLACEHOLDERS = frozenset({"positive", "negative", "query", "solution"})
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -115,9 +120,12 @@ class RewardModelScorer(Scorer):
     def messages(self, item: ScoreInput) -> list[Message]:
         """The request's messages for ``item`` (see the module's docs)."""
         cfg = self.config
-        question = cfg.template or (COMPLETE if item.terminal else PARTIAL)
-        if cfg.template is None and cfg.reply == "number":
-            question += NUMBER
+        if cfg.template is not None:
+            question = cfg.template
+        elif cfg.reply == "number":
+            question = NUMBER[item.terminal]
+        else:
+            question = COMPLETE if item.terminal else PARTIAL
         question = render(
             question,
             positive=cfg.positive,
