@@ -106,8 +106,10 @@ def to_step(completion: Completion, cfg: StepsConfig) -> Step:
     text = completion.text
     ended = completion.finish_reason == "stop"
     if cfg.regex is not None:
-        match = re.search(cfg.regex, text)
-        if match is not None and match.start() > 0:
+        # The pattern may also open the step itself ("Step 2: ..."): the step ends at the first
+        # match after its start.
+        match = next((m for m in re.finditer(cfg.regex, text) if m.start() > 0), None)
+        if match is not None:
             text, ended = text[: match.start()], True
         elif completion.finish_reason == "stop":
             ended = True
