@@ -293,3 +293,44 @@ def test_a_regex_delimiter_cuts_steps_where_it_matches() -> None:
     assert texts[0] == "Step 1: think."
     assert result.extracted == "5"
     assert all(params.stop == () for _, _, params in backend.calls)  # cut here, not by stop
+
+
+@pytest.mark.embedded
+def test_steps_on_the_real_engine_stop_at_the_delimiter_and_continue_the_prefix() -> None:
+    config = {
+        "name": "real-beam",
+        "model": {"backend": "llamacpp", "model": "smollm2-135m", "ctx_per_sequence": 1024},
+        "layers": [
+            [
+                {
+                    "type": "beam_search",
+                    "width": 1,
+                    "expansions": 2,
+                    "temperature": 0.8,
+                    "scorer": table({}),
+                    "steps": {"max_step_tokens": 24, "max_depth": 3},
+                }
+            ]
+        ],
+    }
+    with System.from_dict(config) as s:
+        result = s.run("Tom has 3 apples and buys 4 more. How many apples does he have?")
+    (event,) = result.trace.events
+    tree = event.tree
+    assert tree is not None and len(tree.nodes) >= 3
+    first, *later = event.calls
+    assert first.params.stop == ("\n\n",) and first.params.max_tokens == 24
+    assert later, "the search grew a second step"
+    prompt = later[0].prompt
+    assert isinstance(prompt, list) and prompt[-1].role == "assistant"
+    for node in tree.nodes[1:]:
+        assert "\n\n" not in node.text  # the delimiter ended the step
+        assert node.completion_tokens <= 24
+        assert node.truncated == (node.finish_reason == "length")
+    # The continuation holds only the new step, never the prefix it continued.
+    continued = [n for n in tree.nodes if n.depth == 2]
+    assert continued
+    for node in continued:
+        parent = tree.node(node.parent or 0).text
+        assert parent and not (node.text and node.text.startswith(parent))
+    assert prompt[-1].content == tree.solution(continued[0].parent or 0) + "\n\n"

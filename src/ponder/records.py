@@ -167,6 +167,12 @@ class GenerationRequest(BaseModel):
         0, ge=0, le=20, description="Alternatives to return per generated token (0: none)."
     )
     continue_final_message: bool = False
+    cache_prompt: bool | None = Field(
+        None,
+        description="Reuse the engine's cache of an earlier request's prompt prefix (None: the "
+        "backend's own setting). Faster when requests share long prefixes (tree search), but a "
+        "sample may then differ from what the same seed gives without it.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GenerationRequest:

@@ -54,6 +54,12 @@ class StepsConfig(BaseModel):
     final: str = Field(
         DEFAULT_FINAL, description="A step matching this regex gives the final answer."
     )
+    prompt_cache: bool = Field(
+        True,
+        description="Ask the engine to reuse the cached prefix of earlier steps' prompts "
+        "(llama.cpp's cache_prompt): each node rereads its whole path otherwise. A step may then "
+        "differ from what the same seed gives without the cache.",
+    )
     continuation: Literal["assistant", "restate"] = Field(
         "assistant",
         description="assistant: continue a partial assistant turn (needs a backend that does); "
@@ -146,6 +152,12 @@ async def next_steps(
         }
     )
     generation = await ctx.generate(
-        backend, prompt, k, step_params, purpose, continue_final_message=continued
+        backend,
+        prompt,
+        k,
+        step_params,
+        purpose,
+        continue_final_message=continued,
+        cache_prompt=cfg.prompt_cache,
     )
     return [to_step(c, cfg) for c in generation.completions]
