@@ -321,6 +321,9 @@ def test_steps_on_the_real_engine_stop_at_the_delimiter_and_continue_the_prefix(
     first, *later = event.calls
     assert first.params.stop == ("\n\n",) and first.params.max_tokens == 24
     assert later, "the search grew a second step"
+    # The engine's prompt cache served the shared prefix of the later steps' prompts.
+    assert first.cached_prompt_tokens == 0 or first.cached_prompt_tokens < first.prompt_tokens
+    assert any(0 < c.cached_prompt_tokens < c.prompt_tokens for c in later)
     prompt = later[0].prompt
     assert isinstance(prompt, list) and prompt[-1].role == "assistant"
     for node in tree.nodes[1:]:

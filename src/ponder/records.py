@@ -238,6 +238,12 @@ class Generation(BaseModel):
 
     completions: list[Completion]
     prompt_tokens: int = Field(0, ge=0, description="Prompt tokens evaluated for this request.")
+    cached_prompt_tokens: int = Field(
+        0,
+        ge=0,
+        description="Of prompt_tokens, those the engine took from its prompt cache instead of "
+        "evaluating them (where it reports it).",
+    )
     latency_s: float = Field(0.0, ge=0.0)
     node: str | None = Field(
         None, description="The node that drew it, where an executor spread requests over nodes."

@@ -298,6 +298,7 @@ class LlamaCppBackend(Backend):
         return Generation(
             completions=completions,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            cached_prompt_tokens=_wire.cached_tokens(usage),
             latency_s=latency,
         )
 

@@ -269,6 +269,7 @@ class RunContext:
             record.error = f"asked for {n} completions, got {len(generation.completions)}"
             raise self.error(f"backend call {purpose!r}: {record.error}", backend.identity)
         self._served(record, generation.completions, generation.prompt_tokens)
+        record.cached_prompt_tokens = generation.cached_prompt_tokens
         return generation
 
     async def context_size(self, backend: Backend) -> int | None:
