@@ -337,3 +337,54 @@ def test_steps_on_the_real_engine_stop_at_the_delimiter_and_continue_the_prefix(
         parent = tree.node(node.parent or 0).text
         assert parent and not (node.text and node.text.startswith(parent))
     assert prompt[-1].content == tree.solution(continued[0].parent or 0) + "\n\n"
+
+
+def test_beam_search_and_mcts_are_options_of_a_search_space(tmp_path: Any) -> None:
+    import json
+    from pathlib import Path
+
+    from ponder.search import SearchSpace, search
+    from ponder.tasks import get_task
+
+    shipped = SearchSpace.load(Path(__file__).resolve().parents[1] / "configs/search/tree.yaml")
+    assert {layer.type for layer in shipped.layers} == {"beam_search", "mcts", "vote"}
+    data = tmp_path / "q.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"{i} + 0?", "answer": "2"}) + "\n" for i in range(3))
+    )
+    steps = {"max_step_tokens": 16, "max_depth": 3}
+    space = {
+        "name": "tree-options",
+        "generate": {
+            "models": [{"backend": "scripted", "choices": ["#### 2", "#### 3"]}],
+            "n": [1],
+        },
+        "layers": [
+            {
+                "type": "beam_search",
+                "knobs": {"width": [1, 2]},
+                "fixed": {"scorer": table({}), "steps": steps},
+            },
+            {"type": "mcts", "fixed": {"iterations": 3, "scorer": table({}), "steps": steps}},
+            {"type": "vote", "optional": False},
+        ],
+    }
+    result = search(
+        space,
+        get_task("jsonl", path=data),
+        store=tmp_path / "r.db",
+        algorithm="grid",
+        trials=6,
+        dev=3,
+        test=0,
+        top=0,
+    )
+    kinds = [
+        {
+            layer[0]["type"] if isinstance(layer, list) else layer["type"]
+            for layer in t.config["layers"]
+        }
+        for t in result.trials
+    ]
+    assert any("beam_search" in k for k in kinds) and any("mcts" in k for k in kinds)
+    assert all(t.state == "complete" for t in result.trials)
