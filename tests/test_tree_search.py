@@ -388,3 +388,42 @@ def test_beam_search_and_mcts_are_options_of_a_search_space(tmp_path: Any) -> No
     ]
     assert any("beam_search" in k for k in kinds) and any("mcts" in k for k in kinds)
     assert all(t.state == "complete" for t in result.trials)
+
+
+class NoContinuation(ScriptedBackend):
+    """A server that rejects continuing an assistant turn (as hosted APIs do)."""
+
+    async def _send(self, request: Any) -> Any:
+        if request.continue_final_message:
+            from ponder.errors import BackendRequestError
+
+            raise BackendRequestError("400: unknown parameter continue_final_message")
+        return await super()._send(request)
+
+
+def test_a_backend_that_cannot_continue_gets_a_clear_error_or_the_restate_fallback() -> None:
+    layer = {"type": "beam_search", "width": 1, "expansions": 2, "scorer": table(TRAP_SCORES)}
+    with (
+        system(layer, NoContinuation(fn=trap_tree)) as s,
+        pytest.raises(ConfigError, match="continuation: restate"),
+    ):
+        s.run("What is 1 + 1?")
+    restated = {**layer, "steps": {"continuation": "restate"}}
+    backend = NoContinuation(fn=restating_tree)
+    with system(restated, backend) as s:
+        result = s.run("What is 1 + 1?")
+    assert result.extracted == "1"  # width 1 follows the high start, as with continuation
+    prompt = backend.calls[1][0]
+    assert isinstance(prompt, list) and prompt[-1].role == "user"
+    assert "Here is the start of a solution" in (prompt[-1].content or "")
+    assert "What is 1 + 1?" in (prompt[-1].content or "")
+
+
+def restating_tree(prompt: Prompt, i: int, params: SamplingParams) -> str:
+    """trap_tree for restated prompts: the partial solution is inside the user's message."""
+    text = prompt[-1].content if isinstance(prompt, list) else prompt
+    if "High start." in (text or ""):
+        return "High path ends wrong. #### 1"
+    if "Low start." in (text or ""):
+        return "Low path ends right. #### 2"
+    return ["Low start.", "High start."][i % 2]

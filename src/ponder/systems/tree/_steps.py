@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ponder.errors import BackendRequestError, ConfigError
 from ponder.records import Completion, FinishReason, Message, Prompt
 
 if TYPE_CHECKING:
@@ -151,13 +152,23 @@ async def next_steps(
             "max_tokens": cfg.max_step_tokens,
         }
     )
-    generation = await ctx.generate(
-        backend,
-        prompt,
-        k,
-        step_params,
-        purpose,
-        continue_final_message=continued,
-        cache_prompt=cfg.prompt_cache,
-    )
+    try:
+        generation = await ctx.generate(
+            backend,
+            prompt,
+            k,
+            step_params,
+            purpose,
+            continue_final_message=continued,
+            cache_prompt=cfg.prompt_cache,
+        )
+    except BackendRequestError as exc:
+        if not continued:
+            raise
+        raise ConfigError(
+            f"{backend.name} rejected a request that continues a partial assistant turn "
+            f"(tree search grows solutions this way): {exc.message}",
+            hint="set `steps: {continuation: restate}` on the component to restate the partial "
+            "solution in the user's message instead",
+        ) from exc
     return [to_step(c, cfg) for c in generation.completions]
