@@ -167,6 +167,12 @@ class GenerationRequest(BaseModel):
         0, ge=0, le=20, description="Alternatives to return per generated token (0: none)."
     )
     continue_final_message: bool = False
+    cache_prompt: bool | None = Field(
+        None,
+        description="Reuse the engine's cache of an earlier request's prompt prefix (None: the "
+        "backend's own setting). Faster when requests share long prefixes (tree search), but a "
+        "sample may then differ from what the same seed gives without it.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GenerationRequest:
@@ -232,6 +238,12 @@ class Generation(BaseModel):
 
     completions: list[Completion]
     prompt_tokens: int = Field(0, ge=0, description="Prompt tokens evaluated for this request.")
+    cached_prompt_tokens: int = Field(
+        0,
+        ge=0,
+        description="Of prompt_tokens, those the engine took from its prompt cache instead of "
+        "evaluating them (where it reports it).",
+    )
     latency_s: float = Field(0.0, ge=0.0)
     node: str | None = Field(
         None, description="The node that drew it, where an executor spread requests over nodes."

@@ -165,6 +165,7 @@ def _merge(parts: list[Generation]) -> Generation:
         completions=[c for g in parts for c in g.completions],
         # Each request evaluates the prompt, so a split request pays for it once per part.
         prompt_tokens=sum(g.prompt_tokens for g in parts),
+        cached_prompt_tokens=sum(g.cached_prompt_tokens for g in parts),
         latency_s=max((g.latency_s for g in parts), default=0.0),
         node=nodes.pop() if len(nodes) == 1 else None,
     )

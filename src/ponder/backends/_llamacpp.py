@@ -210,7 +210,9 @@ class LlamaCppBackend(Backend):
             "min_p": params.min_p,
             "max_tokens": params.max_tokens,
             "seed": params.seed,
-            "cache_prompt": self.config.reuse_prompt_cache,
+            "cache_prompt": self.config.reuse_prompt_cache
+            if request.cache_prompt is None
+            else request.cache_prompt,
         }
         top = request.top_logprobs
         if self.config.logprobs != "off" or top:
@@ -296,6 +298,7 @@ class LlamaCppBackend(Backend):
         return Generation(
             completions=completions,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            cached_prompt_tokens=_wire.cached_tokens(usage),
             latency_s=latency,
         )
 

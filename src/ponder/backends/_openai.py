@@ -663,6 +663,7 @@ class OpenAIBackend(Backend):
         return Generation(
             completions=completions,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            cached_prompt_tokens=_wire.cached_tokens(usage),
             latency_s=latency,
         )
 

@@ -206,3 +206,13 @@ def stream_deltas(chunk: dict[str, Any], calls: ToolCallAssembler) -> list[Strea
             )
         )
     return out
+
+
+def cached_tokens(usage: dict[str, Any]) -> int:
+    """Prompt tokens served from the engine's prompt cache (OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens``, which llama.cpp reports too; 0 when absent)."""
+    details = usage.get("prompt_tokens_details") or {}
+    try:
+        return max(int(details.get("cached_tokens") or 0), 0)
+    except (TypeError, ValueError):
+        return 0

@@ -157,6 +157,7 @@ class RunContext:
         *,
         continue_final_message: bool = False,
         top_logprobs: int = 0,
+        cache_prompt: bool | None = None,
     ) -> Generation:
         """One backend request for ``n`` completions, recorded in the trace.
 
@@ -164,7 +165,8 @@ class RunContext:
         continues (tree search extends a partial solution this way); the completions hold only the
         new text. ``top_logprobs``: alternatives per generated token (a judge reads the
         probability of its verdict token); such a call is never served from stored generations,
-        which keep no log-probabilities.
+        which keep no log-probabilities. ``cache_prompt``: ask the engine to reuse its cache of an
+        earlier prompt's prefix (see :class:`~ponder.records.GenerationRequest`).
 
         With a generation cache (``Resources.generation_cache``), completions already stored for
         the same model, prompt and parameters are served from it and only the missing ones are
@@ -195,6 +197,7 @@ class RunContext:
             params=params,
             continue_final_message=continue_final_message,
             top_logprobs=top_logprobs,
+            cache_prompt=cache_prompt,
         )
         cache = self.resources.generation_cache
         if cache is None or top_logprobs:
@@ -242,7 +245,11 @@ class RunContext:
         n = request.n
         start = time.perf_counter()
         try:
-            if request.continue_final_message or request.top_logprobs:
+            if (
+                request.continue_final_message
+                or request.top_logprobs
+                or request.cache_prompt is not None
+            ):
                 generation = await backend.complete(request)
             else:
                 generation = await backend.generate(request.prompt, n, request.params)
@@ -262,6 +269,7 @@ class RunContext:
             record.error = f"asked for {n} completions, got {len(generation.completions)}"
             raise self.error(f"backend call {purpose!r}: {record.error}", backend.identity)
         self._served(record, generation.completions, generation.prompt_tokens)
+        record.cached_prompt_tokens = generation.cached_prompt_tokens
         return generation
 
     async def context_size(self, backend: Backend) -> int | None:

@@ -53,6 +53,9 @@ class CallRecord(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     finish_reasons: list[FinishReason] = Field(default_factory=list)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = Field(
+        0, ge=0, description="Of prompt_tokens, those the engine's prompt cache served."
+    )
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = Field(None, description="Set when the call failed.")

@@ -86,6 +86,12 @@ class Scorer(ABC):
         """Scores of several items (default: concurrently, one by one)."""
         return list(await asyncio.gather(*(self.score(i, ctx) for i in items)))
 
+    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+        """The most calls and tokens (prompt + completion) that scoring ``item`` may cost; a
+        strategy's budget reserves it before scoring. Default (0, 0): a scorer that calls a model
+        must override it (e.g. with an upper bound of its prompt's tokens plus ``max_tokens``)."""
+        return 0, 0
+
 
 @dataclass
 class ScoreCache:
@@ -94,6 +100,9 @@ class ScoreCache:
 
     scores: dict[tuple[str, str, bool], float | None] = field(default_factory=dict)
     hits: int = 0
+
+    def has(self, scorer: Scorer, item: ScoreInput) -> bool:
+        return (scorer.name, item.solution, item.terminal) in self.scores
 
     async def scores_of(
         self, scorer: Scorer, items: Sequence[ScoreInput], ctx: RunContext

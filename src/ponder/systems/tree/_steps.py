@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ponder.errors import BackendRequestError, ConfigError
 from ponder.records import Completion, FinishReason, Message, Prompt
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ class StepsConfig(BaseModel):
     max_depth: int = Field(12, ge=1, le=200, description="Steps a solution may take.")
     final: str = Field(
         DEFAULT_FINAL, description="A step matching this regex gives the final answer."
+    )
+    prompt_cache: bool = Field(
+        True,
+        description="Ask the engine to reuse the cached prefix of earlier steps' prompts "
+        "(llama.cpp's cache_prompt): each node rereads its whole path otherwise. A step may then "
+        "differ from what the same seed gives without the cache.",
     )
     continuation: Literal["assistant", "restate"] = Field(
         "assistant",
@@ -106,8 +113,10 @@ def to_step(completion: Completion, cfg: StepsConfig) -> Step:
     text = completion.text
     ended = completion.finish_reason == "stop"
     if cfg.regex is not None:
-        match = re.search(cfg.regex, text)
-        if match is not None and match.start() > 0:
+        # The pattern may also open the step itself ("Step 2: ..."): the step ends at the first
+        # match after its start.
+        match = next((m for m in re.finditer(cfg.regex, text) if m.start() > 0), None)
+        if match is not None:
             text, ended = text[: match.start()], True
         elif completion.finish_reason == "stop":
             ended = True
@@ -143,7 +152,23 @@ async def next_steps(
             "max_tokens": cfg.max_step_tokens,
         }
     )
-    generation = await ctx.generate(
-        backend, prompt, k, step_params, purpose, continue_final_message=continued
-    )
+    try:
+        generation = await ctx.generate(
+            backend,
+            prompt,
+            k,
+            step_params,
+            purpose,
+            continue_final_message=continued,
+            cache_prompt=cfg.prompt_cache,
+        )
+    except BackendRequestError as exc:
+        if not continued:
+            raise
+        raise ConfigError(
+            f"{backend.name} rejected a request that continues a partial assistant turn "
+            f"(tree search grows solutions this way): {exc.message}",
+            hint="set `steps: {continuation: restate}` on the component to restate the partial "
+            "solution in the user's message instead",
+        ) from exc
     return [to_step(c, cfg) for c in generation.completions]
