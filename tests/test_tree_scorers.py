@@ -127,13 +127,14 @@ def test_the_four_scorers_are_listed_without_importing_them() -> None:
         "import sys\n"
         "from ponder.systems.tree import scorer_kinds\n"
         "print(scorer_kinds())\n"
-        "print(sorted(m for m in sys.modules if m.startswith('ponder.systems.tree._')))\n"
+        "built_ins = ('_judge', '_python', '_outcome', '_reward')\n"
+        "print([m for m in built_ins if 'ponder.systems.tree.' + m in sys.modules])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert out[0] == "['judge', 'outcome', 'python', 'reward_model']"
-    assert out[1] == "['ponder.systems.tree._scorers', 'ponder.systems.tree._steps']"
+    assert out[1] == "[]"  # none of their modules imported
     assert {"judge", "outcome", "python", "reward_model"} <= set(scorer_kinds())
 
 
@@ -325,6 +326,63 @@ def test_a_second_identical_item_costs_no_call() -> None:
     assert judge.name != other.name
     asyncio.run(cache.scores_of(other, [item("3 + 5 = 8")], ctx))
     assert len(backend.requests) == 3
+
+
+# ----- cost bounds ----------------------------------------------------------------------------------
+
+
+def spent(ctx: RunContext) -> tuple[int, int]:
+    calls = ctx.event.calls
+    return len(calls), sum(c.prompt_tokens + c.completion_tokens for c in calls)
+
+
+def within(bound: tuple[int, int], ctx: RunContext) -> bool:
+    calls, tokens = spent(ctx)
+    return calls <= bound[0] and tokens <= bound[1]
+
+
+def test_cost_bounds_hold_what_scoring_costs() -> None:
+    unreadable = item("I like apples")  # graded only after a repair
+    # auto, before the backend is known: a Yes/No call and a grade with its repair.
+    judge = make_scorer({"kind": "judge"})
+    bound = judge.cost_bound(unreadable)
+    ctx = context(ScriptedBackend(fn=grader))
+    score(judge, [unreadable], ctx)
+    assert bound[0] == 3 == spent(ctx)[0] and within(bound, ctx)
+    # Now known to return no log-probabilities: a grade and its repair.
+    assert judge.cost_bound(unreadable)[0] == 2
+    assert make_scorer({"kind": "judge", "repair_retries": 0}).cost_bound(unreadable)[0] == 2
+    graded = make_scorer({"kind": "judge", "mode": "score", "repair_retries": 3})
+    assert graded.cost_bound(unreadable)[0] == 4
+    assert graded.cost_bound(unreadable)[1] > judge.cost_bound(unreadable)[1]
+    # A backend with log-probabilities: one short call once known.
+    judge = make_scorer({"kind": "judge"})
+    ctx = context(LogprobBackend(verdicts))
+    score(judge, [item("3 + 5 = 8")], ctx)
+    assert judge.cost_bound(item("3 + 5 = 8")) == make_scorer(
+        {"kind": "judge", "mode": "logprobs"}
+    ).cost_bound(item("3 + 5 = 8"))
+    assert judge.cost_bound(item("3 + 5 = 8"))[0] == 1 and within(
+        judge.cost_bound(item("3 + 5 = 8")), ctx
+    )
+    # outcome: writing the tests once per query (and only for complete code).
+    outcome = make_scorer({"kind": "outcome", "max_tests": 2, "timeout_s": 0.5})
+    leaf = item("def add(a, b):\n    return a + b", terminal=True, query=CODE_QUERY)
+    assert outcome.cost_bound(item("def add(a, b):", query=CODE_QUERY)) == (0, 0)
+    assert outcome.cost_bound(item("The sum.", terminal=True, query=CODE_QUERY)) == (0, 0)
+    bound = outcome.cost_bound(leaf)
+    ctx = context(ScriptedBackend(outputs=["Tests:", TESTS_REPLY]))  # read after a repair
+    assert score(outcome, [leaf], ctx) == [1.0]
+    assert bound[0] == 2 == spent(ctx)[0] and within(bound, ctx)
+    assert outcome.cost_bound(leaf) == (0, 0)  # written already
+    # reward model: one call of one token.
+    reward = make_scorer({"kind": "reward_model", "model": "rm", "reply": "number"})
+    backend = ScriptedBackend(outputs=["0.5"], name="rm")
+    ctx = context(backend)
+    ctx.resources.pool = BackendPool(default=backend, named={"rm": backend})
+    bound = reward.cost_bound(item("3 + 5 = 8"))
+    score(reward, [item("3 + 5 = 8")], ctx)
+    assert bound[0] == 1 and within(bound, ctx)
 
 
 # ----- python ------------------------------------------------------------------------------------
@@ -622,12 +680,15 @@ def gsm8k_partials(count: int) -> Iterator[tuple[ScoreInput, bool]]:
 def test_judge_on_the_real_model_scores_partial_gsm8k_solutions(embedded: Backend) -> None:
     items = [i for i, _ in gsm8k_partials(5)]
     ctx = context(embedded)
-    scores = score(make_scorer({"kind": "judge"}), items, ctx)  # auto: log-probabilities
+    judge = make_scorer({"kind": "judge"})
+    bound = [sum(b) for b in zip(*(judge.cost_bound(i) for i in items), strict=True)]
+    scores = score(judge, items, ctx)  # auto: log-probabilities
     scored = [s for s in scores if s is not None]
     assert len(scored) >= 0.8 * len(items)
     assert all(0.0 <= s <= 1.0 for s in scored) and len(set(scored)) > 1
     assert all(c.purpose == "judge scorer (step 1)" for c in ctx.event.calls)
     assert not any("grading 1-10" in n for n in ctx.event.notes)
+    assert within((bound[0], bound[1]), ctx)  # the budget bound holds on the real tokenizer
 
 
 FEW_SHOT = (
@@ -644,10 +705,20 @@ def test_judge_score_mode_on_the_real_model(embedded: Backend) -> None:
     """The grade path on the real engine: each score is what its reply says, (N - 1) / 9, and a
     reply without a grade is recorded unscored (smollm2-135m often writes none; the parsing
     itself is covered on the scripted backend above)."""
-    items = [i for i, _ in gsm8k_partials(2)]
-    ctx = context(embedded, repair_retries=0)
-    judge = make_scorer({"kind": "judge", "mode": "score", "template": FEW_SHOT, "max_tokens": 4})
+    items = [i for i, _ in gsm8k_partials(1)][:1]
+    ctx = context(embedded)
+    judge = make_scorer(
+        {
+            "kind": "judge",
+            "mode": "score",
+            "template": FEW_SHOT,
+            "max_tokens": 4,
+            "repair_retries": 0,
+        }
+    )
+    bound = [sum(b) for b in zip(*(judge.cost_bound(i) for i in items), strict=True)]
     scores = score(judge, items, ctx)
+    assert within((bound[0], bound[1]), ctx)
     calls = ctx.event.calls
     assert len(calls) == len(items) and all(c.outputs and c.error is None for c in calls)
     by_solution = {user_text(c.prompt).rsplit("Solution: ", 1)[1]: c.outputs[0] for c in calls}

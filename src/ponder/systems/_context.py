@@ -357,23 +357,25 @@ class RunContext:
         *,
         purpose: str,
         expected: str,
+        repair_retries: int | None = None,
     ) -> Asked[T]:
         """Ask for one reply and parse it; on :class:`Unparseable`, send a repair prompt.
 
-        At most ``repair_retries`` repair prompts follow the first call; each one shows the model
-        its reply, what was wrong with it and the ``expected`` format. The caller records a
-        fallback when the result is not ok.
+        At most ``repair_retries`` repair prompts (default: the context's) follow the first call;
+        each one shows the model its reply, what was wrong with it and the ``expected`` format.
+        The caller records a fallback when the result is not ok.
         """
+        retries = self.repair_retries if repair_retries is None else repair_retries
         convo = list(messages)
         reply = (await self.generate(backend, convo, 1, params, purpose)).completions[0].text
         replies = [reply]
         problem = ""
-        for attempt in range(self.repair_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 return Asked(parse(reply), outputs=tuple(replies))
             except Unparseable as exc:
                 problem = exc.problem
-            if attempt == self.repair_retries:
+            if attempt == retries:
                 break
             repair = render(template("repair"), problem=problem, format=expected)
             convo += [

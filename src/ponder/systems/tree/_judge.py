@@ -7,8 +7,8 @@ How the verdict is read (``mode``):
   P(yes) / (P(yes) + P(no)), each summed over the case and whitespace variants among the
   alternatives at the first generated position that offers either. None when neither appears.
 * ``score``: for backends without log-probabilities; the model grades the solution from 1 to 10
-  in a ``Score: N`` line (the system's repair prompts follow an unreadable reply) and the score is
-  (N - 1) / 9. None when no reply could be read.
+  in a ``Score: N`` line (up to ``repair_retries`` repair prompts follow an unreadable reply) and
+  the score is (N - 1) / 9. None when no reply could be read.
 * ``auto`` (the default) asks as in ``logprobs`` and falls back to ``score`` when the backend's
   completion came back without log-probabilities (remembered per backend, so it costs one extra
   call per backend, not per node).
@@ -29,6 +29,7 @@ from ponder.systems._context import RunContext
 from ponder.systems._models import ModelRef
 from ponder.systems._parsing import parse_score
 from ponder.systems._prompts import check_template, render
+from ponder.systems.tree._cost import asked_bound, call_bound
 from ponder.systems.tree._odds import answer_odds, word_is
 from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
 
@@ -54,6 +55,8 @@ SCORE_EXPECTED = "end with one line 'Score: N' where N is a whole number from 1 
 PLACEHOLDERS = frozenset({"query", "solution", "instruction"})
 
 _YES, _NO = word_is("yes"), word_is("no")
+# Tokens generated for a Yes/No verdict: room for a leading space or newline token before it.
+_VERDICT_TOKENS = 4
 
 
 class JudgeScorerConfig(BaseModel):
@@ -73,6 +76,9 @@ class JudgeScorerConfig(BaseModel):
     )
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     top_logprobs: int = Field(10, ge=1, le=20, description="Alternatives read per position.")
+    repair_retries: int = Field(
+        1, ge=0, le=10, description="Score mode: repair prompts after an unreadable grade."
+    )
     max_tokens: int = Field(
         16,
         ge=1,
@@ -97,6 +103,24 @@ class JudgeScorer(Scorer):
         self._name = f"judge:{digest}"
         # Whether each backend (by identity) returned log-probabilities when asked (auto mode).
         self._has_logprobs: dict[str, bool] = {}
+
+    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+        """One Yes/No call, or a grade with its repairs; in ``auto`` before the backend's answer
+        is known, both."""
+        cfg = self.config
+        asks = call_bound(self._messages(item, YES_NO[item.terminal]), _VERDICT_TOKENS)
+        grades = asked_bound(
+            self._messages(item, GRADE[item.terminal] + GRADE_FORMAT),
+            cfg.max_tokens,
+            cfg.repair_retries,
+            SCORE_EXPECTED,
+        )
+        known = set(self._has_logprobs.values())
+        if cfg.mode == "score" or known == {False}:
+            return grades
+        if cfg.mode == "logprobs" or known == {True}:
+            return asks
+        return asks[0] + grades[0], asks[1] + grades[1]
 
     @property
     def name(self) -> str:
@@ -123,7 +147,7 @@ class JudgeScorer(Scorer):
             backend,
             self._messages(item, YES_NO[item.terminal]),
             1,
-            _params(cfg.temperature, 4, seed),
+            _params(cfg.temperature, _VERDICT_TOKENS, seed),
             f"judge scorer ({step})",
             top_logprobs=cfg.top_logprobs,
         )
@@ -154,6 +178,7 @@ class JudgeScorer(Scorer):
             parse_score,
             purpose=f"judge scorer grade ({step})",
             expected=SCORE_EXPECTED,
+            repair_retries=cfg.repair_retries,
         )
         if asked.value is None:
             ctx.fallback(

@@ -30,6 +30,7 @@ from ponder.systems._context import RunContext
 from ponder.systems._models import ModelRef
 from ponder.systems._parsing import Unparseable
 from ponder.systems._prompts import check_template, render
+from ponder.systems.tree._cost import asked_bound
 from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
 from ponder.verify.code import CodeVerdict, Sandbox, extract_program
 
@@ -92,6 +93,9 @@ class OutcomeScorerConfig(BaseModel):
     max_tests: int = Field(5, ge=1, le=50, description="Tests to write per query.")
     temperature: float = Field(0.2, ge=0.0, le=5.0)
     max_tokens: int = Field(512, ge=1, le=8192, description="Tokens of the reply with the tests.")
+    repair_retries: int = Field(
+        1, ge=0, le=10, description="Repair prompts after a reply without a readable test."
+    )
     timeout_s: float = Field(3.0, gt=0.0, le=120.0, description="Wall time of one test.")
     template: str | None = Field(
         None, description="Replaces the prompt for tests; placeholders $query and $max_tests."
@@ -103,6 +107,10 @@ class OutcomeScorerConfig(BaseModel):
         if value is not None:
             check_template(value, PLACEHOLDERS)
         return value
+
+
+def _key(messages: tuple[Message, ...]) -> str:
+    return json.dumps([m.model_dump(mode="json") for m in messages], sort_keys=True)
 
 
 @dataclass
@@ -126,12 +134,26 @@ class OutcomeScorer(Scorer):
     def name(self) -> str:
         return self._name
 
+    def _prompt(self, query: str) -> list[Message]:
+        cfg = self.config
+        user = render(cfg.template or PROMPT, query=query, max_tests=cfg.max_tests)
+        return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+        """Writing the query's tests (with repairs), unless they are written or not needed."""
+        if not item.terminal or extract_program(item.solution) is None:
+            return 0, 0
+        written = self._tests.get(_key(item.messages))
+        if written is not None and written.tests is not None:
+            return 0, 0
+        cfg = self.config
+        return asked_bound(self._prompt(item.query), cfg.max_tokens, cfg.repair_retries, EXPECTED)
+
     async def tests_for(
         self, messages: tuple[Message, ...], query: str, ctx: RunContext
     ) -> list[str]:
         """The tests of a query: written by the model on first use, then reused."""
-        key = json.dumps([m.model_dump(mode="json") for m in messages], sort_keys=True)
-        entry = self._tests.setdefault(key, _Tests(asyncio.Lock()))
+        entry = self._tests.setdefault(_key(messages), _Tests(asyncio.Lock()))
         async with entry.lock:
             if entry.tests is None:
                 entry.tests = await self._write_tests(query, ctx)
@@ -139,10 +161,9 @@ class OutcomeScorer(Scorer):
 
     async def _write_tests(self, query: str, ctx: RunContext) -> list[str]:
         cfg = self.config
-        user = render(cfg.template or PROMPT, query=query, max_tests=cfg.max_tests)
         asked = await ctx.ask(
             ctx.backend(cfg.model),
-            [Message(role="system", content=SYSTEM), Message(role="user", content=user)],
+            self._prompt(query),
             SamplingParams(
                 temperature=cfg.temperature,
                 max_tokens=cfg.max_tokens,
@@ -151,10 +172,11 @@ class OutcomeScorer(Scorer):
             lambda text: parse_asserts(text, cfg.max_tests),
             purpose="outcome scorer tests",
             expected=EXPECTED,
+            repair_retries=cfg.repair_retries,
         )
         if asked.value is None:
             ctx.fallback(
-                f"outcome scorer: no test could be read after {ctx.repair_retries} repair(s): "
+                f"outcome scorer: no test could be read after {cfg.repair_retries} repair(s): "
                 f"{asked.problem}",
                 "complete solutions of this query are left unscored",
                 output=asked.output,

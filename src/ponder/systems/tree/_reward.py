@@ -43,6 +43,7 @@ from ponder.records import Message, SamplingParams
 from ponder.systems._context import RunContext
 from ponder.systems._models import ModelRef
 from ponder.systems._prompts import check_template, render
+from ponder.systems.tree._cost import call_bound
 from ponder.systems.tree._odds import answer_odds
 from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
 
@@ -117,6 +118,13 @@ class RewardModelScorer(Scorer):
     def name(self) -> str:
         return self._name
 
+    def _max_tokens(self) -> int:
+        return 8 if self.config.reply == "number" else 1
+
+    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+        """One call: the messages and a reply of ``max_tokens`` (1, or 8 for a number)."""
+        return call_bound(self.messages(item), self._max_tokens())
+
     def messages(self, item: ScoreInput) -> list[Message]:
         """The request's messages for ``item`` (see the module's docs)."""
         cfg = self.config
@@ -149,7 +157,7 @@ class RewardModelScorer(Scorer):
             backend,
             self.messages(item),
             1,
-            SamplingParams(temperature=0.0, max_tokens=8 if numeric else 1, seed=seed),
+            SamplingParams(temperature=0.0, max_tokens=self._max_tokens(), seed=seed),
             f"reward model ({step})",
             top_logprobs=0 if numeric else cfg.top_logprobs,
         )

@@ -1,0 +1,36 @@
+"""Upper bounds of what a scorer's model calls cost (:meth:`Scorer.cost_bound`), known before
+they are made, so that a strategy's budget can hold them.
+
+A prompt is bounded without a tokenizer (:func:`~ponder.systems._budget.upper_bound`: at most one
+token per UTF-8 byte, plus the chat template's allowance). A reply shown again in a repair prompt
+is counted at twice its ``max_tokens`` (re-tokenising a text can split it differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ponder.records import Message
+from ponder.systems._budget import MESSAGE_OVERHEAD, upper_bound
+from ponder.systems._prompts import template
+
+# A repair prompt names the problem with the reply: a sentence of the parser's (the longest are
+# under 150 bytes).
+_PROBLEM_BYTES = 300
+
+
+def call_bound(messages: Sequence[Message], max_tokens: int) -> tuple[int, int]:
+    """One call: 1 call, and at most the prompt's tokens plus ``max_tokens``."""
+    return 1, upper_bound(list(messages)) + max_tokens
+
+
+def asked_bound(
+    messages: Sequence[Message], max_tokens: int, repair_retries: int, expected: str
+) -> tuple[int, int]:
+    """A :meth:`RunContext.ask` with at most ``repair_retries`` repair prompts: its calls, and
+    the tokens of all of them (each repair resends the conversation so far)."""
+    base = upper_bound(list(messages))
+    repair = len(template("repair").encode()) + len(expected.encode()) + _PROBLEM_BYTES
+    per_round = 2 * max_tokens + repair + 2 * MESSAGE_OVERHEAD
+    tokens = sum(base + attempt * per_round + max_tokens for attempt in range(repair_retries + 1))
+    return repair_retries + 1, tokens
