@@ -9,8 +9,9 @@ the program found in the solution (:func:`~ponder.verify.code.extract_program`).
 share of tests passed.
 
 It scores only what it can check: partial solutions (non-terminal nodes), solutions without a
-program, and queries for which no test could be read get None. A test that is itself broken (the
-sandbox reports an ``error``, not a failure of the program) is left out of the share.
+program, and queries for which no test could be read get None. A test calling a name the program
+does not define fails (the program lacks what the task asked for); a check the sandbox could not
+run at all (an ``error`` verdict: not the program's fault) is left out of the share.
 """
 
 from __future__ import annotations
