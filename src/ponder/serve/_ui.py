@@ -5,7 +5,8 @@ Pages (plain HTML from Jinja2 templates with autoescape on; no JavaScript at all
 * ``/ui``: the runs in the database;
 * ``/ui/runs/{run}``: one run, its traces (system runs) and its report, the same HTML that
   ``ponder report --html`` writes (also alone at ``/ui/runs/{run}/report``);
-* ``/ui/runs/{run}/traces/{sample_id}``: the trace of one answer of a system run;
+* ``/ui/runs/{run}/traces/{sample_id}``: the trace of one answer of a system run (a search
+  component's tree as nested lists, the winning path open);
 * ``/ui/requests``: the requests the server answered, newest first;
 * ``/ui/requests/{id}``: one request, its messages, its response and its trace;
 * ``/ui/login``: a form that trades an API key for a session cookie.
