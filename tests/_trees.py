@@ -150,8 +150,11 @@ def search_trace() -> Trace:
     )
 
 
-def store_search_trace(db: Path, task: ListTask) -> tuple[str, str, int]:
-    """A system run on ``task`` whose first problem's answer has :func:`search_trace`'s trace.
+def store_search_trace(
+    db: Path, task: ListTask, tree: SearchTree | None = None
+) -> tuple[str, str, int]:
+    """A system run on ``task`` whose first problem's answer has :func:`search_trace`'s trace
+    (with ``tree`` in place of its own, if given).
 
     Returns:
         The run id, the problem id and the stored sample's id.
@@ -162,6 +165,8 @@ def store_search_trace(db: Path, task: ListTask) -> tuple[str, str, int]:
         System.from_dict(config, default_backend=ScriptedBackend(outputs=["x"])), task
     )
     trace = search_trace()
+    if tree is not None:
+        trace.layers[0].events[0].tree = tree
     problem = task.problems()[0]
     with Store(db) as store:
         run = store.ensure_run(spec)

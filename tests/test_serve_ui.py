@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ponder.records import SamplingParams
 from ponder.runs import sample_run, system_run, verify_run
 from ponder.serve import SESSION_COOKIE, ui_router
 from ponder.store import ServerRequest, Store
-from ponder.systems import System
+from ponder.systems import SearchTree, System, TreeNode
 from ponder.verify import MathVerifier
 from tests._browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests._fakes import arithmetic
@@ -425,6 +426,60 @@ def test_a_search_trees_model_text_is_escaped(open_server: str, data: Data) -> N
     assert "&lt;b&gt;apples&lt;/b&gt; [bold]not markup[/bold]" in r.text
     assert "<b>apples</b>" not in r.text
     assert r.text.count('class="search-node') == 20
+
+
+class _Nesting(HTMLParser):
+    """Each search-tree node's id (``#N``) and the id of the node whose list it sits in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[int | None] = []  # the <li> elements open now: node id, or None
+        self.parents: dict[int, int | None] = {}
+        self._in_id = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "li":
+            self.open.append(None)
+        self._in_id = tag == "span" and "node-id" in classes
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li":
+            self.open.pop()
+        self._in_id = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_id:
+            node = int(data.lstrip("#"))
+            enclosing = [i for i in self.open[:-1] if i is not None]
+            self.parents[node] = enclosing[-1] if enclosing else None
+            self.open[-1] = node
+
+
+def test_a_deep_search_tree_nests_as_the_tree_does(tmp_path: Path) -> None:
+    # A 300-step chain under a bushy root: the page nests no deeper than the tree, and no
+    # template recursion limits how deep a tree can be.
+    nodes = [TreeNode(id=0)]
+    for i in range(1, 41):
+        nodes.append(TreeNode(id=i, parent=0, depth=1, text=f"<i>step</i> {i}", score=i / 40))
+    for i in range(41, 341):
+        parent = nodes[-1] if i > 41 else nodes[7]
+        nodes.append(TreeNode(id=i, parent=parent.id, depth=parent.depth + 1, text=f"s{i}"))
+    tree = SearchTree(strategy="beam_search", scorer="python", nodes=nodes, chosen=[340])
+    db = tmp_path / "deep.db"
+    run_id, _, sample_id = store_search_trace(db, arithmetic(1), tree)
+    with _Server(db, ()) as server:
+        page = httpx.get(f"{server.url}/ui/runs/{run_id}/traces/{sample_id}")
+    assert page.status_code == 200
+    nesting = _Nesting()
+    nesting.feed(page.text)
+    assert nesting.parents == {n.id: n.parent for n in nodes}
+    assert page.text.count("<details") == page.text.count("</details>")
+    assert "&lt;i&gt;step&lt;/i&gt; 40" in page.text and "<i>step" not in page.text
+    # The root's children best first: by score here (no values), #40 first, #1 last.
+    order = re.findall(r'<span class="node-id">#(\d+)</span>', page.text)
+    roots_kids = [int(i) for i in order if 1 <= int(i) <= 40]
+    assert roots_kids == list(range(40, 0, -1))
 
 
 def test_missing_things_are_404_and_an_unverified_run_says_how_to_verify(

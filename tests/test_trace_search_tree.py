@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from ponder.cli import app
 from ponder.errors import UserError
-from ponder.store import Store
+from ponder.store import ServerRequest, Store
 from ponder.systems import SearchTree, Trace, TreeNode, children_best_first, trace_tree
 from tests._fakes import arithmetic
 from tests._trees import (
@@ -187,3 +187,81 @@ def test_a_tree_trace_round_trips_through_the_store_and_ponder_trace(tmp_path: P
     assert len(full["layers"][0]["events"][0]["tree"]["nodes"]) == 20
     bad = cli("trace", run_id, problem_id, "--tree-children", "0", code=2)
     assert "--tree-children and --tree-depth must be >= 1" in bad.output
+
+
+def test_a_served_requests_tree_shows_in_ponder_trace(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    trace = search_trace()
+    with Store(db) as store:
+        store.add_server_request(
+            ServerRequest(
+                id="tr-tree",
+                created_at=1.0,
+                endpoint="/v1/chat/completions",
+                model="tree-demo",
+                system="tree-demo",
+                status=200,
+                latency_s=0.5,
+                request={"model": "tree-demo", "messages": [{"role": "user", "content": "?"}]},
+                trace=trace.model_dump(mode="json"),
+            )
+        )
+    args = ["trace", "tr-tree", "--db", str(db), "--tree-children", "1", "--tree-depth", "1"]
+    shown = CliRunner().invoke(app, args, env={"COLUMNS": "220"})
+    assert shown.exit_code == 0, shown.output
+    assert "served request tr-tree" in shown.stdout
+    for step in WINNING_STEPS:
+        assert "★" in _line(shown.stdout, step)
+    assert "… 4 more (5 nodes)" in shown.stdout  # the options reach served traces too
+
+
+def _big_tree(fanout: int, levels: int, chain: int) -> SearchTree:
+    """``fanout`` children per node for ``levels`` levels, then a ``chain`` of single steps below
+    the last node, which wins."""
+    nodes = [TreeNode(id=0)]
+    frontier = [0]
+    for level in range(1, levels + 1):
+        nxt = []
+        for parent in frontier:
+            for _ in range(fanout):
+                i = len(nodes)
+                score = (i * 7919 % 1000) / 1000  # spread, repeatable
+                nodes.append(
+                    TreeNode(
+                        id=i, parent=parent, depth=level, text=f"s{i}", score=score, value=score
+                    )
+                )
+                nxt.append(i)
+        frontier = nxt
+    for _ in range(chain):
+        parent = nodes[-1]
+        i = len(nodes)
+        nodes.append(TreeNode(id=i, parent=parent.id, depth=parent.depth + 1, text=f"s{i}"))
+    nodes[-1] = nodes[-1].model_copy(update={"terminal": True})
+    return SearchTree(strategy="mcts", scorer="python", nodes=nodes, chosen=[len(nodes) - 1])
+
+
+def test_a_big_tree_is_cut_to_a_readable_size_with_its_winning_path_whole() -> None:
+    tree = _big_tree(fanout=6, levels=5, chain=40)  # 9,371 nodes: a 5-level bush, 40 below
+    trace = search_trace()
+    trace.layers[0].events[0].tree = tree
+    text = _shown(trace, tree_children=3, tree_depth=3)
+    lines = [ln for ln in text.splitlines() if re.search(r"#\d+ s\d+", ln)]
+    path = tree.winning_path
+    assert len(path) == 46
+    # At most 3 children a node, and the winning one, in the first 3 levels (4, 4 * 3 + 1 and
+    # 13 * 3 + 1 nodes), the winning path below them: 100 lines or so for 9,371 nodes.
+    assert len(lines) <= 4 + 13 + 40 + len(path)
+    assert sum("★" in ln for ln in lines) == len(path) - 1  # the root's line aside
+    assert f"#{path[-1]} s{path[-1]}" in text and "chosen #1" in text
+    where = {int(m.group(1)): m.start() for m in re.finditer(r"#(\d+) s\d+", text)}
+    assert set(path[1:]) <= set(where)
+    won = set(path)
+    for parent, kids in children_best_first(tree).items():
+        if parent != 0 and parent not in where:
+            continue
+        shown = [k.id for k in kids if k.id in where]
+        # The 3 best, and the winner wherever it ranks, in that order; none under the depth cut.
+        best = [k.id for k in kids[:3]] if tree.node(parent).depth < 3 else []
+        assert shown == [k.id for k in kids if k.id in best or k.id in won], parent
+        assert [where[i] for i in shown] == sorted(where[i] for i in shown), parent
