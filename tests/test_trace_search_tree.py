@@ -234,9 +234,9 @@ def _big_tree(fanout: int, levels: int, chain: int) -> SearchTree:
                 nxt.append(i)
         frontier = nxt
     for _ in range(chain):
-        parent = nodes[-1]
+        last = nodes[-1]
         i = len(nodes)
-        nodes.append(TreeNode(id=i, parent=parent.id, depth=parent.depth + 1, text=f"s{i}"))
+        nodes.append(TreeNode(id=i, parent=last.id, depth=last.depth + 1, text=f"s{i}"))
     nodes[-1] = nodes[-1].model_copy(update={"terminal": True})
     return SearchTree(strategy="mcts", scorer="python", nodes=nodes, chosen=[len(nodes) - 1])
 
