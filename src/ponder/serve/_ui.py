@@ -265,6 +265,7 @@ class _TreeRow:
 
 
 def _search_rows(tree: SearchTree) -> list[_TreeRow]:
+    """The nodes reachable from the root(s), depth first, each node's children best first."""
     kids = children_best_first(tree)
     won = set(tree.winning_path)
     rank = {node_id: i + 1 for i, node_id in enumerate(tree.chosen)}
@@ -278,7 +279,7 @@ def _search_rows(tree: SearchTree) -> list[_TreeRow]:
         seen.add(node.id)
         order.append((node, level))
         stack.extend((k, level + 1) for k in reversed(kids.get(node.id, [])))
-    rows = []
+    rows: list[_TreeRow] = []
     for i, (node, level) in enumerate(order):
         after = order[i + 1][1] if i + 1 < len(order) else 0
         parent = after > level  # pre-order: the next row is a child exactly when it is deeper
