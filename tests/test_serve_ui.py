@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from ponder.records import SamplingParams
 from ponder.runs import sample_run, system_run, verify_run
 from ponder.serve import SESSION_COOKIE, ui_router
 from ponder.store import ServerRequest, Store
-from ponder.systems import System
+from ponder.systems import SearchTree, System, TreeNode
 from ponder.verify import MathVerifier
 from tests._browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests._fakes import arithmetic
+from tests._trees import APPLES, DEEP_STEPS, WINNING_STEPS, store_search_trace
 
 KEY = "pk-test-0123456789abcdef"
 EVIL = "The answer is <script>alert('pwned')</script> <b>bold</b> #### 4"
@@ -51,6 +53,8 @@ class Data:
     unverified_run: str
     trace_sample: int
     request_id: str
+    tree_run: str  # a system run whose answer's trace has a search tree (tests/_trees.py)
+    tree_sample: int
 
 
 def _answer(prompt: Any, i: int, params: SamplingParams) -> str:
@@ -162,7 +166,8 @@ def _build(db: Path) -> Data:
                 **{**base, "status": 502},
             )
         )
-    return Data(db, sampled, answered, unverified, trace_sample, "tr-system")
+    tree_run, _, tree_sample = store_search_trace(db, task)
+    return Data(db, sampled, answered, unverified, trace_sample, "tr-system", tree_run, tree_sample)
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +309,61 @@ def test_a_system_run_trace_opens_from_its_run_page_in_chromium(
     assert page.locator(".answer").get_by_text("Working on it.").is_visible()
 
 
+def test_a_search_tree_is_a_collapsible_list_with_the_winning_path_open_in_chromium(
+    page: Any, open_server: str, data: Data
+) -> None:
+    page.goto(f"{open_server}/ui/runs/{data.tree_run}")
+    page.locator("table.traces a").first.click()
+    page.wait_for_url(f"**/ui/runs/{data.tree_run}/traces/{data.tree_sample}")
+    assert page.locator("script").count() == 0
+    tree = page.locator("details.search")
+    head = tree.locator("> summary")
+    assert head.is_visible() and "winning path #0 → #3 → #8 → #14" in head.inner_text()
+    assert "20 nodes" in head.inner_text() and "scorer judge (min)" in head.inner_text()
+
+    # The winning path is open, marked and green; nodes show their scores, values and visits.
+    won = tree.locator("li.search-node.won")
+    assert won.count() == 4
+    for i in range(4):
+        assert won.nth(i).locator(".won-mark").first.is_visible()
+    green = "rgb(6, 118, 71)"  # --ok in ui.css
+    for step in WINNING_STEPS:
+        line = tree.locator("li.won", has=page.get_by_text(step, exact=True)).last
+        assert line.get_by_text(step, exact=True).is_visible()
+        shown = line.locator("> details > summary, > .line")
+        assert shown.evaluate("e => getComputedStyle(e).color") == green, step
+    answer = tree.locator("li.won.leaf > .line")
+    assert " ".join(answer.inner_text().split()) == (
+        "★ #14 The answer is 6. #### 6 score 0.99 value 0.7 visits 3 terminal chosen #1"
+    )
+    guess = tree.locator("li.search-node", has=page.get_by_text("Guess 7.", exact=True)).last
+    assert guess.is_visible() and "visits 1" in guess.inner_text()
+    assert guess.locator("> .line").evaluate("e => getComputedStyle(e).color") != green
+    assert guess.locator(".won-mark").count() == 0
+    # Best child first: #9 (value .95) before the winning #8 (.6); every node is there (no cut).
+    steps = tree.locator(".step").all_inner_texts()
+    assert steps.index("So 3 boxes hold 7.") < steps.index(WINNING_STEPS[1])
+    assert len(steps) == 19  # every node but the root
+    truncated = tree.locator("li.search-node", has=page.get_by_text("Start over.", exact=True))
+    assert "truncated" in truncated.last.inner_text()
+
+    # Model text is text: the step with <b>apples</b> makes no <b> element.
+    apples = tree.get_by_text(APPLES, exact=True)
+    assert apples.is_visible() and tree.locator(".step b").count() == 0
+    # Off the winning path a branch is closed until opened.
+    deep = tree.get_by_text(DEEP_STEPS[3], exact=True)
+    assert deep.count() == 1 and not deep.is_visible()
+    for step in (APPLES, "Apples come in boxes.", *DEEP_STEPS[:3]):
+        tree.locator("summary", has=page.get_by_text(step, exact=True)).click()
+    assert deep.is_visible()
+    leaf = tree.locator("li.leaf", has=page.get_by_text(DEEP_STEPS[3], exact=True))
+    assert "chosen #2" in leaf.inner_text()
+    # Closing the root hides the whole tree but its head.
+    tree.locator("li.won > details > summary").first.click()
+    assert not tree.get_by_text(WINNING_STEPS[2], exact=True).is_visible() and head.is_visible()
+    page.screenshot(path=str(data.db.parent / "search-tree.png"), full_page=True)
+
+
 def test_login_with_a_key_in_chromium(page: Any, keyed_server: str, data: Data) -> None:
     response = page.goto(f"{keyed_server}/ui/requests")
     assert response.status == 401
@@ -358,6 +418,68 @@ def test_model_output_and_client_input_are_escaped(open_server: str, data: Data)
     passed = httpx.get(f"{open_server}/ui/requests/tr-pass")
     assert "(pass-through to the model)" in passed.text
     assert "tool call call_1: add({&#34;a&#34;: 2})" in passed.text
+
+
+def test_a_search_trees_model_text_is_escaped(open_server: str, data: Data) -> None:
+    r = httpx.get(f"{open_server}/ui/runs/{data.tree_run}/traces/{data.tree_sample}")
+    assert r.status_code == 200
+    assert "&lt;b&gt;apples&lt;/b&gt; [bold]not markup[/bold]" in r.text
+    assert "<b>apples</b>" not in r.text
+    assert r.text.count('class="search-node') == 20
+
+
+class _Nesting(HTMLParser):
+    """Each search-tree node's id (``#N``) and the id of the node whose list it sits in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[int | None] = []  # the <li> elements open now: node id, or None
+        self.parents: dict[int, int | None] = {}
+        self._in_id = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "li":
+            self.open.append(None)
+        self._in_id = tag == "span" and "node-id" in classes
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li":
+            self.open.pop()
+        self._in_id = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_id:
+            node = int(data.lstrip("#"))
+            enclosing = [i for i in self.open[:-1] if i is not None]
+            self.parents[node] = enclosing[-1] if enclosing else None
+            self.open[-1] = node
+
+
+def test_a_deep_search_tree_nests_as_the_tree_does(tmp_path: Path) -> None:
+    # A 300-step chain under a bushy root: the page nests no deeper than the tree, and no
+    # template recursion limits how deep a tree can be.
+    nodes = [TreeNode(id=0)]
+    for i in range(1, 41):
+        nodes.append(TreeNode(id=i, parent=0, depth=1, text=f"<i>step</i> {i}", score=i / 40))
+    for i in range(41, 341):
+        parent = nodes[-1] if i > 41 else nodes[7]
+        nodes.append(TreeNode(id=i, parent=parent.id, depth=parent.depth + 1, text=f"s{i}"))
+    tree = SearchTree(strategy="beam_search", scorer="python", nodes=nodes, chosen=[340])
+    db = tmp_path / "deep.db"
+    run_id, _, sample_id = store_search_trace(db, arithmetic(1), tree)
+    with _Server(db, ()) as server:
+        page = httpx.get(f"{server.url}/ui/runs/{run_id}/traces/{sample_id}")
+    assert page.status_code == 200
+    nesting = _Nesting()
+    nesting.feed(page.text)
+    assert nesting.parents == {n.id: n.parent for n in nodes}
+    assert page.text.count("<details") == page.text.count("</details>")
+    assert "&lt;i&gt;step&lt;/i&gt; 40" in page.text and "<i>step" not in page.text
+    # The root's children best first: by score here (no values), #40 first, #1 last.
+    order = re.findall(r'<span class="node-id">#(\d+)</span>', page.text)
+    roots_kids = [int(i) for i in order if 1 <= int(i) <= 40]
+    assert roots_kids == list(range(40, 0, -1))
 
 
 def test_missing_things_are_404_and_an_unverified_run_says_how_to_verify(

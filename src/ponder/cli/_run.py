@@ -499,7 +499,9 @@ def _served_request(store: Store, ref: str) -> ServerRequest | None:
         return None
 
 
-def _show_served(record: ServerRequest, *, text: bool, width: int, json_out: bool) -> None:
+def _show_served(
+    record: ServerRequest, *, text: bool, width: int, shape: tuple[int, int], json_out: bool
+) -> None:
     from ponder.systems import trace_tree
 
     if json_out:
@@ -516,7 +518,11 @@ def _show_served(record: ServerRequest, *, text: bool, width: int, json_out: boo
         console.print(f"error: {record.error}", highlight=False)
     trace = record.parsed_trace()
     if trace is not None:
-        console.print(trace_tree(trace, show_text=text, width=width))
+        console.print(
+            trace_tree(
+                trace, show_text=text, width=width, tree_children=shape[0], tree_depth=shape[1]
+            )
+        )
     elif record.response:
         for choice in record.response.get("choices", []):
             message = choice.get("message") or {}
@@ -544,7 +550,21 @@ def trace(
     text: Annotated[
         bool, typer.Option("--text", help="Show each call's prompt and outputs (shortened).")
     ] = False,
-    width: Annotated[int, typer.Option(help="Characters of text shown per prompt/output.")] = 100,
+    width: Annotated[
+        int, typer.Option(help="Characters of text shown per prompt/output/search step.")
+    ] = 100,
+    tree_children: Annotated[
+        int,
+        typer.Option(
+            help="Search trees: children shown per node, best first (the winning path always)."
+        ),
+    ] = 4,
+    tree_depth: Annotated[
+        int,
+        typer.Option(
+            help="Search trees: levels shown (deeper nodes counted, bar the winning path)."
+        ),
+    ] = 4,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -552,18 +572,26 @@ def trace(
 
     `ponder trace RUN` lists the run's traces; `ponder trace RUN PROBLEM` shows one; `--json` prints
     the trace itself (or the list). `ponder trace TRACE_ID` shows a request served by `ponder serve`
-    (the id of its X-Ponder-Trace-Id header).
+    (the id of its X-Ponder-Trace-Id header). A tree search component (beam search, MCTS, ...)
+    shows its search tree, the winning path marked ★; `--json` has every node.
     """
     from ponder.systems import trace_tree
 
     with reported_errors(), open_store(db) as store:
         if width < 10:
             raise UserError(f"--width must be >= 10, got {width}")
+        if tree_children < 1 or tree_depth < 1:
+            raise UserError(
+                f"--tree-children and --tree-depth must be >= 1, got {tree_children} and "
+                f"{tree_depth}",
+                hint="every node of a search tree is in: ponder trace RUN PROBLEM --json",
+            )
+        shape = (tree_children, tree_depth)
         served = _served_request(store, run_ref)
         if served is not None:
             if problem is not None:
                 raise UserError(f"{run_ref} is a served request: it has no problems")
-            _show_served(served, text=text, width=width, json_out=json_out)
+            _show_served(served, text=text, width=width, shape=shape, json_out=json_out)
             return
         info = store.get_run(run_ref)
         if not is_system_spec(info.spec):
@@ -622,7 +650,15 @@ def trace(
         if json_out:
             emit_json(the_trace.model_dump(mode="json"))
             return
-        console.print(trace_tree(the_trace, show_text=text, width=width))
+        console.print(
+            trace_tree(
+                the_trace,
+                show_text=text,
+                width=width,
+                tree_children=tree_children,
+                tree_depth=tree_depth,
+            )
+        )
         verdict = verdicts.get(row.sample_id)
         if verdict is not None:
             reference = next(

@@ -5,7 +5,8 @@ Pages (plain HTML from Jinja2 templates with autoescape on; no JavaScript at all
 * ``/ui``: the runs in the database;
 * ``/ui/runs/{run}``: one run, its traces (system runs) and its report, the same HTML that
   ``ponder report --html`` writes (also alone at ``/ui/runs/{run}/report``);
-* ``/ui/runs/{run}/traces/{sample_id}``: the trace of one answer of a system run;
+* ``/ui/runs/{run}/traces/{sample_id}``: the trace of one answer of a system run (a search
+  component's tree as nested lists, the winning path open);
 * ``/ui/requests``: the requests the server answered, newest first;
 * ``/ui/requests/{id}``: one request, its messages, its response and its trace;
 * ``/ui/login``: a form that trades an API key for a session cookie.
@@ -41,7 +42,7 @@ from pydantic import ValidationError
 from ponder.errors import NotFoundError, UserError
 from ponder.runs import is_system_spec
 from ponder.store import ServerRequest, Store
-from ponder.systems import Trace, Usage
+from ponder.systems import SearchTree, Trace, TreeNode, Usage, children_best_first
 
 __all__ = ["SESSION_COOKIE", "ui_router"]
 
@@ -247,6 +248,49 @@ def _ids(ids: list[str], limit: int = 8) -> str:
     return shown + (f", … (+{len(ids) - limit})" if len(ids) > limit else "")
 
 
+@dataclass(frozen=True)
+class _TreeRow:
+    """One node of a search tree, in the order the page lists them (depth first, best first).
+
+    The template opens a nested list under a node that has children and, after a leaf, closes
+    ``closes`` of them: flat rows instead of a recursive macro, so a deep tree cannot exhaust
+    Python's recursion limit.
+    """
+
+    node: TreeNode
+    won: bool
+    chosen: int | None  # rank among the chosen leaves, 1 = best
+    has_children: bool
+    closes: int
+
+
+def _search_rows(tree: SearchTree) -> list[_TreeRow]:
+    """The nodes reachable from the root(s), depth first, each node's children best first."""
+    kids = children_best_first(tree)
+    won = set(tree.winning_path)
+    rank = {node_id: i + 1 for i, node_id in enumerate(tree.chosen)}
+    order: list[tuple[TreeNode, int]] = []
+    seen: set[int] = set()
+    stack = [(n, 0) for n in reversed([n for n in tree.nodes if n.parent is None])]
+    while stack:
+        node, level = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        order.append((node, level))
+        stack.extend((k, level + 1) for k in reversed(kids.get(node.id, [])))
+    rows: list[_TreeRow] = []
+    for i, (node, level) in enumerate(order):
+        after = order[i + 1][1] if i + 1 < len(order) else 0
+        parent = after > level  # pre-order: the next row is a child exactly when it is deeper
+        rows.append(
+            _TreeRow(
+                node, node.id in won, rank.get(node.id), parent, 0 if parent else level - after
+            )
+        )
+    return rows
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -259,7 +303,14 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(usage=_usage, ids=_ids, when=_when, pretty=_pretty, urlpart=_urlpart)
+    env.filters.update(
+        usage=_usage,
+        ids=_ids,
+        when=_when,
+        pretty=_pretty,
+        urlpart=_urlpart,
+        search_rows=_search_rows,
+    )
     return env
 
 

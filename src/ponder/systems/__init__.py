@@ -82,7 +82,7 @@ from ponder.systems._trace import (
     TreeNode,
     Usage,
 )
-from ponder.systems._tree import trace_tree
+from ponder.systems._tree import children_best_first, trace_tree
 
 __all__ = [
     "ARCHON_TYPES",
@@ -126,6 +126,7 @@ __all__ = [
     "VerifierLike",
     "aclose_backends",
     "as_messages",
+    "children_best_first",
     "component_class",
     "component_types",
     "components",
