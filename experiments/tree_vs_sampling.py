@@ -32,7 +32,7 @@ from ponder.verify import make_verifier
 
 NAME = "tree_vs_sampling"
 STEPS = {"max_step_tokens": 96, "max_depth": 8}
-JUDGE = {"kind": "judge"}
+JUDGE = {"kind": "judge", "mode": "logprobs"}
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # N samples, refine rounds, beam width, MCTS iterations, token cap of the tree searches

@@ -76,6 +76,12 @@ def score(scorer: Scorer, items: list[ScoreInput], ctx: RunContext) -> list[floa
     return asyncio.run(scorer.score_many(items, ctx))
 
 
+def bound_of(scorer: Scorer, it: ScoreInput, ctx: RunContext | None = None) -> tuple[int, int]:
+    """What scoring ``it`` may cost at most, measured on ``ctx``'s models (default: a scripted
+    one, which has no tokenizer: one token per byte)."""
+    return asyncio.run(scorer.cost_bound(it, ctx or context(ScriptedBackend())))
+
+
 def position(token: str, **alternatives: float) -> TokenLogprob:
     """One generated position: ``token`` chosen, ``alternatives`` given as probabilities."""
     top = [TopLogprob(token=t, logprob=math.log(p)) for t, p in alternatives.items()]
@@ -345,42 +351,42 @@ def test_cost_bounds_hold_what_scoring_costs() -> None:
     unreadable = item("I like apples")  # graded only after a repair
     # auto, before the backend is known: a Yes/No call and a grade with its repair.
     judge = make_scorer({"kind": "judge"})
-    bound = judge.cost_bound(unreadable)
+    bound = bound_of(judge, unreadable)
     ctx = context(ScriptedBackend(fn=grader))
     score(judge, [unreadable], ctx)
     assert bound[0] == 3 == spent(ctx)[0] and within(bound, ctx)
     # Now known to return no log-probabilities: a grade and its repair.
-    assert judge.cost_bound(unreadable)[0] == 2
-    assert make_scorer({"kind": "judge", "repair_retries": 0}).cost_bound(unreadable)[0] == 2
+    assert bound_of(judge, unreadable)[0] == 2
+    assert bound_of(make_scorer({"kind": "judge", "repair_retries": 0}), unreadable)[0] == 2
     graded = make_scorer({"kind": "judge", "mode": "score", "repair_retries": 3})
-    assert graded.cost_bound(unreadable)[0] == 4
-    assert graded.cost_bound(unreadable)[1] > judge.cost_bound(unreadable)[1]
+    assert bound_of(graded, unreadable)[0] == 4
+    assert bound_of(graded, unreadable)[1] > bound_of(judge, unreadable)[1]
     # A backend with log-probabilities: one short call once known.
     judge = make_scorer({"kind": "judge"})
     ctx = context(LogprobBackend(verdicts))
     score(judge, [item("3 + 5 = 8")], ctx)
-    assert judge.cost_bound(item("3 + 5 = 8")) == make_scorer(
-        {"kind": "judge", "mode": "logprobs"}
-    ).cost_bound(item("3 + 5 = 8"))
-    assert judge.cost_bound(item("3 + 5 = 8"))[0] == 1 and within(
-        judge.cost_bound(item("3 + 5 = 8")), ctx
+    assert bound_of(judge, item("3 + 5 = 8")) == bound_of(
+        make_scorer({"kind": "judge", "mode": "logprobs"}), item("3 + 5 = 8")
+    )
+    assert bound_of(judge, item("3 + 5 = 8"))[0] == 1 and within(
+        bound_of(judge, item("3 + 5 = 8")), ctx
     )
     # outcome: writing the tests once per query (and only for complete code).
     outcome = make_scorer({"kind": "outcome", "max_tests": 2, "timeout_s": 0.5})
     leaf = item("def add(a, b):\n    return a + b", terminal=True, query=CODE_QUERY)
-    assert outcome.cost_bound(item("def add(a, b):", query=CODE_QUERY)) == (0, 0)
-    assert outcome.cost_bound(item("The sum.", terminal=True, query=CODE_QUERY)) == (0, 0)
-    bound = outcome.cost_bound(leaf)
+    assert bound_of(outcome, item("def add(a, b):", query=CODE_QUERY)) == (0, 0)
+    assert bound_of(outcome, item("The sum.", terminal=True, query=CODE_QUERY)) == (0, 0)
+    bound = bound_of(outcome, leaf)
     ctx = context(ScriptedBackend(outputs=["Tests:", TESTS_REPLY]))  # read after a repair
     assert score(outcome, [leaf], ctx) == [1.0]
     assert bound[0] == 2 == spent(ctx)[0] and within(bound, ctx)
-    assert outcome.cost_bound(leaf) == (0, 0)  # written already
+    assert bound_of(outcome, leaf) == (0, 0)  # written already
     # reward model: one call of one token.
     reward = make_scorer({"kind": "reward_model", "model": "rm", "reply": "number"})
     backend = ScriptedBackend(outputs=["0.5"], name="rm")
     ctx = context(backend)
     ctx.resources.pool = BackendPool(default=backend, named={"rm": backend})
-    bound = reward.cost_bound(item("3 + 5 = 8"))
+    bound = bound_of(reward, item("3 + 5 = 8"), ctx)
     score(reward, [item("3 + 5 = 8")], ctx)
     assert bound[0] == 1 and within(bound, ctx)
 
@@ -681,7 +687,7 @@ def test_judge_on_the_real_model_scores_partial_gsm8k_solutions(embedded: Backen
     items = [i for i, _ in gsm8k_partials(5)]
     ctx = context(embedded)
     judge = make_scorer({"kind": "judge"})
-    bound = [sum(b) for b in zip(*(judge.cost_bound(i) for i in items), strict=True)]
+    bound = [sum(b) for b in zip(*(bound_of(judge, i, ctx) for i in items), strict=True)]
     scores = score(judge, items, ctx)  # auto: log-probabilities
     scored = [s for s in scores if s is not None]
     assert len(scored) >= 0.8 * len(items)
@@ -716,7 +722,7 @@ def test_judge_score_mode_on_the_real_model(embedded: Backend) -> None:
             "repair_retries": 0,
         }
     )
-    bound = [sum(b) for b in zip(*(judge.cost_bound(i) for i in items), strict=True)]
+    bound = [sum(b) for b in zip(*(bound_of(judge, i, ctx) for i in items), strict=True)]
     scores = score(judge, items, ctx)
     assert within((bound[0], bound[1]), ctx)
     calls = ctx.event.calls

@@ -427,3 +427,36 @@ def restating_tree(prompt: Prompt, i: int, params: SamplingParams) -> str:
     if "Low start." in (text or ""):
         return "Low path ends right. #### 2"
     return ["Low start.", "High start."][i % 2]
+
+
+@pytest.mark.embedded
+def test_every_example_config_answers_a_gsm8k_problem_on_smollm2_within_3_minutes() -> None:
+    import time
+    from pathlib import Path
+
+    from ponder.backends import Backend
+    from ponder.systems import aclose_backends
+    from ponder.tasks import get_task
+
+    task = get_task("gsm8k")
+    query = task.prompt(task.problems()[0])
+    shared: dict[str, Backend] = {}  # one engine for the four configs (and their judges)
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("tree-*.yaml"))
+    assert [p.stem for p in configs] == ["tree-beam", "tree-dvts", "tree-mcts", "tree-particles"]
+    try:
+        for path in configs:
+            start = time.perf_counter()
+            with System.load(path, model="smollm2-135m", shared_backends=shared) as s:
+                result = s.run(query)
+            took = time.perf_counter() - start
+            (event,) = result.trace.events
+            assert took < 180, f"{path.name} took {took:.0f} s"
+            assert event.tree is not None and event.tree.chosen and result.answer
+            # The judge scored the steps (those of a last round the budget stopped stay unscored).
+            assert any(n.score is not None for n in event.tree.nodes[1:]), path.name
+            tokens = sum(c.prompt_tokens + c.completion_tokens for c in event.calls)
+            assert tokens <= 4000
+    finally:
+        import asyncio
+
+        asyncio.run(aclose_backends(list(shared.values())))

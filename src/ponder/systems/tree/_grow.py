@@ -169,10 +169,12 @@ class Grower:
                 calls += 1
         return calls, tokens
 
-    def _scores_cost(self, items: list[ScoreInput]) -> tuple[int, int]:
+    async def _scores_cost(self, items: list[ScoreInput]) -> tuple[int, int]:
         calls = tokens = 0
+        if not self._budgeted:
+            return calls, tokens
         for item in items:
-            more_calls, more_tokens = self.scorer.cost_bound(item)
+            more_calls, more_tokens = await self.scorer.cost_bound(item, self.ctx)
             calls, tokens = calls + more_calls, tokens + more_tokens
         return calls, tokens
 
@@ -281,7 +283,7 @@ class Grower:
             return
         items = [self._item(n.id, terminal=n.terminal) for n in nodes]
         fresh = [i for i in items if not self.cache.has(self.scorer, i)]
-        cost = self._scores_cost(fresh)
+        cost = await self._scores_cost(fresh)
         self._reserve(cost)  # the steps stay unscored if their scoring could not fit
         try:
             scores = await self.cache.scores_of(self.scorer, items, self.ctx)
@@ -298,7 +300,8 @@ class Grower:
 
     def delta(self, leaves: list[int], note: str | None = None) -> Delta:
         """Candidates of ``leaves`` (best first as given; cut to ``top``), recorded as chosen."""
-        unique = list(dict.fromkeys(leaves))[: self.cfg.top]
+        # The root is the empty solution, never a candidate.
+        unique = [n for n in dict.fromkeys(leaves) if n != 0][: self.cfg.top]
         if not unique and len(self.tree.nodes) > 1:
             # Stopped before any path was kept (the budget): the best partial solution grown.
             unique = self.best_first([n.id for n in self.tree.nodes[1:]])[:1]

@@ -104,12 +104,17 @@ class JudgeScorer(Scorer):
         # Whether each backend (by identity) returned log-probabilities when asked (auto mode).
         self._has_logprobs: dict[str, bool] = {}
 
-    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+    async def cost_bound(self, item: ScoreInput, ctx: RunContext) -> tuple[int, int]:
         """One Yes/No call, or a grade with its repairs; in ``auto`` before the backend's answer
         is known, both."""
         cfg = self.config
-        asks = call_bound(self._messages(item, YES_NO[item.terminal]), _VERDICT_TOKENS)
-        grades = asked_bound(
+        backend = ctx.backend(cfg.model)
+        asks = await call_bound(
+            ctx, backend, self._messages(item, YES_NO[item.terminal]), _VERDICT_TOKENS
+        )
+        grades = await asked_bound(
+            ctx,
+            backend,
             self._messages(item, GRADE[item.terminal] + GRADE_FORMAT),
             cfg.max_tokens,
             cfg.repair_retries,

@@ -140,7 +140,7 @@ class OutcomeScorer(Scorer):
         user = render(cfg.template or PROMPT, query=query, max_tests=cfg.max_tests)
         return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
 
-    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+    async def cost_bound(self, item: ScoreInput, ctx: RunContext) -> tuple[int, int]:
         """Writing the query's tests (with repairs), unless they are written or not needed."""
         if not item.terminal or extract_program(item.solution) is None:
             return 0, 0
@@ -148,7 +148,14 @@ class OutcomeScorer(Scorer):
         if written is not None and written.tests is not None:
             return 0, 0
         cfg = self.config
-        return asked_bound(self._prompt(item.query), cfg.max_tokens, cfg.repair_retries, EXPECTED)
+        return await asked_bound(
+            ctx,
+            ctx.backend(cfg.model),
+            self._prompt(item.query),
+            cfg.max_tokens,
+            cfg.repair_retries,
+            EXPECTED,
+        )
 
     async def tests_for(
         self, messages: tuple[Message, ...], query: str, ctx: RunContext

@@ -121,9 +121,10 @@ class RewardModelScorer(Scorer):
     def _max_tokens(self) -> int:
         return 8 if self.config.reply == "number" else 1
 
-    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+    async def cost_bound(self, item: ScoreInput, ctx: RunContext) -> tuple[int, int]:
         """One call: the messages and a reply of ``max_tokens`` (1, or 8 for a number)."""
-        return call_bound(self.messages(item), self._max_tokens())
+        backend = ctx.backend(self.config.model)
+        return await call_bound(ctx, backend, self.messages(item), self._max_tokens())
 
     def messages(self, item: ScoreInput) -> list[Message]:
         """The request's messages for ``item`` (see the module's docs)."""

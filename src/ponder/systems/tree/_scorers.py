@@ -86,7 +86,7 @@ class Scorer(ABC):
         """Scores of several items (default: concurrently, one by one)."""
         return list(await asyncio.gather(*(self.score(i, ctx) for i in items)))
 
-    def cost_bound(self, item: ScoreInput) -> tuple[int, int]:
+    async def cost_bound(self, item: ScoreInput, ctx: RunContext) -> tuple[int, int]:
         """The most calls and tokens (prompt + completion) that scoring ``item`` may cost; a
         strategy's budget reserves it before scoring. Default (0, 0): a scorer that calls a model
         must override it (e.g. with an upper bound of its prompt's tokens plus ``max_tokens``)."""
