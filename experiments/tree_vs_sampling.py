@@ -37,7 +37,7 @@ JUDGE = {"kind": "judge", "mode": "logprobs"}
 BUDGETS: dict[str, dict[str, Any]] = {
     # N samples, refine rounds, beam width, MCTS iterations, token cap of the tree searches
     "small": {"n": 4, "rounds": 1, "width": 2, "iterations": 6, "tokens": 6000},
-    "large": {"n": 8, "rounds": 3, "width": 4, "iterations": 14, "tokens": 14000},
+    "large": {"n": 8, "rounds": 3, "width": 3, "iterations": 10, "tokens": 9000},
 }
 METHODS = ("vote", "best_of_n", "refine", "beam", "mcts")
 
