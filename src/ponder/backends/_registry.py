@@ -8,42 +8,23 @@ and names a module whose import registers it with :func:`register_backend`, or a
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ponder._registry import lookup, names, register, register_lazy, set_adopter
+from ponder._configured import (
+    Configured,
+    build,
+    checked_config_type,
+    configured,
+    register_configured,
+)
+from ponder._registry import names, register_lazy, set_adopter
 from ponder.backends._base import Backend
-from ponder.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 BackendFactory = Callable[[Any], Backend]
-
-
-@dataclass(frozen=True)
-class _BackendKind:
-    config_type: type[BaseModel]
-    factory: BackendFactory
-
-
-def _check_config_type(kind: str, config_type: object) -> type[BaseModel]:
-    if not (isinstance(config_type, type) and issubclass(config_type, BaseModel)):
-        raise ConfigError(
-            f"backend {kind!r}: its config type {config_type!r} is not a pydantic model"
-        )
-    field = config_type.model_fields.get("kind")
-    allowed = typing.get_args(field.annotation) if field is not None else ()
-    if field is None or (
-        typing.get_origin(field.annotation) is typing.Literal and kind not in allowed
-    ):
-        raise ConfigError(
-            f"backend {kind!r}: {config_type.__name__} needs a field `kind` that accepts {kind!r}",
-            hint=f'declare `kind: Literal["{kind}"] = "{kind}"` on {config_type.__name__}',
-        )
-    return config_type
 
 
 def register_backend(
@@ -56,19 +37,18 @@ def register_backend(
         DuplicateNameError: another factory already has the kind.
         ConfigError: the config type has no ``kind`` field accepting ``kind``.
     """
-    checked = _check_config_type(kind, config_type)
 
     def deco(factory: Callable[[ConfigT], Backend]) -> Callable[[ConfigT], Backend]:
-        register("backend", kind, _BackendKind(checked, factory), source=factory)
+        register_configured("backend", "backend", kind, config_type, factory)
         return factory
 
     return deco
 
 
-def _adopt(kind: str, obj: object) -> _BackendKind:
+def _adopt(kind: str, obj: object) -> Configured:
     """What the decorator registers, or a bare factory (an entry point's object): its first
     parameter's annotation is the config class."""
-    if isinstance(obj, _BackendKind):
+    if isinstance(obj, Configured):
         return obj
     if not callable(obj):
         raise TypeError(f"{obj!r} is neither a module nor a backend factory")
@@ -78,19 +58,12 @@ def _adopt(kind: str, obj: object) -> _BackendKind:
         raise TypeError(
             f"backend factory {obj!r} must take one parameter annotated with its config class"
         )
-    return _BackendKind(_check_config_type(kind, config_type), obj)
+    return Configured(checked_config_type("backend", kind, config_type), obj)
 
 
 set_adopter("backend", _adopt)
 # The openai client alone costs ~0.3 s to import: load it only when asked for.
 register_lazy("backend", "openai", "ponder.backends._openai")
-
-
-def _kind(kind: str) -> _BackendKind:
-    found = lookup("backend", kind)
-    if not isinstance(found, _BackendKind):
-        raise AssertionError(f"backend {kind!r} is registered as {found!r}")
-    return found
 
 
 def backend_kinds() -> list[str]:
@@ -105,17 +78,11 @@ def backend_config_type(kind: str) -> type[BaseModel]:
         UnknownNameError: no such backend (the message lists the kinds).
         PluginLoadError: the plugin that provides it failed to load.
     """
-    return _kind(kind).config_type
+    return configured("backend", kind).config_type
 
 
 def create_backend(config: BaseModel) -> Backend:
-    """Instantiate the backend described by ``config`` (its ``kind`` field selects the factory)."""
-    kind = getattr(config, "kind", None)
-    if not isinstance(kind, str):
-        raise ConfigError(
-            "backend config has no 'kind' field", hint=f"set kind: {'|'.join(backend_kinds())}"
-        )
-    entry = _kind(kind)
-    if not isinstance(config, entry.config_type):
-        config = entry.config_type.model_validate(config.model_dump())
-    return entry.factory(config)
+    """Instantiate the backend described by ``config`` (its ``kind`` field selects the factory;
+    a config of another class is validated by the kind's own)."""
+    backend: Backend = build("backend", "backend", config)
+    return backend

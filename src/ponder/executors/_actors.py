@@ -13,11 +13,11 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel
 
+from ponder._closing import Closing
 from ponder.backends import Backend
 from ponder.errors import ConfigError, PonderError, RunError
 from ponder.records import Generation, GenerationRequest, Verdict
@@ -308,7 +308,7 @@ def _judge(kind: str, items: list[tuple[str | None, str]]) -> list[Verdict]:
 _remote_judge: Any = None
 
 
-class RayVerifier:
+class RayVerifier(Closing):
     """A verifier of ``kind`` whose work runs as Ray tasks over the cluster's nodes.
 
     Items go out in chunks, at most ``window`` tasks at a time (the cluster's CPUs: tasks claim
@@ -352,14 +352,3 @@ class RayVerifier:
 
     def close(self) -> None:
         self._local.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,17 +10,15 @@ depend on the executor.
 
 from __future__ import annotations
 
-import typing
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
-from ponder._registry import lookup, names, register, set_adopter
-from ponder.errors import ConfigError
+from ponder._closing import Closing
+from ponder._configured import adopter, build, configured, register_configured
+from ponder._registry import names, set_adopter
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
-class Executor(ABC):
+class Executor(Closing):
     """Where backends run and verification happens. Close it after use (or use ``with``)."""
 
     name: str = "executor"
@@ -45,25 +43,8 @@ class Executor(ABC):
         executor runs work; its name, hence the stored verdicts, is the same everywhere."""
 
     def close(self) -> None:
-        """Release what the executor started (idempotent)."""
+        """Release what the executor started (idempotent; nothing by default)."""
         return None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-@dataclass(frozen=True)
-class _ExecutorKind:
-    config_type: type[BaseModel]
-    factory: Callable[[Any], Executor]
 
 
 def register_executor(
@@ -71,36 +52,15 @@ def register_executor(
 ) -> Callable[[Callable[[ConfigT], Executor]], Callable[[ConfigT], Executor]]:
     """Register an executor factory under ``kind`` (decorator); ``config_type`` is its pydantic
     config, with a field ``kind: Literal[kind]``."""
-    field = config_type.model_fields.get("kind")
-    if field is None or kind not in typing.get_args(field.annotation):
-        raise ConfigError(
-            f"executor {kind!r}: {config_type.__name__} needs a field `kind` that accepts {kind!r}",
-            hint=f'declare `kind: Literal["{kind}"] = "{kind}"` on {config_type.__name__}',
-        )
 
     def deco(factory: Callable[[ConfigT], Executor]) -> Callable[[ConfigT], Executor]:
-        register("executor", kind, _ExecutorKind(config_type, factory), source=factory)
+        register_configured("executor", "executor", kind, config_type, factory)
         return factory
 
     return deco
 
 
-def _adopt(kind: str, obj: object) -> _ExecutorKind:
-    if isinstance(obj, _ExecutorKind):
-        return obj
-    raise TypeError(
-        f"executor {kind!r}: {obj!r} is not registered with ponder.executors.register_executor"
-    )
-
-
-set_adopter("executor", _adopt)
-
-
-def _kind(kind: str) -> _ExecutorKind:
-    found = lookup("executor", kind)
-    if not isinstance(found, _ExecutorKind):
-        raise AssertionError(f"executor {kind!r} is registered as {found!r}")
-    return found
+set_adopter("executor", adopter("executor", "ponder.executors.register_executor"))
 
 
 def executor_kinds() -> list[str]:
@@ -110,15 +70,10 @@ def executor_kinds() -> list[str]:
 
 def executor_config_type(kind: str) -> type[BaseModel]:
     """The pydantic config class of executor ``kind``."""
-    return _kind(kind).config_type
+    return configured("executor", kind).config_type
 
 
 def create_executor(config: BaseModel) -> Executor:
     """Start the executor described by ``config`` (its ``kind`` field selects the factory)."""
-    kind = getattr(config, "kind", None)
-    if not isinstance(kind, str):
-        raise ConfigError("executor config has no 'kind' field")
-    entry = _kind(kind)
-    if not isinstance(config, entry.config_type):
-        config = entry.config_type.model_validate(config.model_dump())
-    return entry.factory(config)
+    executor: Executor = build("executor", "executor", config)
+    return executor

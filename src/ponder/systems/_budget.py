@@ -81,6 +81,7 @@ class TokenMeter:
         self._backend = backend
         self._context: int | None = None
         self._known = False
+        self._tokenizes: bool | None = None  # whether the backend counts tokens (asked once)
 
     async def context(self) -> int | None:
         """Tokens one request may hold (None: unknown)."""
@@ -100,6 +101,13 @@ class TokenMeter:
             return 0
         counted = await asyncio.to_thread(self._backend.count_tokens, text)
         return estimate_tokens(text) if counted is None else counted
+
+    async def prompt_bound(self, prompt: Prompt) -> int:
+        """Tokens ``prompt`` cannot exceed, for budgets: :meth:`prompt_tokens` where the backend
+        has a tokenizer, else :func:`upper_bound` (an estimate from the length may undercount)."""
+        if self._tokenizes is None:
+            self._tokenizes = await asyncio.to_thread(self._backend.count_tokens, "a") is not None
+        return await self.prompt_tokens(prompt) if self._tokenizes else upper_bound(prompt)
 
     async def prompt_tokens(self, prompt: Prompt) -> int:
         """Tokens of a prompt, template overhead included (never fewer than the real count)."""

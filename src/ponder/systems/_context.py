@@ -276,6 +276,11 @@ class RunContext:
         """Tokens one request to ``backend`` may hold, prompt and reply (None: unknown)."""
         return await self.resources.meter(backend).context()
 
+    async def prompt_bound(self, backend: Backend, prompt: Prompt) -> int:
+        """Tokens ``prompt`` cannot exceed on ``backend``'s model (for budgets; see
+        :meth:`~ponder.systems._budget.TokenMeter.prompt_bound`)."""
+        return await self.resources.meter(backend).prompt_bound(prompt)
+
     async def count_tokens(self, backend: Backend, prompt: Prompt) -> int:
         """Tokens ``prompt`` takes on ``backend``'s model, with an allowance for the chat template
         (estimated from its length when the backend has no tokenizer)."""

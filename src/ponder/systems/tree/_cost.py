@@ -10,12 +10,11 @@ differently).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ponder.records import Message
-from ponder.systems._budget import MESSAGE_OVERHEAD, upper_bound
+from ponder.systems._budget import MESSAGE_OVERHEAD
 from ponder.systems._prompts import template
 
 if TYPE_CHECKING:
@@ -27,20 +26,11 @@ if TYPE_CHECKING:
 _PROBLEM_BYTES = 300
 
 
-async def prompt_bound(ctx: RunContext, backend: Backend, messages: Sequence[Message]) -> int:
-    """Tokens ``messages`` cannot exceed on ``backend``: its model's own count with the chat
-    template's allowance where it has a tokenizer, else one token per UTF-8 byte."""
-    has_tokenizer = await asyncio.to_thread(backend.count_tokens, "a") is not None
-    if has_tokenizer:
-        return await ctx.count_tokens(backend, list(messages))
-    return upper_bound(list(messages))
-
-
 async def call_bound(
     ctx: RunContext, backend: Backend, messages: Sequence[Message], max_tokens: int
 ) -> tuple[int, int]:
     """One call: 1 call, and at most the prompt's tokens plus ``max_tokens``."""
-    return 1, await prompt_bound(ctx, backend, messages) + max_tokens
+    return 1, await ctx.prompt_bound(backend, list(messages)) + max_tokens
 
 
 async def asked_bound(
@@ -53,7 +43,7 @@ async def asked_bound(
 ) -> tuple[int, int]:
     """A :meth:`RunContext.ask` with at most ``repair_retries`` repair prompts: its calls, and
     the tokens of all of them (each repair resends the conversation so far)."""
-    base = await prompt_bound(ctx, backend, messages)
+    base = await ctx.prompt_bound(backend, list(messages))
     repair = len(template("repair").encode()) + len(expected.encode()) + _PROBLEM_BYTES
     per_round = 2 * max_tokens + repair + 2 * MESSAGE_OVERHEAD
     tokens = sum(base + attempt * per_round + max_tokens for attempt in range(repair_retries + 1))

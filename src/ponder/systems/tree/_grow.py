@@ -69,13 +69,15 @@ class StepSearchConfig(ModelComponentConfig):
         calls, tokens = self.expansion_floor()
         if self.budget_calls is not None and self.budget_calls < calls:
             raise ValueError(
-                f"budget_calls {self.budget_calls} is less than one expansion ({calls} calls)"
+                f"budget_calls {self.budget_calls} is less than one expansion ({calls} calls); "
+                "raise it"
             )
         if self.budget_tokens is not None and self.budget_tokens < tokens:
             raise ValueError(
                 f"budget_tokens {self.budget_tokens} is less than one expansion (up to {tokens} "
                 f"completion tokens: {self.expansion_width()} steps of max_step_tokens "
-                f"{self.steps.max_step_tokens})"
+                f"{self.steps.max_step_tokens}); raise it, or lower max_step_tokens or the steps "
+                "drawn per expansion"
             )
         return self
 
@@ -164,7 +166,7 @@ class Grower:
         if self._budgeted:
             for node_id, k in requests:
                 prompt, _ = step_prompt(self.messages, self.steps_of(node_id), self.cfg.steps)
-                tokens += await self.ctx.count_tokens(self.backend, prompt)
+                tokens += await self.ctx.prompt_bound(self.backend, prompt)
                 tokens += k * self.cfg.steps.max_step_tokens
                 calls += 1
         return calls, tokens

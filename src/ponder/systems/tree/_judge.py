@@ -19,7 +19,6 @@ on whether its steps so far are correct and lead towards the answer.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,7 +30,7 @@ from ponder.systems._parsing import parse_score
 from ponder.systems._prompts import check_template, render
 from ponder.systems.tree._cost import asked_bound, call_bound
 from ponder.systems.tree._odds import answer_odds, word_is
-from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
+from ponder.systems.tree._scorers import ScoreInput, Scorer, config_name, register_scorer
 
 SYSTEM = "You check solutions to problems carefully and honestly, step by step."
 
@@ -99,8 +98,7 @@ class JudgeScorer(Scorer):
 
     def __init__(self, config: JudgeScorerConfig) -> None:
         self.config = config
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
-        self._name = f"judge:{digest}"
+        self._name = config_name("judge", config)
         # Whether each backend (by identity) returned log-probabilities when asked (auto mode).
         self._has_logprobs: dict[str, bool] = {}
 

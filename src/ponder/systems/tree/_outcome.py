@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from ponder.systems._models import ModelRef
 from ponder.systems._parsing import Unparseable
 from ponder.systems._prompts import check_template, render
 from ponder.systems.tree._cost import asked_bound
-from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
+from ponder.systems.tree._scorers import ScoreInput, Scorer, config_name, register_scorer
 from ponder.verify.code import CodeVerdict, Sandbox, extract_program
 
 SYSTEM = "You write tests for programs. You never write the program itself."
@@ -127,8 +126,7 @@ class OutcomeScorer(Scorer):
 
     def __init__(self, config: OutcomeScorerConfig) -> None:
         self.config = config
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
-        self._name = f"outcome:{digest}"
+        self._name = config_name("outcome", config)
         self._tests: dict[str, _Tests] = {}
 
     @property

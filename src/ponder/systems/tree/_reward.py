@@ -31,7 +31,6 @@ system's other messages, a system prompt or few-shot turns, are not sent).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import Literal
@@ -45,7 +44,7 @@ from ponder.systems._models import ModelRef
 from ponder.systems._prompts import check_template, render
 from ponder.systems.tree._cost import call_bound
 from ponder.systems.tree._odds import answer_odds
-from ponder.systems.tree._scorers import ScoreInput, Scorer, register_scorer
+from ponder.systems.tree._scorers import ScoreInput, Scorer, config_name, register_scorer
 
 PARTIAL = (
     "Is the last step of your solution correct? Answer $positive if it is, $negative if it is not."
@@ -111,8 +110,7 @@ class RewardModelScorer(Scorer):
 
     def __init__(self, config: RewardModelScorerConfig) -> None:
         self.config = config
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
-        self._name = f"reward_model:{digest}"
+        self._name = config_name("reward_model", config)
 
     @property
     def name(self) -> str:

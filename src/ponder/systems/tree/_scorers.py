@@ -16,18 +16,17 @@ duration of a query (:class:`ScoreCache`).
 from __future__ import annotations
 
 import asyncio
-import difflib
+import hashlib
 import math
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ponder._registry import lookup, names, register, set_adopter
-from ponder.errors import ConfigError
+from ponder._configured import adopter, build, config_of, register_configured
+from ponder._registry import names, set_adopter
 from ponder.records import Message
 
 if TYPE_CHECKING:
@@ -133,45 +132,20 @@ def aggregate(scores: Sequence[float | None], rule: AggregateRule) -> float | No
 # ----- registry -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ScorerKind:
-    config_type: type[BaseModel]
-    factory: Callable[[Any], Scorer]
-
-
 def register_scorer(
     kind: str, config_type: type[ConfigT]
 ) -> Callable[[Callable[[ConfigT], Scorer]], Callable[[ConfigT], Scorer]]:
     """Register a scorer factory under ``kind`` (decorator); ``config_type`` is its pydantic
     config, with a field ``kind: Literal[kind]``."""
-    fld = config_type.model_fields.get("kind")
-    if fld is None or kind not in typing.get_args(fld.annotation):
-        raise ConfigError(
-            f"scorer {kind!r}: {config_type.__name__} needs a field `kind` that accepts {kind!r}",
-            hint=f'declare `kind: Literal["{kind}"] = "{kind}"` on {config_type.__name__}',
-        )
 
     def deco(factory: Callable[[ConfigT], Scorer]) -> Callable[[ConfigT], Scorer]:
-        register("scorer", kind, _ScorerKind(config_type, factory), source=factory)
+        register_configured("scorer", "scorer", kind, config_type, factory)
         return factory
 
     return deco
 
 
-def _adopt(kind: str, obj: object) -> _ScorerKind:
-    if isinstance(obj, _ScorerKind):
-        return obj
-    raise TypeError(f"scorer {kind!r}: {obj!r} is not registered with register_scorer")
-
-
-set_adopter("scorer", _adopt)
-
-
-def _kind(kind: str) -> _ScorerKind:
-    found = lookup("scorer", kind)
-    if not isinstance(found, _ScorerKind):
-        raise AssertionError(f"scorer {kind!r} is registered as {found!r}")
-    return found
+set_adopter("scorer", adopter("scorer", "ponder.systems.tree.register_scorer"))
 
 
 def scorer_kinds() -> list[str]:
@@ -186,35 +160,16 @@ def scorer_config(spec: Mapping[str, Any] | BaseModel) -> BaseModel:
         ConfigError: no ``kind``, or an invalid field (named).
         UnknownNameError: no such scorer kind.
     """
-    if isinstance(spec, BaseModel):
-        return spec
-    kind = spec.get("kind")
-    if not isinstance(kind, str):
-        raise ConfigError("a scorer needs a kind", hint=f"set kind: {' | '.join(scorer_kinds())}")
-    config_type = _kind(kind).config_type
-    try:
-        return config_type.model_validate(dict(spec))
-    except ValidationError as exc:
-        problems = "; ".join(_problem(e, list(config_type.model_fields)) for e in exc.errors())
-        raise ConfigError(
-            f"invalid {kind} scorer: {problems}", hint="fix the field(s) named above"
-        ) from None
-
-
-def _problem(error: Any, fields: list[str]) -> str:
-    """One validation problem as ``field: what is wrong`` (inputs not echoed: may be secret)."""
-    name = ".".join(str(p) for p in error["loc"]) or "?"
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(name, fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{name}: is not a field{hint}; fields: {', '.join(fields)}"
-    if error["type"] == "missing":
-        return f"{name}: is required"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{name}: {message}"
+    return config_of("scorer", "scorer", spec)
 
 
 def make_scorer(spec: Mapping[str, Any] | BaseModel) -> Scorer:
     """The scorer of ``spec`` (see :func:`scorer_config`)."""
-    config = scorer_config(spec)
-    return _kind(str(dict(config)["kind"])).factory(config)
+    scorer: Scorer = build("scorer", "scorer", spec)
+    return scorer
+
+
+def config_name(kind: str, config: BaseModel) -> str:
+    """A scorer's name from its kind and config: what changes its scores changes its name."""
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
+    return f"{kind}:{digest}"

@@ -98,8 +98,8 @@ def step_prompt(messages: list[Message], steps: list[str], cfg: StepsConfig) -> 
     if cfg.continuation == "assistant":
         # The delimiter ends the last step, so the model starts the next one.
         return [*messages, Message(role="assistant", content=partial + cfg.delimiter)], True
-    head = [m for m in messages if m.role != "user" or m is not _last_user(messages)]
     query = _last_user(messages)
+    head = [m for m in messages if m is not query]
     text = RESTATE.format(query=query.content if query else "", partial=partial)
     return [*head, Message(role="user", content=text)], False
 
@@ -124,7 +124,7 @@ def to_step(completion: Completion, cfg: StepsConfig) -> Step:
     gives_answer = re.search(cfg.final, text) is not None
     terminal = not truncated and (gives_answer or not text.strip())
     return Step(
-        text=text.strip("\n") if not text.strip() else text.rstrip(),
+        text=text.rstrip(),
         finish_reason=completion.finish_reason,
         completion_tokens=completion.completion_tokens,
         terminal=terminal,
