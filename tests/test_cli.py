@@ -331,3 +331,11 @@ def test_run_top_k_and_min_p_reach_every_model_call_and_make_a_new_run(tmp_path:
     assert bad.exit_code == 2 and "--top-k" in bad.output
     bad = CliRunner().invoke(app, ["run", *common, "--min-p", "2"])
     assert bad.exit_code == 2 and "--min-p" in bad.output
+    # --max-tokens caps every call (the config asks for 8) and is a run of its own
+    capped = run("--max-tokens", "3")
+    assert [p["max_tokens"] for p in capped["params"]] == [3]
+    assert [p["max_tokens"] for p in plain["params"]] == [8]
+    assert capped["run"] not in (plain["run"], truncated["run"])
+    assert run("--max-tokens", "30")["run"] == plain["run"]  # above every limit: the same config
+    bad = CliRunner().invoke(app, ["run", *common, "--max-tokens", "0"])
+    assert bad.exit_code == 2 and "--max-tokens" in bad.output

@@ -11,8 +11,8 @@ change them, and only that way:
 
 * ``.venv/bin/ponder`` is this environment's ``ponder``, and ``.venv/bin/python`` its python;
 * every registered model name is replaced by ``smollm2-135m`` (the test model), and ``ponder sample`` / ``ponder
-  run`` get ``--model smollm2-135m`` when they name no model, ``--limit`` at most 2, and ``sample`` at most 4
-  samples of at most 48 tokens;
+  run`` get ``--model smollm2-135m`` when they name no model, ``--limit`` at most 2 and ``--max-tokens`` at
+  most 48 (``run``: a cap on every model call of the system), and ``sample`` at most 4 samples;
 * ``--base-url`` points at a real llama.cpp server on 127.0.0.1 (the ``llama_server`` fixture);
 * the word ``RUN`` (in bash) or the string ``"RUN"`` (in python) is the id of the run made last on that page
   (for ``ponder trace``, the system run made last).
@@ -121,9 +121,9 @@ def adapt(command: str, *, run_id: str | None, base_url: str) -> list[str]:
         if "--model" not in words and "-m" not in words and "--base-url" not in words:
             words += ["--model", TEST_MODEL]
         _set_option(words, "--limit", "2", at_most=2)
+        _set_option(words, "--max-tokens", "48", at_most=48)
         if words[1] == "sample":
             _set_option(words, "--n", "4", at_most=4)
-            _set_option(words, "--max-tokens", "48", at_most=48)
     return words
 
 
@@ -177,7 +177,9 @@ def test_documented_commands_run(page: Path, tmp_path: Path, llama_server: str) 
         if block.not_run is not None or block.lang not in ("bash", "python"):
             continue
         if block.lang == "python":
-            code = block.code.replace('"RUN"', repr(_latest_run(env, tmp_path) or "RUN"))
+            code = block.code
+            if '"RUN"' in code:
+                code = code.replace('"RUN"', repr(_latest_run(env, tmp_path) or "RUN"))
             for name in model_names():
                 code = code.replace(f'"{name}"', f'"{TEST_MODEL}"')
             result = subprocess.run(
@@ -197,7 +199,9 @@ def test_documented_commands_run(page: Path, tmp_path: Path, llama_server: str) 
                 env[name] = value.strip("'\"")
                 continue
             # `ponder trace RUN` means the system run, not the baseline made after it.
-            run_id = _latest_run(env, tmp_path, system=" trace " in f" {command} ")
+            run_id = None
+            if re.search(r"\bRUN\b", command):
+                run_id = _latest_run(env, tmp_path, system=" trace " in f" {command} ")
             words = adapt(command, run_id=run_id, base_url=llama_server)
             if Path(words[0]).name not in ("ponder", "python"):
                 words = ["bash", "-c", command]  # a shell line as written: redirections, pipes

@@ -24,6 +24,7 @@ from ponder.systems import (
     parse_model,
     parse_model_map,
     register_component,
+    with_token_cap,
     with_truncation,
 )
 from ponder.systems.components import GenerateConfig, RankConfig, VoteConfig
@@ -643,6 +644,43 @@ class TestLoadWithModels:
         assert System.load(data).config == SystemConfig.from_data(data)
         with pytest.raises(ConfigError, match="min_p"):
             System.load(data, min_p=2.0)
+
+    def test_a_token_cap_lowers_every_token_limit_above_it(self) -> None:
+        data = {
+            "name": "cap",
+            "layers": [
+                {"type": "generate", "models": [{"n": 2, "max_tokens": 900}, {"n": 1}]},
+                {"type": "refine", "max_tokens": 40, "critic_max_tokens": 700},
+                {
+                    "type": "beam_search",
+                    "steps": {"max_step_tokens": 160},
+                    "scorer": {"kind": "judge", "mode": "score", "max_tokens": 300},
+                    "budget_tokens": 4000,
+                },
+                {"type": "vote"},
+            ],
+        }
+        capped = System.load(data, max_tokens=64).config.model_dump(mode="json")
+        generate, refine, beam, vote = (layer[0] for layer in capped["layers"])
+        assert generate["max_tokens"] == 64
+        assert [m["max_tokens"] for m in generate["models"]] == [64, None]  # None: the layer's
+        assert (refine["max_tokens"], refine["critic_max_tokens"]) == (40, 64)  # 40 stands
+        assert beam["steps"]["max_step_tokens"] == 64 and beam["scorer"]["max_tokens"] == 64
+        assert beam["budget_tokens"] == 4000  # a budget is not a limit of one call
+        plain = SystemConfig.from_data(data).model_dump(mode="json")
+        assert vote == plain["layers"][3][0]
+        assert with_token_cap(SystemConfig.from_data(data), 10_000).model_dump(mode="json") == plain
+        with pytest.raises(ConfigError, match="max_tokens must be >= 1"):
+            System.load(data, max_tokens=0)
+
+    def test_an_ensemble_config_takes_the_model_and_sampling_flags(self) -> None:
+        # Each flag rebuilds the config from its dump, which must load again (regression:
+        # `ponder run --model` on a config with an ensemble generate was refused).
+        data = {"name": "e", "layers": [{"type": "generate", "models": [{"n": 2}, {"n": 1}]}]}
+        config = System.load(data, model="smollm2-135m", top_k=5, max_tokens=32).config
+        assert [m.n for m in config.layers[0][0].members()] == [2, 1]
+        with pytest.raises(ConfigError, match="set n on each member"):
+            SystemConfig.from_data({**data, "layers": [[{**data["layers"][0], "n": 2}]]})
 
     def test_model_text_and_map_items(self) -> None:
         assert parse_model(" smollm2-135m ") == "smollm2-135m"

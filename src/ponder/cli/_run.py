@@ -97,6 +97,7 @@ def load_system(
     default_model: str | None = None,
     top_k: int | None = None,
     min_p: float | None = None,
+    max_tokens: int | None = None,
     backend_factory: Callable[[BaseModel], Backend] | None = None,
 ) -> System:
     """The system in ``path`` with the command line's model and truncation flags; the rules that
@@ -131,6 +132,7 @@ def load_system(
             model_map=parse_model_map(model_map or [], what="--model-map"),
             top_k=top_k,
             min_p=min_p,
+            max_tokens=max_tokens,
             backend_factory=backend_factory,
         )
     for w in caught:
@@ -361,6 +363,16 @@ def run(
             show_default=False,
         ),
     ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Cap every model call at this many completion tokens (each token limit of the "
+            "config above it is lowered; the baseline's too): a quick try of a config on a slow "
+            "machine. Part of the run's identity: a capped run is a run of its own.",
+            show_default=False,
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Queries (and baseline requests) in flight.")
     ] = 4,
@@ -396,6 +408,8 @@ def run(
             top_k=top_k or 0,
             min_p=min_p or 0.0,
         )
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"--max-tokens must be >= 1, got {max_tokens}")
         the_task = build_task(task, data, None, None, None, few_shot, task_option)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:
@@ -412,6 +426,7 @@ def run(
             default_model=default_model,
             top_k=top_k,
             min_p=min_p,
+            max_tokens=max_tokens,
             backend_factory=ex.backend,
         )
         describe = the_system.config.describe()

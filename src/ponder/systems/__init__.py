@@ -59,6 +59,7 @@ from ponder.systems._load import (
     parse_model,
     parse_model_map,
     with_default_model,
+    with_token_cap,
     with_truncation,
 )
 from ponder.systems._models import (
@@ -146,5 +147,6 @@ __all__ = [
     "register_extractor",
     "trace_tree",
     "with_default_model",
+    "with_token_cap",
     "with_truncation",
 ]

@@ -13,6 +13,11 @@
 * ``top_k`` and ``min_p`` set the token truncation of every component that calls a model (its
   ``top_k_tokens`` and ``min_p``), overriding the config; left out (None), the config's stand.
   Truncation is part of the config, hence of a system run's identity.
+* ``max_tokens`` caps the completion tokens of every model call: each token limit of a component
+  that calls a model (``max_tokens``, ``critic_max_tokens``, a tree search's ``max_step_tokens``,
+  its scorer's ``max_tokens``, an ensemble member's) above it is lowered to it; limits below it
+  stand. Part of the config too, hence of the run's identity (a quick try on a slow machine is a
+  run of its own, never mixed with the full-length one).
 
 Each model may also be given as text (as on a command line): a name, a ``.gguf`` path, or a JSON
 model spec starting with ``{``; see :func:`parse_model` and :func:`parse_model_map`.
@@ -86,6 +91,7 @@ def load_config(
     named: Collection[str] = (),
     top_k: int | None = None,
     min_p: float | None = None,
+    max_tokens: int | None = None,
 ) -> SystemConfig:
     """The config in ``source`` (a YAML/JSON file, a mapping, or a config), with the model choices
     and token truncation applied (see the module docstring).
@@ -99,6 +105,7 @@ def load_config(
             of them is kept as that name).
         top_k: Sample every model call from its ``top_k`` likeliest tokens (0: off).
         min_p: Drop tokens below ``min_p`` times the likeliest one in every model call (0: off).
+        max_tokens: Cap the completion tokens of every model call.
 
     Raises:
         ConfigError: an invalid config or model, or ``default_model``/``model_map`` given for a
@@ -136,7 +143,8 @@ def load_config(
             config = SystemConfig.from_data(data, source=where)
     if model is not None:
         config = with_default_model(config, model, named=named, source=where)
-    return with_truncation(config, top_k=top_k, min_p=min_p, source=where)
+    config = with_truncation(config, top_k=top_k, min_p=min_p, source=where)
+    return config if max_tokens is None else with_token_cap(config, max_tokens, source=where)
 
 
 def with_default_model(
@@ -183,4 +191,40 @@ def with_truncation(
         for item, component in zip(layer_data, layer, strict=True):
             if isinstance(component, ModelComponentConfig):
                 item.update(values)
+    return SystemConfig.from_data(data, source=source)
+
+
+def _is_token_limit(key: str) -> bool:
+    return key in ("max_tokens", "max_step_tokens") or key.endswith("_max_tokens")
+
+
+def _cap(data: Any, cap: int) -> None:
+    """Lower every token limit above ``cap`` in a component's data (nested: steps, scorer,
+    ensemble members)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        if isinstance(value, dict | list):
+            _cap(value, cap)
+        elif isinstance(key, str) and _is_token_limit(key) and isinstance(value, int):
+            data[key] = min(value, cap)
+
+
+def with_token_cap(
+    config: SystemConfig, max_tokens: int, *, source: str | None = None
+) -> SystemConfig:
+    """``config`` with the completion tokens of every model call capped at ``max_tokens`` (see the
+    module docstring).
+
+    Raises:
+        ConfigError: ``max_tokens`` below 1.
+    """
+    if max_tokens < 1:
+        raise ConfigError(
+            f"max_tokens must be >= 1, got {max_tokens}", hint="pass a positive token count"
+        )
+    data = config.model_dump(mode="json")
+    for layer_data, layer in zip(data["layers"], config.layers, strict=True):
+        for item, component in zip(layer_data, layer, strict=True):
+            if isinstance(component, ModelComponentConfig):
+                _cap(item, max_tokens)
     return SystemConfig.from_data(data, source=source)

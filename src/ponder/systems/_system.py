@@ -186,6 +186,7 @@ class System(Closing):
         model_map: Mapping[str, ModelTarget] | None = None,
         top_k: int | None = None,
         min_p: float | None = None,
+        max_tokens: int | None = None,
         **kwargs: Any,
     ) -> System:
         """A system from a YAML or JSON file (or a config mapping); Archon configs are recognised
@@ -203,6 +204,9 @@ class System(Closing):
             top_k: Replaces the ``top_k_tokens`` of every component that calls a model (token
                 truncation; part of the config, hence of a system run's identity).
             min_p: Replaces the ``min_p`` of every component that calls a model.
+            max_tokens: Caps every token limit of the components that call a model (their
+                ``max_tokens``, ``critic_max_tokens``, ``max_step_tokens``, ...); lower limits
+                stand. Part of the config, hence of a system run's identity.
             **kwargs: Passed to :class:`System` (``backends``, ``default_backend``,
                 ``verifiers``, ``generation_cache``, ``shared_backends``, ``backend_factory``).
 
@@ -222,6 +226,7 @@ class System(Closing):
             named=tuple(kwargs.get("backends") or ()),
             top_k=top_k,
             min_p=min_p,
+            max_tokens=max_tokens,
         )
         return cls(config, **kwargs)
 

@@ -53,7 +53,8 @@ class GenerateConfig(ModelComponentConfig):
     def _one_source(self) -> GenerateConfig:
         if self.models is not None and self.model is not None:
             raise ValueError("set either model (one model) or models (an ensemble), not both")
-        if self.models is not None and "n" in self.model_fields_set:
+        # n left at 1 is what a dumped config holds (a reload must accept its own dump).
+        if self.models is not None and self.n != 1:
             raise ValueError("with models, set n on each member instead of on the component")
         return self
 
