@@ -11,13 +11,17 @@ On the same problems and model, five ways to spend inference compute, each at tw
 Every query is an ordinary stored system run (resumable: rerun the same command to go on). The
 compute of a method is measured, not configured: the tokens actually evaluated (prompt tokens the
 engine did not take from its prompt cache, plus completion tokens, summed over every call of the
-query) and the wall time of the query. The chart puts accuracy against both; the table has the
-numbers. Run it in the background (a few minutes per problem on 2 cores with the 0.5B model).
+query) and the wall time of the query (the median over the problems, so that a query slowed by
+other work on the machine does not move it). The chart puts accuracy against both; the table has
+the numbers. Run it in the background, alone on the machine (about 9 minutes per problem for all
+ten queries on 2 cores with the 0.5B model and PONDER_THREADS=1; two llama.cpp engines with more
+threads than cores slow each other down several times over).
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,17 +74,20 @@ class Row:
     prompt: float
     completion: float
     wall_s: float
+    """Median wall time per query (robust to the few queries slowed by other work on the machine)."""
     calls: float
 
 
 def measure(
     store: Any, run_id: str, ids: list[str], verifier: str
 ) -> tuple[int, float, float, float, float, float]:
-    """Correct answers and mean evaluated tokens, prompt, completion, wall time, calls per query."""
+    """Correct answers; mean evaluated tokens, prompt, completion per query; median wall time per
+    query; mean calls per query."""
     samples = [s for s in store.samples(run_id, ids) if s.index == 0]
     verdicts = store.verdicts(run_id, verifier)
     correct = sum(1 for s in samples if (v := verdicts.get(s.id)) and v.status == "correct")
-    evaluated = prompt = completion = wall = calls = 0.0
+    evaluated = prompt = completion = calls = 0.0
+    walls: list[float] = []
     for s in samples:
         trace = store.trace(s.id or 0)
         for e in trace.events:
@@ -90,10 +97,17 @@ def measure(
                 prompt += call.prompt_tokens - call.cached_prompt_tokens
                 completion += call.completion_tokens
                 calls += 1
-        wall += trace.usage.wall_s
+        walls.append(trace.usage.wall_s)
     evaluated = prompt + completion
     k = max(len(samples), 1)
-    return correct, evaluated / k, prompt / k, completion / k, wall / k, calls / k
+    return (
+        correct,
+        evaluated / k,
+        prompt / k,
+        completion / k,
+        statistics.median(walls or [0.0]),
+        calls / k,
+    )
 
 
 def svg(rows: list[Row]) -> str:
@@ -108,7 +122,7 @@ def svg(rows: list[Row]) -> str:
     w, h, pad = 420, 300, 50
     panels = []
     for i, (attr, label) in enumerate(
-        (("evaluated", "tokens evaluated per query"), ("wall_s", "seconds per query"))
+        (("evaluated", "tokens evaluated per query"), ("wall_s", "median seconds per query"))
     ):
         xs = [getattr(r, attr) for r in rows] or [1.0]
         hi = max(xs) * 1.1 or 1.0
@@ -193,7 +207,7 @@ def run() -> None:
                 )
                 c.log(
                     f"{method} {budget}: {correct}/{len(ids)} correct, {evaluated:,.0f} tokens evaluated "
-                    f"per query, {wall:.1f} s per query ({time.perf_counter() - start:.0f} s this call)"
+                    f"per query, median {wall:.1f} s per query ({time.perf_counter() - start:.0f} s this call)"
                 )
     table = c.md_table(
         [
@@ -204,7 +218,7 @@ def run() -> None:
             "uncached prompt",
             "completion",
             "calls / query",
-            "s / query",
+            "median s / query",
         ],
         [
             [
