@@ -20,10 +20,16 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import betainc
 
 _TABLE_LIMIT = 2048
 _table: NDArray[np.float64] = np.empty((0, 0))
+
+
+def _betainc(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    # Imported on first use: scipy.special is most of the time a CLI start would spend importing.
+    from scipy.special import betainc
+
+    return np.asarray(betainc(a, b, 0.5), dtype=np.float64)
 
 
 def _beta_table(size: int) -> NDArray[np.float64]:
@@ -32,7 +38,7 @@ def _beta_table(size: int) -> NDArray[np.float64]:
     if _table.shape[0] < size:
         side = max(64, 1 << (size - 1).bit_length())
         a = np.arange(side, dtype=np.float64) + 1.0
-        _table = np.asarray(betainc(a[None, :], a[:, None], 0.5), dtype=np.float64)
+        _table = _betainc(a[None, :], a[:, None])
     return _table
 
 
@@ -51,7 +57,7 @@ def beta_leader_prob(leader: ArrayLike, runner_up: ArrayLike) -> NDArray[np.floa
             return _beta_table(top + 1)[a, b]
     af = a.astype(np.float64) + 1.0
     bf = b.astype(np.float64) + 1.0
-    return np.asarray(betainc(bf, af, 0.5), dtype=np.float64)
+    return _betainc(bf, af)
 
 
 @lru_cache(maxsize=8192)
