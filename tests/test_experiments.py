@@ -151,3 +151,22 @@ def test_probe_chooses_by_the_pass1_band(tmp_path: Path) -> None:
     chosen = by_task["gym:chain_sum"][-1]
     assert chosen == "yes" or chosen.startswith("no: "), chosen
     assert ("1. gym:chain_sum" in md) == (chosen == "yes"), (p1, md)
+
+
+def test_tree_vs_sampling_measures_every_method_and_resumes(tmp_path: Path) -> None:
+    args = ["--model", "smollm2-135m", "--problems", "1", "--max-tokens", "32", "--threads", "1"]
+    args += ["--budget", "small", "--method", "vote", "--method", "beam"]
+    experiment("tree_vs_sampling", tmp_path, *TASK, *args)
+    md = (tmp_path / "out" / "tree_vs_sampling.md").read_text()
+    headers, rows = table(md, "method")
+    assert headers[2:4] == ["accuracy", "tokens evaluated / query"]
+    assert [(r[0], r[1]) for r in rows] == [("vote", "small"), ("beam", "small")]
+    for r in rows:
+        evaluated, prompt, completion = (int(c.replace(",", "")) for c in r[3:6])
+        assert evaluated == prompt + completion and completion > 0
+    # beam search makes many calls (steps and the judge's), a vote one
+    assert float(rows[1][6]) > float(rows[0][6]) == 1.0
+    assert (tmp_path / "out" / "tree_vs_sampling.svg").read_text().startswith("<svg")
+    # a rerun resumes: the stored answers are measured again, nothing is drawn anew
+    _, err = experiment("tree_vs_sampling", tmp_path, *TASK, *args)
+    assert (tmp_path / "out" / "tree_vs_sampling.md").read_text() == md, err
