@@ -150,6 +150,7 @@ def test_mcts_visits_follow_uct_on_a_hand_checked_tree() -> None:
         "width": 2,
         "exploration": 1.0,
         "scorer": table(MCTS_SCORES),
+        "finish": False,
     }
     result, backend = run(layer, named_tree)
     tree = result.trace.events[0].tree
@@ -164,6 +165,48 @@ def test_mcts_visits_follow_uct_on_a_hand_checked_tree() -> None:
     assert len(backend.calls) == 5
     # The answer follows the most visited children: B, then B1 (the better of two single visits).
     assert [tree.node(i).text for i in tree.winning_path[1:]] == ["B", "B1"]
+    assert "does not finish" in " ".join(result.trace.events[0].notes)
+
+    # finish (the default): one more request writes the rest of that path (no step stop, the
+    # depth left x max_step_tokens), unscored; the answer ends there.
+    result, backend = run({**layer, "finish": True}, named_tree)
+    tree = result.trace.events[0].tree
+    assert tree is not None and len(backend.calls) == 6
+    _, _, params = backend.calls[-1]
+    assert params.stop == () and params.max_tokens == (12 - 2) * 160
+    path = [tree.node(i) for i in tree.winning_path[1:]]
+    assert [n.text for n in path] == ["B", "B1", "B11"]
+    assert path[-1].note == "finish" and path[-1].terminal and path[-1].score is None
+    assert not any("does not finish" in note for note in result.trace.events[0].notes)
+
+
+def test_mcts_keeps_back_the_budget_that_finishes_its_path() -> None:
+    """With a budget, the search stops early rather than spend what finishing needs; the
+    answer is finished and the budget is never passed."""
+
+    def steps(prompt: Prompt, i: int, params: SamplingParams) -> str:
+        if not params.stop:  # the rest of the solution (no step delimiter)
+            return "So the total is 7. #### 7"
+        return ["First step.", "Another step."][i % 2]
+
+    layer = {
+        "type": "mcts",
+        "iterations": 50,
+        "width": 2,
+        "scorer": table({}),
+        "steps": {"max_step_tokens": 20, "max_depth": 6},
+        "budget_tokens": 1500,
+    }
+    result, _ = run(layer, steps)
+    (event,) = result.trace.events
+    assert event.tree is not None
+    answer = event.tree.node(event.tree.winning_path[-1])
+    assert answer.note == "finish" and answer.terminal and "#### 7" in result.answer
+    # the search stopped on the budget: before an iteration (what is left finishes the path), or
+    # in one that would have spent what was kept back
+    assert any("budget" in note for note in event.notes), event.notes
+    assert len(event.tree.nodes) > 10  # it searched before stopping
+    assert sum(c.prompt_tokens + c.completion_tokens for c in event.calls) <= 1500
 
 
 def test_puct_prefers_the_child_with_the_higher_prior() -> None:
@@ -236,7 +279,10 @@ def test_budgets_are_never_exceeded(layer: dict[str, Any], budget: dict[str, int
     assert len(event.calls) <= budget.get("budget_calls", 10**9)
     assert tokens <= budget.get("budget_tokens", 10**9)
     assert event.calls  # it did work before stopping
-    assert any("budget is reached" in note for note in event.notes)
+    assert any(
+        "budget is reached" in note or "the rest of the budget finishes" in note
+        for note in event.notes
+    )
 
 
 def test_a_budget_smaller_than_one_expansion_is_a_config_error() -> None:

@@ -12,7 +12,10 @@ added along the path (each node's value becomes the mean of what went through it
 
 After ``iterations``, the answer follows the most visited child from the root (ties: the higher
 value) down to a terminal node; candidates are that path, then the other terminal nodes and
-rollouts, best first.
+rollouts, best first. With ``finish`` (the default), a most visited path that does not end (few
+iterations, or a budget) is finished: the model writes the rest of it in one request, unscored,
+and the search keeps back what that request may cost from its budget (it stops early rather than
+spend it). An unfinished path has no answer to give; without ``finish`` it is returned as is.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class MctsConfig(StepSearchConfig):
     exploration: float = Field(1.4, ge=0.0, le=100.0, description="c in UCT/PUCT.")
     value: Literal["scorer", "rollout"] = Field(
         "scorer", description="A new leaf's value: its step score, or a greedy rollout's score."
+    )
+    finish: bool = Field(
+        True,
+        description="Finish a most visited path that does not end, in one request (its cost is "
+        "kept back from the budget); false: return it unfinished.",
     )
 
     def expansion_width(self) -> int:
@@ -100,6 +108,12 @@ class Mcts(Component[MctsConfig]):
         rollouts: list[int] = []
         stopped = None
         for iteration in range(1, cfg.iterations + 1):
+            if cfg.finish and not await self._keep_finish(grower, stats):
+                stopped = (
+                    f"stopped before iteration {iteration}: the rest of the budget finishes the "
+                    "most visited path"
+                )
+                break
             path = self._select(grower, stats)
             leaf = path[-1]
             try:
@@ -116,14 +130,27 @@ class Mcts(Component[MctsConfig]):
         if stopped:
             ctx.note(stopped)
         answer = self._answer(grower, stats)
+        note = None
+        if answer is not None and cfg.finish and grower.expandable(answer):
+            try:
+                answer = (await grower.finish(answer, cfg.iterations + 1)).id
+            except BudgetReached as exc:
+                note = f"the most visited path could not be finished: {exc}"
         others = [n.id for n in grower.tree.nodes if n.terminal and n.id != answer] + [
             r for r in rollouts if r != answer
         ]
         leaves = ([answer] if answer else []) + grower.best_first(others)
-        note = None
         if answer is not None and not grower.node(answer).terminal:
-            note = "the most visited path does not finish: returned it unfinished"
+            note = note or "the most visited path does not finish: returned it unfinished"
         return grower.delta(leaves, note)
+
+    async def _keep_finish(self, grower: Grower, stats: _Stats) -> bool:
+        """Keep back from the budget what finishing the most visited path may cost; False when
+        that no longer fits."""
+        answer = self._answer(grower, stats)
+        if answer is None or not grower.expandable(answer):
+            return grower.keep((0, 0))
+        return grower.keep(await grower.finish_cost(answer))
 
     def _select(self, grower: Grower, stats: _Stats) -> list[int]:
         """The path from the root to the leaf this iteration evaluates."""

@@ -23,7 +23,13 @@ from ponder.systems.tree._scorers import (
     make_scorer,
     scorer_config,
 )
-from ponder.systems.tree._steps import Step, StepsConfig, next_steps, step_prompt
+from ponder.systems.tree._steps import (
+    Step,
+    StepsConfig,
+    next_steps,
+    rest_of_solution,
+    step_prompt,
+)
 
 STEP_SYSTEM = (
     "Solve the problem step by step. Write each step as a short paragraph and separate the steps "
@@ -131,7 +137,8 @@ class Grower:
             delimiter=config.steps.delimiter,
             nodes=[TreeNode(id=0)],
         )
-        self._held = (0, 0)  # calls and tokens reserved by rounds in flight
+        self._held = (0, 0)  # calls and tokens reserved by rounds in flight, and kept back
+        self._kept = (0, 0)  # kept back for a later call (see keep)
         ctx.event.tree = self.tree
 
     # ----- the tree ---------------------------------------------------------------------------------
@@ -205,6 +212,64 @@ class Grower:
     def _release(self, cost: tuple[int, int]) -> None:
         if self._budgeted:
             self._held = (self._held[0] - cost[0], self._held[1] - cost[1])
+
+    def keep(self, cost: tuple[int, int]) -> bool:
+        """Keep ``cost`` back from the budget (replacing what was kept before), so that the
+        search cannot spend it; False, keeping nothing, when it does not fit."""
+        self._release(self._kept)
+        self._kept = (0, 0)
+        if not self._budgeted:
+            return True
+        spent_calls, spent_tokens = self.spent()
+        try:
+            self._check(
+                spent_calls + self._held[0] + cost[0], spent_tokens + self._held[1] + cost[1]
+            )
+        except BudgetReached:
+            return False
+        self._held = (self._held[0] + cost[0], self._held[1] + cost[1])
+        self._kept = cost
+        return True
+
+    async def finish_cost(self, node_id: int) -> tuple[int, int]:
+        """The most :meth:`finish` of ``node_id`` may cost: calls and tokens."""
+        if not self._budgeted:
+            return 0, 0
+        prompt, _ = step_prompt(self.messages, self.steps_of(node_id), self.cfg.steps, rest=True)
+        return 1, await self.ctx.prompt_bound(self.backend, prompt) + self._rest_tokens(node_id)
+
+    def _rest_tokens(self, node_id: int) -> int:
+        steps = self.cfg.steps
+        return max(1, steps.max_depth - self.node(node_id).depth) * steps.max_step_tokens
+
+    async def finish(self, node_id: int, round_: int) -> TreeNode:
+        """The rest of ``node_id``'s solution in one request (up to the steps it has left, each
+        ``max_step_tokens``), added unscored as one child marked "finish"; what :meth:`keep` kept
+        is released for it.
+
+        Raises:
+            BudgetReached: it could pass the budget (nothing was sent).
+        """
+        self.keep((0, 0))
+        cost = await self.finish_cost(node_id)
+        self._reserve(cost)
+        try:
+            step = await rest_of_solution(
+                self.ctx,
+                self.backend,
+                self.messages,
+                self.steps_of(node_id),
+                self.cfg.sampling(self.ctx.seed_for("finish", node_id, round_)),
+                self.cfg.steps,
+                self._rest_tokens(node_id),
+                f"rest of the solution after node {node_id}",
+            )
+        finally:
+            self._release(cost)
+        node = self._add(node_id, step)
+        node.note = "finish"
+        node.value = self.node(node_id).value
+        return node
 
     def _check(self, calls: int, tokens: int) -> None:
         cfg = self.cfg

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.errors import BackendRequestError, ConfigError
-from ponder.records import Completion, FinishReason, Message, Prompt
+from ponder.records import Completion, FinishReason, Generation, Message, Prompt
 
 if TYPE_CHECKING:
     from ponder.backends import Backend
@@ -36,6 +36,10 @@ DEFAULT_FINAL = r"####|\\boxed\{|[Tt]he (?:final )?answer is"
 RESTATE = (
     "{query}\n\nHere is the start of a solution, step by step:\n\n{partial}\n\n"
     "Write only the next step of this solution (or, if it is complete, the final answer)."
+)
+RESTATE_REST = (
+    "{query}\n\nHere is the start of a solution, step by step:\n\n{partial}\n\n"
+    "Write the rest of this solution, ending with the final answer."
 )
 
 
@@ -89,9 +93,11 @@ class Step:
     truncated: bool
 
 
-def step_prompt(messages: list[Message], steps: list[str], cfg: StepsConfig) -> tuple[Prompt, bool]:
-    """The prompt that asks for the step after ``steps``, and whether it continues the last
-    (assistant) message."""
+def step_prompt(
+    messages: list[Message], steps: list[str], cfg: StepsConfig, *, rest: bool = False
+) -> tuple[Prompt, bool]:
+    """The prompt that asks for the step after ``steps`` (``rest``: for the rest of the solution),
+    and whether it continues the last (assistant) message."""
     if not steps:
         return list(messages), False
     partial = cfg.delimiter.join(steps)
@@ -100,7 +106,9 @@ def step_prompt(messages: list[Message], steps: list[str], cfg: StepsConfig) -> 
         return [*messages, Message(role="assistant", content=partial + cfg.delimiter)], True
     query = _last_user(messages)
     head = [m for m in messages if m is not query]
-    text = RESTATE.format(query=query.content if query else "", partial=partial)
+    text = (RESTATE_REST if rest else RESTATE).format(
+        query=query.content if query else "", partial=partial
+    )
     return [*head, Message(role="user", content=text)], False
 
 
@@ -152,12 +160,54 @@ async def next_steps(
             "max_tokens": cfg.max_step_tokens,
         }
     )
+    generation = await _continue(ctx, backend, prompt, k, step_params, purpose, continued, cfg)
+    return [to_step(c, cfg) for c in generation.completions]
+
+
+async def rest_of_solution(
+    ctx: RunContext,
+    backend: Backend,
+    messages: list[Message],
+    steps: list[str],
+    params: SamplingParams,
+    cfg: StepsConfig,
+    max_tokens: int,
+    purpose: str,
+) -> Step:
+    """The rest of the solution after ``steps`` in one request (no step stop, up to
+    ``max_tokens``): terminal when it gives the final answer or the model ends it."""
+    prompt, continued = step_prompt(messages, steps, cfg, rest=True)
+    rest_params = params.model_copy(update={"max_tokens": max_tokens})
+    generation = await _continue(ctx, backend, prompt, 1, rest_params, purpose, continued, cfg)
+    (completion,) = generation.completions
+    text = completion.text.rstrip()
+    truncated = completion.finish_reason == "length"
+    gives_answer = re.search(cfg.final, text) is not None
+    return Step(
+        text=text,
+        finish_reason=completion.finish_reason,
+        completion_tokens=completion.completion_tokens,
+        terminal=gives_answer or not truncated,
+        truncated=truncated and not gives_answer,
+    )
+
+
+async def _continue(
+    ctx: RunContext,
+    backend: Backend,
+    prompt: Prompt,
+    k: int,
+    params: SamplingParams,
+    purpose: str,
+    continued: bool,
+    cfg: StepsConfig,
+) -> Generation:
     try:
-        generation = await ctx.generate(
+        return await ctx.generate(
             backend,
             prompt,
             k,
-            step_params,
+            params,
             purpose,
             continue_final_message=continued,
             cache_prompt=cfg.prompt_cache,
@@ -171,4 +221,3 @@ async def next_steps(
             hint="set `steps: {continuation: restate}` on the component to restate the partial "
             "solution in the user's message instead",
         ) from exc
-    return [to_step(c, cfg) for c in generation.completions]
