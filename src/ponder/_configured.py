@@ -101,7 +101,9 @@ def config_of(kind: Kind, label: str, spec: Mapping[str, Any] | BaseModel) -> Ba
     try:
         return config_type.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e, list(config_type.model_fields)) for e in exc.errors())
+        problems = "; ".join(
+            validation_problem(e, list(config_type.model_fields)) for e in exc.errors()
+        )
         raise ConfigError(
             f"invalid {name} {label}: {problems}", hint="fix the field(s) named above"
         ) from None
@@ -113,13 +115,14 @@ def build(kind: Kind, label: str, spec: Mapping[str, Any] | BaseModel) -> Any:
     return configured(kind, str(dict(config)["kind"])).factory(config)
 
 
-def _problem(error: Any, fields: list[str]) -> str:
-    """One validation problem as ``field: what is wrong`` (inputs not echoed: may be secret)."""
+def validation_problem(error: Any, fields: list[str], noun: str = "field") -> str:
+    """One validation problem as ``field: what is wrong`` (inputs not echoed: may be secret);
+    an unknown name gets the closest of ``fields`` and the list (``noun``: what they are called)."""
     name = ".".join(str(p) for p in error["loc"]) or "?"
     if error["type"] == "extra_forbidden":
         close = difflib.get_close_matches(name, fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{name}: is not a field{hint}; fields: {', '.join(fields)}"
+        return f"{name}: is not a{'n' if noun[0] in 'aeiou' else ''} {noun}{hint}; {noun}s: {', '.join(fields)}"
     if error["type"] == "missing":
         return f"{name}: is required"
     message = str(error["msg"]).removeprefix("Value error, ")

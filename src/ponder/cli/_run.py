@@ -409,7 +409,10 @@ def run(
             min_p=min_p or 0.0,
         )
         if max_tokens is not None and max_tokens < 1:
-            raise ConfigError(f"--max-tokens must be >= 1, got {max_tokens}")
+            raise ConfigError(
+                f"--max-tokens must be >= 1, got {max_tokens}",
+                hint="give a positive cap, e.g. --max-tokens 64, or leave it out",
+            )
         the_task = build_task(task, data, None, None, None, few_shot, task_option)
         problems = choose_problems(the_task, limit, offset, ids, shuffle_seed)
         if not problems:

@@ -26,7 +26,7 @@ model spec starting with ``{``; see :func:`parse_model` and :func:`parse_model_m
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +186,19 @@ def with_truncation(
     values = {k: v for k, v in (("top_k_tokens", top_k), ("min_p", min_p)) if v is not None}
     if not values:
         return config
+    return _with_model_components(config, lambda item: item.update(values), source)
+
+
+def _with_model_components(
+    config: SystemConfig, change: Callable[[dict[str, Any]], None], source: str | None
+) -> SystemConfig:
+    """``config`` rebuilt with ``change`` applied to the data of every component that calls a
+    model."""
     data = config.model_dump(mode="json")
     for layer_data, layer in zip(data["layers"], config.layers, strict=True):
         for item, component in zip(layer_data, layer, strict=True):
             if isinstance(component, ModelComponentConfig):
-                item.update(values)
+                change(item)
     return SystemConfig.from_data(data, source=source)
 
 
@@ -222,9 +230,4 @@ def with_token_cap(
         raise ConfigError(
             f"max_tokens must be >= 1, got {max_tokens}", hint="pass a positive token count"
         )
-    data = config.model_dump(mode="json")
-    for layer_data, layer in zip(data["layers"], config.layers, strict=True):
-        for item, component in zip(layer_data, layer, strict=True):
-            if isinstance(component, ModelComponentConfig):
-                _cap(item, max_tokens)
-    return SystemConfig.from_data(data, source=source)
+    return _with_model_components(config, lambda item: _cap(item, max_tokens), source)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Annotated, Any, TypeAlias
@@ -19,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from ponder._configured import validation_problem
 from ponder.backends import Backend, backend_config_type, backend_kinds, create_backend
 from ponder.errors import ConfigError, UserError
 from ponder.models import DEFAULT_MODEL
@@ -80,7 +80,7 @@ class ModelSpec(BaseModel):
             return config_type.model_validate({"kind": self.backend, **self.options})
         except ValidationError as exc:
             fields = [f for f in config_type.model_fields if f != "kind"]
-            problems = "; ".join(_option_problem(e, fields) for e in exc.errors())
+            problems = "; ".join(validation_problem(e, fields, noun="option") for e in exc.errors())
             raise ValueError(f"invalid {self.backend} backend option(s): {problems}") from None
 
     @property
@@ -107,16 +107,6 @@ def _identity_exempt(config: BaseModel) -> frozenset[str]:
     # An optional hook of backend configs (plugins need not have it).
     exempt = getattr(config, "identity_exempt", None)
     return frozenset(exempt()) if callable(exempt) else frozenset()
-
-
-def _option_problem(error: Any, fields: list[str]) -> str:
-    # Inputs are not echoed: an option may hold something secret.
-    name = ".".join(str(p) for p in error["loc"]) or "?"
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(name, fields, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{name}: is not an option{hint}; options: {', '.join(fields)}"
-    return f"{name}: {error['msg']}"
 
 
 def _ref_kind(value: Any) -> str:
